@@ -1,0 +1,1 @@
+"""imp-viewer and the GL side of im-portrait: renderer, windows, OpenXR, generation worker."""

@@ -1,0 +1,48 @@
+"""`imp`: the command-line tools. Each subcommand lives in its own module and is imported only
+when it runs, so `imp --help` stays fast and one broken optional dependency cannot break the rest.
+
+A subcommand module provides `add_arguments(parser)` and `run(args) -> int | None`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Keep sorted by the order a user meets them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("bench.cli", "benchmarks: render, model, viewer (prints tables or --json)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imp", description="im-portrait tools: 3D talking heads as MPI videos")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ImportError as exc:  # show the command anyway, explain when it is run
+            p.set_defaults(_import_error=exc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    if getattr(args, "_import_error", None) is not None:
+        print(f"imp {args.command}: cannot load {args._module}: {args._import_error}", file=sys.stderr)
+        return 2
+    try:
+        code = importlib.import_module(args._module).run(args)
+    except KeyboardInterrupt:
+        print(f"imp {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up everything im-portrait needs on a Debian/Ubuntu machine: system packages (headless GL,
+# Xvfb), a virtual environment in .venv with the CPU build of torch and the project (editable).
+# Safe to run again: it only installs what is missing or changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(xvfb xauth libegl1 libegl-mesa0 libgl1-mesa-dri libglx-mesa0 libgl1)
+missing=()
+if command -v dpkg >/dev/null 2>&1; then
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing system packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+
+# Re-install only when the dependency list changed (hash of pyproject.toml + this script).
+stamp=.venv/.im-portrait-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing Python packages into .venv (first run takes about a minute)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  # The pinned CPU build; an unpinned torch would pull a multi-GB CUDA build.
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
