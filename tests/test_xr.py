@@ -365,19 +365,32 @@ def test_frames_the_runtime_says_not_to_render(gl_context):
     session.close()
 
 
+GLX_PROBE = """
+import glfw, xr
+from app import xr_display
+assert glfw.init()
+glfw.window_hint(glfw.VISIBLE, False)
+glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, 3)
+glfw.window_hint(glfw.CONTEXT_VERSION_MINOR, 3)
+glfw.window_hint(glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE)
+window = glfw.create_window(64, 64, "xr-binding", None, None)
+assert window
+glfw.make_context_current(window)
+b = xr_display.glx_binding(xr)
+assert b.x_display and b.glx_context and b.glx_drawable
+print("GLX-BINDING-OK", b.visualid)
+glfw.terminate()
+"""
+
+
 def test_glx_binding_from_hidden_glfw_window(xvfb_display):
-    glfw = pytest.importorskip("glfw")
-    assert glfw.init()
-    try:
-        glfw.window_hint(glfw.VISIBLE, False)
-        glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, 3)
-        glfw.window_hint(glfw.CONTEXT_VERSION_MINOR, 3)
-        glfw.window_hint(glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE)
-        window = glfw.create_window(64, 64, "xr-binding", None, None)
-        assert window
-        glfw.make_context_current(window)
-        binding = xr_display.glx_binding(xr)
-        assert binding.x_display and binding.glx_context and binding.glx_drawable
-        glfw.destroy_window(window)
-    finally:
-        glfw.terminate()
+    # Own process: PyOpenGL picks its platform (GLX or EGL) once per process, and the tests above
+    # already used EGL; the viewer likewise uses exactly one of the two paths per run.
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", GLX_PROBE], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "DISPLAY": xvfb_display})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "GLX-BINDING-OK" in out.stdout
