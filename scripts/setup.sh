@@ -30,10 +30,18 @@ fi
 stamp=.venv/.im-portrait-setup
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing Python packages into .venv (first run takes about a minute)"
-  .venv/bin/python -m pip install -q --upgrade pip
+  echo "setup: installing Python packages into .venv (first run takes about a minute; log: .venv/pip.log)"
+  : > .venv/pip.log
+  pip_install() {
+    if ! .venv/bin/python -m pip install "$@" >> .venv/pip.log 2>&1; then
+      tail -n 30 .venv/pip.log
+      echo "setup: 'pip install $*' failed; the full log is .venv/pip.log" >&2
+      exit 1
+    fi
+  }
+  pip_install --upgrade pip
   # The pinned CPU build; an unpinned torch would pull a multi-GB CUDA build.
-  .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  pip_install "torch==2.13.0"
+  pip_install -e ".[dev]"
   echo "$want" > "$stamp"
 fi
