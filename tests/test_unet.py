@@ -1,0 +1,121 @@
+"""The Space-Time U-Net: output shapes and ranges, config plumbing, and the zero convolutions
+between the colour and the geometry branch."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.config import CONFIGS, ModelConfig, config_differences, get_config
+from model.unet import MPIUNet, count_parameters
+
+
+def random_inputs(cfg: ModelConfig, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    B, T, D, R, Cc = batch, cfg.frames, cfg.planes, cfg.res, cfg.coord_channels
+    return dict(
+        x_t=torch.randn(B, T, 3, R, R, generator=g),
+        t=torch.randint(0, cfg.diffusion.train_timesteps, (B,), generator=g),
+        coords=torch.rand(B, T, Cc, R, R, generator=g) * 2 - 1,
+        mesh_alpha=torch.rand(B, T, D, R, R, generator=g),
+        portrait=torch.rand(B, 3 + Cc, R, R, generator=g) * 2 - 1,
+        first_frame=torch.rand(B, 3, R, R, generator=g) * 2 - 1,
+        first_frame_flag=torch.ones(B),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> MPIUNet:
+    torch.manual_seed(0)
+    return MPIUNet(get_config("tiny"))
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_output_shapes_and_ranges(name: str) -> None:
+    cfg = get_config(name)
+    torch.manual_seed(1)
+    model = MPIUNet(cfg).eval()
+    with torch.no_grad():
+        out = model(**random_inputs(cfg, batch=1 if name == "small" else 2))
+    B = 1 if name == "small" else 2
+    assert out.frontal.shape == (B, cfg.frames, 3, cfg.res, cfg.res)
+    assert out.residual.shape == (B, cfg.frames, 3, cfg.res, cfg.res)
+    assert out.alpha.shape == (B, cfg.frames, cfg.planes, cfg.res, cfg.res)
+    for colour in (out.frontal, out.residual):
+        assert colour.min() >= -1 and colour.max() <= 1 and colour.std() > 0
+    assert out.alpha.min() >= 0 and out.alpha.max() <= 1 and out.alpha.std() > 0
+    assert all(torch.isfinite(o).all() for o in out)
+
+
+def test_wrong_input_size_is_a_clear_error(tiny_model: MPIUNet) -> None:
+    inputs = random_inputs(tiny_model.cfg)
+    inputs["mesh_alpha"] = inputs["mesh_alpha"][:, :, :3]
+    with pytest.raises(ValueError, match="planes"):
+        tiny_model(**inputs)
+
+
+def test_configs_registered_and_round_trip_json() -> None:
+    assert {"tiny", "small", "paper"} <= set(CONFIGS)
+    paper = get_config("paper")
+    assert (paper.res, paper.frames, paper.planes) == (512, 32, 24)
+    assert paper.colour_blocks == (2, 3, 3) and paper.geometry_blocks == (1, 1, 1)
+    assert paper.res // paper.stem_strides[0] == 128 and paper.res // (paper.stem_strides[0] * paper.stem_strides[1]) == 64
+    for cfg in CONFIGS.values():
+        assert ModelConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(KeyError, match="unknown model config"):
+        get_config("huge")
+    diffs = config_differences(get_config("tiny"), get_config("small"))
+    assert any(d.startswith("planes: 8 != 12") for d in diffs)
+
+
+def test_inconsistent_config_is_rejected() -> None:
+    with pytest.raises(ValueError, match="temporal stride"):
+        ModelConfig(name="bad", res=64, frames=6, planes=4, stem_strides=(2, 2), colour_channels=(8, 8, 8),
+                    geometry_channels=(8, 8, 8), geometry_head_channels=(8,))
+
+
+def test_parameter_counts_add_up(tiny_model: MPIUNet) -> None:
+    counts = count_parameters(tiny_model)
+    parts = [k for k in counts if k not in ("total", "zero_convs")]
+    assert sum(counts[k] for k in parts) == counts["total"] > 0
+    assert 0 < counts["zero_convs"] < counts["geometry"]
+
+
+def _perturb_colour_stem(model: MPIUNet):
+    def hook(_module, _inp, out):
+        low, mid = out
+        return low + 5 * torch.randn_like(low), mid
+    return model.colour_stem.register_forward_hook(hook)
+
+
+def test_geometry_branch_sees_no_colour_features_at_init() -> None:
+    torch.manual_seed(0)
+    model = MPIUNet(get_config("tiny")).eval()
+    inputs = random_inputs(model.cfg)
+    with torch.no_grad():
+        ref = model(**inputs)
+        handle = _perturb_colour_stem(model)
+        perturbed = model(**inputs)
+        handle.remove()
+        other_portrait = model(**{**inputs, "portrait": -inputs["portrait"]})
+    assert (perturbed.frontal - ref.frontal).abs().max() > 1e-3  # the perturbation is real
+    assert torch.equal(perturbed.alpha, ref.alpha)
+    assert torch.equal(other_portrait.alpha, ref.alpha)
+
+
+def test_zero_convs_learn_and_then_pass_colour_features() -> None:
+    torch.manual_seed(0)
+    model = MPIUNet(get_config("tiny"))
+    inputs = random_inputs(model.cfg)
+    assert all(float(p.detach().abs().sum()) == 0 for p in model.geometry.inject.parameters())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss = (model(**inputs).alpha - 0.3).square().mean()
+    loss.backward()
+    opt.step()
+    assert all(float(conv.weight.detach().abs().sum()) > 0 for conv in model.geometry.inject)
+    model.eval()
+    with torch.no_grad():
+        ref = model(**inputs)
+        handle = _perturb_colour_stem(model)
+        perturbed = model(**inputs)
+        handle.remove()
+    assert (perturbed.alpha - ref.alpha).abs().max() > 0
