@@ -1,0 +1,248 @@
+"""Real-time GL renderer of MPI frames (moderngl), matching the torch reference `model.mpi.render`.
+
+Work is split by how often it changes:
+  - `upload(frame)`, once per MPI frame: frontal, residual, alpha and background go to textures; a
+    compute pass turns them into per-plane RGBA (c_i, alpha_i) with the two-image colour model, and
+    the CPU lists the tiles of each plane whose alpha is non-zero (dilated by one pixel, so bilinear
+    footprints that reach into a neighbouring tile are still drawn);
+  - `draw(K, T, viewport)`, per view: one instanced draw of those tiles as real quads at their
+    plane, back to front, premultiplied "over" blending, after the background plane at `far`.
+Empty space costs nothing, which is what makes 24 planes at 512^2 affordable on a software rasteriser.
+Colours are used as stored (8-bit sRGB values as plain numbers, no decode), like the reference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import moderngl
+import numpy as np
+import torch
+
+from model import camera
+from model.clip import MPIFrame
+from model.resources import shader_source
+
+MAX_PLANES = 64
+DEFAULT_TILE = 16  # MPI pixels per tile side: smaller culls more, larger means fewer instances
+
+
+@dataclass
+class UploadStats:
+    """Counters a caller (or a test) can read: what one `upload` cost and how much it keeps."""
+
+    uploads: int = 0  # MPI frames uploaded so far
+    tiles: int = 0  # rectangles drawn per view for the current frame
+    pixels: int = 0  # MPI pixels those rectangles cover (all planes); D * H * W without culling
+
+
+def plane_homographies(K_src: np.ndarray, K_tgt: np.ndarray, T_tgt_from_src: np.ndarray, depths: np.ndarray) -> np.ndarray:
+    """H (D, 3, 3): target pixel <- MPI pixel for each plane, H_i = K_t (R + t n^T / d_i) K_s^-1.
+
+    Same formula as `model.mpi.plane_homographies`, in float64 numpy so per-view set-up stays in
+    microseconds. K_src, K_tgt (3, 3); T_tgt_from_src (4, 4); depths (D,)."""
+    R = T_tgt_from_src[:3, :3]
+    t = T_tgt_from_src[:3, 3]
+    M = R[None] + np.einsum("i,j->ij", t, np.array([0.0, 0.0, 1.0]))[None] / depths[:, None, None]
+    return K_tgt[None] @ M @ np.linalg.inv(K_src)[None]
+
+
+def occupied_tiles(alpha: np.ndarray, tile: int) -> np.ndarray:
+    """Rectangles to draw (N, 5) int32: (x0, y0, x1, y1, plane), MPI pixels [x0, x1) x [y0, y1).
+
+    The image of each plane is cut into tile x tile squares; a square is kept when its alpha,
+    dilated by one pixel (bilinear taps reach one pixel across), is non-zero somewhere, and shrunk
+    to the bounding box of those pixels. Rectangles of one plane never overlap and cover every
+    pixel whose dilated alpha is non-zero. Sorted back to front (plane 0 first). alpha (D, H, W) uint8."""
+    D, H, W = alpha.shape
+    nz = alpha > 0
+    grown = nz.copy()
+    grown[:, :, 1:] |= nz[:, :, :-1]
+    grown[:, :, :-1] |= nz[:, :, 1:]
+    rows = grown.copy()
+    grown[:, 1:] |= rows[:, :-1]
+    grown[:, :-1] |= rows[:, 1:]
+    ty, tx = -(-H // tile), -(-W // tile)
+    padded = np.zeros((D, ty * tile, tx * tile), bool)
+    padded[:, :H, :W] = grown
+    blocks = padded.reshape(D, ty, tile, tx, tile)
+    row_any = blocks.any(axis=4).transpose(0, 1, 3, 2)  # (D, ty, tx, tile): rows of each tile in use
+    col_any = blocks.any(axis=2)  # (D, ty, tx, tile): columns in use
+    d, y, x = np.nonzero(row_any.any(-1))  # C order: plane-major, so already back to front
+    r, c = row_any[d, y, x], col_any[d, y, x]
+    y0 = y * tile + r.argmax(-1)
+    y1 = y * tile + tile - r[:, ::-1].argmax(-1)
+    x0 = x * tile + c.argmax(-1)
+    x1 = x * tile + tile - c[:, ::-1].argmax(-1)
+    return np.stack([x0, y0, x1, y1, d], 1).astype(np.int32)
+
+
+class MPIRenderer:
+    """Draws one uploaded MPI frame into any number of views. Needs GL 4.3 (compute shaders)."""
+
+    def __init__(self, ctx: moderngl.Context, tile: int = DEFAULT_TILE):
+        self.ctx = ctx
+        self.tile = int(tile)
+        self.stats = UploadStats()
+        vert = shader_source("mpi_plane.vert.glsl").replace("#version 330\n", f"#version 330\n#define MAX_PLANES {MAX_PLANES}\n", 1)
+        self._plane_prog = ctx.program(vertex_shader=vert, fragment_shader=shader_source("mpi_plane.frag.glsl"))
+        self._bg_prog = ctx.program(vertex_shader=vert, fragment_shader=shader_source("mpi_background.frag.glsl"))
+        self._colours = ctx.compute_shader(shader_source("mpi_colours.comp.glsl"))
+        self._plane_prog["planes"] = 0
+        self._bg_prog["background"] = 1
+        self._colours["alpha_planes"] = 0
+        self._colours["frontal"] = 1
+        self._colours["residual"] = 2
+        # the background is one rectangle: the whole image on plane 0 (far)
+        self._bg_rect = ctx.buffer(np.zeros(5, np.int32).tobytes())
+        self._bg_vao = ctx.vertex_array(self._bg_prog, [(self._bg_rect, "4i i/i", "in_rect", "in_plane")])
+        self._frame: MPIFrame | None = None
+        self._depths: np.ndarray | None = None
+        self._shape: tuple[int, int, int] | None = None  # (D, H, W) the textures are allocated for
+        self._textures: dict[str, moderngl.Texture | moderngl.TextureArray] = {}
+        self._rects: moderngl.Buffer | None = None
+        self._vao: moderngl.VertexArray | None = None
+        self._num_rects = 0
+        self._fbos: dict[tuple[int, int], moderngl.Framebuffer] = {}
+
+    # ------------------------------------------------------------------ per MPI frame
+    def _allocate(self, D: int, H: int, W: int) -> None:
+        for tex in self._textures.values():
+            tex.release()
+        ctx = self.ctx
+        # Sampled textures carry a 1-texel zero frame and clamp to edge: the same as the reference's
+        # zero padding, and cheaper for llvmpipe than a border colour.
+        planes = ctx.texture_array((W + 2, H + 2, D), 4, data=bytes((W + 2) * (H + 2) * D * 4))
+        background = ctx.texture((W + 2, H + 2), 4, data=bytes((W + 2) * (H + 2) * 4))
+        for tex in (planes, background):
+            tex.repeat_x = tex.repeat_y = False
+            tex.filter = (moderngl.LINEAR, moderngl.LINEAR)
+        sources = {"alpha": ctx.texture_array((W, H, D), 1), "frontal": ctx.texture((W, H), 3), "residual": ctx.texture((W, H), 3)}
+        for tex in sources.values():
+            tex.filter = (moderngl.NEAREST, moderngl.NEAREST)
+        self._textures = {"planes": planes, "background": background, **sources}
+        self._shape = (D, H, W)
+
+    def upload(self, frame: MPIFrame) -> None:
+        """Send one MPI frame to the GPU; any number of `draw` / `render` calls may follow."""
+        D, H, W = frame.alpha.shape
+        if not 1 <= D <= MAX_PLANES:
+            raise ValueError(f"MPIRenderer supports 1..{MAX_PLANES} planes, the frame has {D}")
+        for name in ("frontal", "residual", "background"):
+            value = getattr(frame, name)
+            if value is not None and value.shape != (3, H, W):
+                raise ValueError(f"MPI frame {name} has shape {value.shape}, expected (3, {H}, {W}) like its alpha")
+        if self._shape != (D, H, W):
+            self._allocate(D, H, W)
+        tex = self._textures
+        tex["alpha"].write(np.ascontiguousarray(frame.alpha, dtype=np.uint8))
+        tex["frontal"].write(np.ascontiguousarray(frame.frontal.transpose(1, 2, 0), dtype=np.uint8))
+        tex["residual"].write(np.ascontiguousarray(frame.residual.transpose(1, 2, 0), dtype=np.uint8))
+        if frame.background is not None:
+            rgba = np.full((H, W, 4), 255, np.uint8)
+            rgba[..., :3] = frame.background.transpose(1, 2, 0)
+            tex["background"].write(rgba, viewport=(1, 1, W, H))
+        tex["alpha"].use(0)
+        tex["frontal"].use(1)
+        tex["residual"].use(2)
+        tex["planes"].bind_to_image(0, read=False, write=True)
+        self._colours["num_planes"] = D
+        self._colours["mpi_size"] = (W, H)
+        self._colours.run((W + 7) // 8, (H + 7) // 8, 1)
+        # the plane array is sampled right after: make the image stores visible to texture fetches
+        self.ctx.memory_barrier(moderngl.TEXTURE_FETCH_BARRIER_BIT | moderngl.SHADER_IMAGE_ACCESS_BARRIER_BIT)
+
+        rects = occupied_tiles(frame.alpha, self.tile)
+        if self._rects is None or self._rects.size < max(rects.nbytes, 20):
+            if self._rects is not None:
+                self._vao.release()
+                self._rects.release()
+            self._rects = self.ctx.buffer(reserve=max(rects.nbytes, 20))
+            self._vao = self.ctx.vertex_array(self._plane_prog, [(self._rects, "4i i/i", "in_rect", "in_plane")])
+        if rects.size:
+            self._rects.write(rects.tobytes())
+        self._num_rects = len(rects)
+        self._bg_rect.write(np.array([0, 0, W, H, 0], np.int32).tobytes())
+        self._frame = frame
+        self._depths = frame.depths().astype(np.float64)
+        self.stats.uploads += 1
+        self.stats.tiles = len(rects)
+        self.stats.pixels = int(np.prod(rects[:, 2:4] - rects[:, 0:2], axis=1).sum()) if len(rects) else 0
+
+    # ------------------------------------------------------------------ per view
+    def draw(self, K: np.ndarray, T_view_from_head: np.ndarray, viewport: tuple[int, int, int, int], *, background: bool = True) -> None:
+        """Draw the uploaded MPI into the bound framebuffer inside `viewport` (x, y, w, h), GL
+        convention. K (3, 3) is the OpenCV intrinsics of a w x h image; OpenCV row 0 lands at the top
+        of the viewport. Blends "over" what is there (premultiplied); leaves blending enabled with
+        func (ONE, ONE_MINUS_SRC_ALPHA) and depth test / face culling disabled."""
+        frame = self._frame
+        if frame is None:
+            raise RuntimeError("MPIRenderer.draw called before upload(frame)")
+        D, H, W = self._shape
+        T_view_from_cam = np.asarray(T_view_from_head, np.float64) @ np.linalg.inv(np.asarray(frame.T_cam_from_head, np.float64))
+        Hs = plane_homographies(np.asarray(frame.K, np.float64), np.asarray(K, np.float64), T_view_from_cam, self._depths)
+        mats = np.zeros((MAX_PLANES, 3, 3), np.float32)
+        mats[:D] = Hs.transpose(0, 2, 1)  # GLSL mat3 is column-major
+        ctx = self.ctx
+        ctx.viewport = tuple(int(v) for v in viewport)
+        ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
+        ctx.enable(moderngl.BLEND)
+        ctx.blend_func = moderngl.ONE, moderngl.ONE_MINUS_SRC_ALPHA
+        ctx.blend_equation = moderngl.FUNC_ADD
+        draws = []
+        if background and frame.background is not None:
+            draws.append((self._bg_prog, self._bg_vao, 1, self._textures["background"], 1))
+        if self._num_rects:
+            draws.append((self._plane_prog, self._vao, self._num_rects, self._textures["planes"], 0))
+        for prog, vao, count, tex, unit in draws:
+            prog["homographies"].write(mats.tobytes())
+            prog["mpi_size"] = (float(W), float(H))
+            prog["view_size"] = (float(viewport[2]), float(viewport[3]))
+            prog["tex_scale"] = (1.0 / (W + 2), 1.0 / (H + 2))
+            prog["tex_offset"] = (1.0, 1.0)
+            tex.use(unit)
+            vao.render(moderngl.TRIANGLE_STRIP, vertices=4, instances=count)
+
+    def _fbo(self, size: tuple[int, int]) -> moderngl.Framebuffer:
+        fbo = self._fbos.get(size)
+        if fbo is None:
+            fbo = self.ctx.framebuffer(color_attachments=[self.ctx.texture(size, 4)])
+            self._fbos[size] = fbo
+        return fbo
+
+    def _render_into(self, fbo: moderngl.Framebuffer, K: np.ndarray, T_view_from_head: np.ndarray, size: tuple[int, int]) -> None:
+        fbo.use()
+        fbo.clear(0.0, 0.0, 0.0, 0.0)
+        self.draw(K, T_view_from_head, (0, 0, size[0], size[1]))
+
+    @staticmethod
+    def _read(fbo: moderngl.Framebuffer, size: tuple[int, int]) -> np.ndarray:
+        w, h = size
+        data = np.frombuffer(fbo.read(components=3, alignment=1), np.uint8).reshape(h, w, 3)
+        return data[::-1].astype(np.float32) / 255.0  # GL rows run bottom-up
+
+    def render(self, K: np.ndarray, T_view_from_head: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Offscreen view: (h, w, 3) float32 in [0, 1], row 0 = top; size = (w, h)."""
+        size = (int(size[0]), int(size[1]))
+        fbo = self._fbo(size)
+        self._render_into(fbo, K, T_view_from_head, size)
+        return self._read(fbo, size)
+
+    def render_stereo(self, K: np.ndarray, T_view_from_head: np.ndarray, size: tuple[int, int], baseline: float = camera.DEFAULT_BASELINE) -> tuple[np.ndarray, np.ndarray]:
+        """(left, right) views of the stereo rig centred on T_view_from_head (model.camera.stereo_pair)."""
+        left, right = camera.stereo_pair(torch.as_tensor(np.asarray(T_view_from_head, np.float32)), baseline)
+        return self.render(K, left.numpy(), size), self.render(K, right.numpy(), size)
+
+    def release(self) -> None:
+        """Free every GL object this renderer made (the context stays)."""
+        for fbo in self._fbos.values():
+            for attachment in fbo.color_attachments:
+                attachment.release()
+            fbo.release()
+        objects = [self._vao, self._rects, self._bg_vao, self._bg_rect, self._plane_prog, self._bg_prog, self._colours, *self._textures.values()]
+        for obj in objects:
+            if obj is not None:
+                obj.release()
+        self._fbos.clear()
+        self._textures.clear()
+        self._vao = self._rects = self._frame = None
+        self._shape = None

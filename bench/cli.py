@@ -1,0 +1,29 @@
+"""`imp bench <name>`: one sub-subcommand per benchmark module.
+
+Each module in BENCHES provides `add_arguments(parser)` and `run(args) -> int`, keeping heavy imports
+(torch, moderngl) inside run() so `imp --help` stays fast. Add a benchmark with one line here."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# name -> (module, one-line help)
+BENCHES: dict[str, tuple[str, str]] = {
+    "render": ("bench.render", "GL MPI renderer vs the torch reference: views/s, stereo pairs/s"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", metavar="BENCH")
+    for name, (module, help_text) in BENCHES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_bench_module=module)
+        importlib.import_module(module).add_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    module = getattr(args, "_bench_module", None)
+    if module is None:
+        print("imp bench: choose a benchmark: " + ", ".join(BENCHES) + " (imp bench --help)")
+        return 2
+    return int(importlib.import_module(module).run(args) or 0)
