@@ -10,6 +10,7 @@ import sys
 
 # name -> (module, one-line help). Keep sorted by the order a user meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "track": ("app.track_cli", "face tracking of a portrait or video: landmarks, metric head pose, template, expressions"),
     "bench": ("bench.cli", "benchmarks: render, model, viewer (prints tables or --json)"),
 }
 

@@ -1,0 +1,169 @@
+"""MediaPipe's legacy face mesh: the landmark runner and the mesh topology.
+
+Landmarks come out as "pseudo-3D" points in source pixels: (x * W, y * H, z * W), where MediaPipe's
+z is depth relative to the face centre in the same units as x (smaller = nearer the camera). So the
+points already follow OpenCV's axes (x right, y down, z away from the camera), up to an unknown
+metric scale, which `shape.py` fixes with a mean-face prior."""
+from __future__ import annotations
+
+import functools
+import itertools
+from collections import Counter, defaultdict, deque
+
+import numpy as np
+
+LANDMARK_COUNT = 478  # 468 mesh points + 2 x 5 iris points (refine_landmarks=True)
+MESH_POINTS = 468  # the iris points (468..477) are not part of the tessellation
+
+# Named landmarks. "Right"/"left" are the subject's: the right eye is on the image's left.
+RIGHT_EYE_CORNERS = (33, 133)  # outer, inner
+LEFT_EYE_CORNERS = (362, 263)  # inner, outer
+MOUTH_INNER_CORNERS = (78, 308)
+MOUTH_CORNERS = (61, 291)
+FOREHEAD, CHIN, NOSE_TIP = 10, 152, 1
+
+# Points that move little with expressions (forehead, nose bridge, eye corners, cheekbones,
+# temples): used for rigid / similarity alignment. After MediaPipe's own Procrustes basis of the
+# face-geometry module, without its two jaw-line points, which follow the mouth.
+STABLE_POINTS = np.array(
+    [4, 6, 10, 33, 54, 67, 117, 119, 121, 127, 129, 132, 133, 143, 147, 198, 205, 263, 284, 297, 346,
+     348, 350, 356, 358, 361, 362, 372, 376, 420, 425],
+    dtype=np.int64,
+)
+
+# Orientation of the propagated triangle winding that makes normals face the camera for an upright
+# face in OpenCV axes (checked by tests/test_tracking.py::test_mesh_faces_are_a_consistent_front_facing_surface).
+_FLIP_WINDING = True
+
+
+def _tessellation_edges() -> set[tuple[int, int]]:
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+
+    return {tuple(sorted(e)) for e in FACEMESH_TESSELATION}
+
+
+def _boundary_loop(boundary: set[tuple[int, int]], start: int) -> list[int]:
+    """The closed loop of boundary edges through vertex `start`, as an ordered vertex list."""
+    nbrs = defaultdict(list)
+    for a, b in boundary:
+        nbrs[a].append(b)
+        nbrs[b].append(a)
+    loop, prev = [start], None
+    while True:
+        cur = loop[-1]
+        nxt = [v for v in nbrs[cur] if v != prev]
+        if not nxt or nxt[0] == start:
+            return loop
+        prev = cur
+        loop.append(nxt[0])
+
+
+def _zip_hole(loop: list[int], corner_a: int, corner_b: int) -> list[tuple[int, int, int]]:
+    """Triangulate a hole (eye, mouth) as a strip between its two chains from corner to corner:
+    deterministic and free of the folds a fan gives on these non-convex loops."""
+    i, j = loop.index(corner_a), loop.index(corner_b)
+    rolled = loop[i:] + loop[:i]
+    j = (j - i) % len(loop)
+    upper = rolled[: j + 1]  # corner_a .. corner_b one way round
+    lower = [corner_a] + rolled[j:][::-1]  # corner_a .. corner_b the other way
+    tris = []
+    u, l = 0, 0
+    while u < len(upper) - 1 or l < len(lower) - 1:
+        # advance along whichever chain is behind in relative progress
+        if l >= len(lower) - 1 or (u < len(upper) - 1 and (u + 1) / len(upper) <= (l + 1) / len(lower)):
+            tris.append((upper[u], upper[u + 1], lower[l]))
+            u += 1
+        else:
+            tris.append((upper[u], lower[l + 1], lower[l]))
+            l += 1
+    return [t for t in tris if len(set(t)) == 3]
+
+
+def _orient(tris: list[tuple[int, int, int]]) -> np.ndarray:
+    """Give all triangles one consistent winding by propagating across shared edges."""
+    by_edge = defaultdict(list)
+    for k, t in enumerate(tris):
+        for a, b in ((t[0], t[1]), (t[1], t[2]), (t[2], t[0])):
+            by_edge[frozenset((a, b))].append(k)
+    out = [None] * len(tris)
+    for seed in range(len(tris)):
+        if out[seed] is not None:
+            continue
+        out[seed] = tris[seed]
+        queue = deque([seed])
+        while queue:
+            k = queue.popleft()
+            a, b, c = out[k]
+            for e0, e1 in ((a, b), (b, c), (c, a)):
+                for n in by_edge[frozenset((e0, e1))]:
+                    if out[n] is not None:
+                        continue
+                    t = tris[n]
+                    # a neighbour must traverse the shared edge the other way: e1 -> e0
+                    rots = [t, (t[1], t[2], t[0]), (t[2], t[0], t[1])]
+                    same = any(r[0] == e0 and r[1] == e1 for r in rots)
+                    out[n] = (t[0], t[2], t[1]) if same else t
+                    queue.append(n)
+    return np.array(out, dtype=np.int32)
+
+
+@functools.cache
+def mesh_faces() -> np.ndarray:
+    """(898, 3) int32 triangles over the 468 mesh points, wound so normals face the camera.
+
+    MediaPipe ships its tessellation as edges only. Triangles are the 3-cliques of that graph minus
+    the few cliques that are not faces (they are the only ones whose three edges are all shared by
+    three cliques), which gives a disk with three holes (852 triangles); the eyes and the inner
+    mouth are then closed by zipping their two lids / lips (46 triangles), as in MediaPipe's
+    canonical face model (898 triangles)."""
+    edges = _tessellation_edges()
+    adj = defaultdict(set)
+    for a, b in edges:
+        adj[a].add(b)
+        adj[b].add(a)
+    cliques = sorted({tuple(sorted((a, b, c))) for a, b in edges for c in adj[a] & adj[b]})
+    use = Counter(e for t in cliques for e in itertools.combinations(t, 2))
+    tris = [t for t in cliques if not all(use[e] == 3 for e in itertools.combinations(t, 2))]
+    use = Counter(e for t in tris for e in itertools.combinations(t, 2))
+    boundary = {e for e, n in use.items() if n == 1}
+    for a, b in (RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS, MOUTH_INNER_CORNERS):
+        tris += _zip_hole(_boundary_loop(boundary, a), a, b)
+    faces = _orient(tris)
+    return faces[:, ::-1].copy() if _FLIP_WINDING else faces
+
+
+class FaceMeshRunner:
+    """MediaPipe FaceMesh for one image or one video (use as a context manager).
+
+    `static=True` detects the face afresh in every image; `static=False` tracks it from frame to
+    frame (video mode). The model ships inside the mediapipe wheel: nothing is downloaded."""
+
+    def __init__(self, static: bool, min_confidence: float = 0.5):
+        import mediapipe as mp
+
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=static,
+            max_num_faces=1,
+            refine_landmarks=True,
+            min_detection_confidence=min_confidence,
+            min_tracking_confidence=min_confidence,
+        )
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
+        """(478, 3) float64 pseudo-3D landmarks in pixels of an RGB uint8 (H, W, 3) image, or None."""
+        h, w = rgb.shape[:2]
+        result = self._mesh.process(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8))
+        if not result.multi_face_landmarks:
+            return None
+        lm = result.multi_face_landmarks[0].landmark
+        pts = np.array([(p.x, p.y, p.z) for p in lm], dtype=np.float64)
+        return pts * np.array([w, h, w], dtype=np.float64)
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self) -> "FaceMeshRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,77 @@
+"""Zero-lag temporal smoothing of tracked points, and the gap filling before it.
+
+A One-Euro filter (Casiez et al. 2012) smooths strongly when a point is slow (jitter) and opens
+up when it moves fast (real motion). Causal, it still lags a little on fast motion; since whole
+videos are processed offline, it is run forwards and backwards and the two averaged, which cancels
+the lag to first order (as forward-backward linear filtering has zero phase)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class OneEuroConfig:
+    """Cut-offs in Hz; `beta` in 1 / (unit of the signal), so use a scale-free signal (see smooth_points)."""
+
+    min_cutoff: float = 1.5
+    beta: float = 1.0
+    d_cutoff: float = 1.0
+
+
+def _alpha(cutoff: np.ndarray | float, fps: float) -> np.ndarray | float:
+    tau = 1.0 / (2.0 * np.pi * cutoff)
+    return 1.0 / (1.0 + tau * fps)
+
+
+def one_euro(x: np.ndarray, fps: float, cfg: OneEuroConfig = OneEuroConfig()) -> np.ndarray:
+    """Causal One-Euro filter over time of x (N, K, D): the K points share a cut-off per point,
+    driven by the speed (norm over D) of that point."""
+    out = np.empty_like(x, dtype=np.float64)
+    out[0] = x[0]
+    dx = np.zeros(x.shape[1:2], dtype=np.float64)
+    a_d = _alpha(cfg.d_cutoff, fps)
+    for i in range(1, len(x)):
+        speed = np.linalg.norm(x[i] - out[i - 1], axis=-1) * fps
+        dx = a_d * speed + (1 - a_d) * dx
+        a = _alpha(cfg.min_cutoff + cfg.beta * dx, fps)[:, None]
+        out[i] = a * x[i] + (1 - a) * out[i - 1]
+    return out
+
+
+def smooth_zero_lag(x: np.ndarray, fps: float, cfg: OneEuroConfig = OneEuroConfig()) -> np.ndarray:
+    """Average of the forward and the backward One-Euro pass over x (N, K, D): no lag."""
+    if len(x) < 3:
+        return np.asarray(x, dtype=np.float64).copy()
+    fwd = one_euro(x, fps, cfg)
+    bwd = one_euro(x[::-1], fps, cfg)[::-1]
+    return 0.5 * (fwd + bwd)
+
+
+def smooth_points(points: np.ndarray, fps: float, unit: float, cfg: OneEuroConfig = OneEuroConfig()) -> np.ndarray:
+    """Smooth pseudo-3D landmarks (N, P, 3) in pixels; `unit` (px) makes the filter scale-free
+    (the face's eye distance in pixels), so one config suits every resolution."""
+    return smooth_zero_lag(points / unit, fps, cfg) * unit
+
+
+def fill_gaps(points: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Points (N, ...) with the frames where `found` is False linearly interpolated from the
+    nearest found frames (held constant before the first and after the last)."""
+    if not found.any():
+        raise ValueError("fill_gaps needs at least one found frame")
+    if found.all():
+        return points.copy()
+    idx = np.arange(len(points))
+    flat = points.reshape(len(points), -1)
+    out = np.empty_like(flat)
+    for k in range(flat.shape[1]):
+        out[:, k] = np.interp(idx, idx[found], flat[found, k])
+    return out.reshape(points.shape)
+
+
+def jitter(points: np.ndarray) -> float:
+    """Frame-to-frame jitter of tracked 2D/3D points (N, P, D): RMS norm of the second difference
+    x_t - (x_{t-1} + x_{t+1}) / 2, the high-frequency part of the motion, in the points' units."""
+    second = points[1:-1] - 0.5 * (points[:-2] + points[2:])
+    return float(np.sqrt((np.linalg.norm(second, axis=-1) ** 2).mean()))
