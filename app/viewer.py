@@ -14,7 +14,7 @@ import numpy as np
 from app import panel as panel_ui
 from app import view_state as vs
 from app.stereo import StereoCompositor, eye_viewports
-from app.window import Window
+from app.window import DisplayError, Window
 from model.clip import MPIClip
 
 BACKGROUND = (0.08, 0.08, 0.09)  # window colour around and behind the view
@@ -36,6 +36,10 @@ class Viewer:
         self.clip, self.source = clip, source
         self.window = Window(f"imp-viewer: {source}", size, vsync=vsync)
         self._vsync = vsync
+        if self.window.ctx.version_code < 430:
+            version = self.window.ctx.version_code
+            self.window.close()
+            raise DisplayError(f"the MPI renderer needs OpenGL 4.3 (compute shaders); this display offers {version // 100}.{version % 100 // 10}")
         try:
             self.renderer = MPIRenderer(self.window.ctx)
             self.compositor = StereoCompositor(self.window.ctx)

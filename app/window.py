@@ -62,7 +62,13 @@ class Window:
             raise DisplayError(f"could not open an OpenGL 3.3 core window: {'; '.join(errors) or 'unknown error'}")
         glfw.make_context_current(self.handle)
         glfw.swap_interval(1 if vsync else 0)
-        self.ctx = moderngl.create_context(require=330)
+        try:
+            self.ctx = moderngl.create_context(require=330)
+        except Exception as exc:
+            glfw.destroy_window(self.handle)
+            if Window._open == 0:
+                glfw.terminate()
+            raise DisplayError(f"no usable OpenGL 3.3 context on this display: {exc}") from None
 
         self._imgui_ctx = imgui.create_context()
         imgui.set_current_context(self._imgui_ctx)
