@@ -11,6 +11,8 @@ import sys
 # name -> (module, one-line help). Keep sorted by the order a user meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "track": ("app.track_cli", "face tracking of a portrait or video: landmarks, metric head pose, template, expressions"),
+    "prepare": ("app.prepare_cli", "videos -> training dataset: track, fixed head crop, mattes, background (resumable)"),
+    "lift": ("app.lift_cli", "portrait -> one-frame MPI clip from its face-mesh depth and matte (non-learned 3D baseline)"),
     "bench": ("bench.cli", "benchmarks: render, model, viewer (prints tables or --json)"),
 }
 

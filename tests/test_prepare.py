@@ -1,0 +1,203 @@
+"""`imp prepare` on real footage: the dataset it writes, the videos it skips and why, resuming after
+an interruption, and the crop geometry."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from app import cli
+from model import camera, dataset, matting, prepare, video
+from model.prepare import PrepareConfig, PrepareError, crop_affine, crop_image, prepare_dataset
+
+SHORT = dict(max_frames=20, min_frames=8)
+
+
+def _videos(shared_data):
+    return [shared_data / "videos/dreamtalk/W009_front_neutral_level1_001.mp4", shared_data / "videos/LivePortrait/d18.mp4"]
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+def test_prepare_writes_dataset_and_skips_bad_videos(shared_data, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    a, b = _videos(shared_data)
+    # a corrupt file: the first 3 kB of a real mp4
+    (inputs / "corrupt.mp4").write_bytes(a.read_bytes()[:3000])
+    # a real but too short clip (5 frames) and a clip without a face (noise)
+    frames, fps = video.read_video(b, max_frames=5)
+    with video.VideoWriter(inputs / "short.mp4", fps) as w:
+        for f in frames:
+            w.write(f)
+    rng = np.random.default_rng(0)
+    with video.VideoWriter(inputs / "noface.mp4", 25) as w:
+        for _ in range(12):
+            w.write(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    out = tmp_path / "ds"
+    code = cli.main(["prepare", str(a), str(b), str(inputs), "-o", str(out), "--res", "64",
+                     "--max-frames", "20", "--min-frames", "8", "--quiet"])
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    status = {e["source"].split("/")[-1]: e for e in manifest["videos"]}
+    assert status[a.name]["status"] == "ok" and status[a.name]["frames"] == 20
+    assert status[b.name]["status"] == "ok" and status[b.name]["frames"] == 20
+    assert status["corrupt.mp4"]["status"] == "skipped" and "unreadable" in status["corrupt.mp4"]["reason"]
+    assert status["short.mp4"]["status"] == "skipped" and "too short" in status["short.mp4"]["reason"]
+    assert status["noface.mp4"]["status"] == "skipped" and "no face" in status["noface.mp4"]["reason"]
+    assert not list(out.glob(".partial-*"))
+
+    data = dataset.PreparedDataset(out)
+    assert len(data) == 2 and data.total_frames == 40 and data.res == 64
+    for v in data:
+        assert v.frames.shape == (20, 64, 64, 3) and v.frames.dtype == np.uint8
+        assert v.mattes.shape == (20, 64, 64) and v.background.shape == (64, 64, 3)
+        assert isinstance(v.frames, np.memmap)
+        track = v.track
+        assert len(track) == 20
+        # the crop camera is exact: the track's own resized-crop camera, and crop_intrinsics(res)
+        assert np.allclose(v.K, track.crop_camera(64), atol=1e-4)
+        assert np.allclose(v.K, camera.crop_intrinsics(64).numpy())
+        # the face (landmarks in crop pixels) is on the person in the matte, and inside the crop
+        lm = v.landmarks()
+        assert lm.shape == (20, 478, 2)
+        nose = np.round(lm[:, 1]).astype(int)  # landmark 1: tip of the nose
+        assert ((nose >= 0) & (nose < 64)).all()
+        assert np.mean([v.mattes[i, y, x] for i, (x, y) in enumerate(nose)]) > 200
+        # the background has no person in it where the face is (it differs from the frames there)
+        x, y = nose[0]
+        assert np.abs(v.background[y, x].astype(int) - v.frames[0, y, x].astype(int)).sum() > 30
+
+
+def test_resume_after_interruption_does_not_redo_finished_videos(shared_data, tmp_path, monkeypatch):
+    a, b = _videos(shared_data)
+    out = tmp_path / "ds"
+    cfg = PrepareConfig(res=48, **SHORT)
+    prepare_dataset([a], out, cfg, progress=False, log=_quiet)
+    first = next(p for p in out.iterdir() if p.is_dir())
+    stamp = (first / "frames.npy").stat().st_mtime_ns
+
+    # interrupted while writing the second video (Ctrl-C in the middle of its frames)
+    calls = {"n": 0}
+    real_call = matting.SelfieMatter.__call__
+
+    def interrupted(self, image):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real_call(self, image)
+
+    monkeypatch.setattr(matting.SelfieMatter, "__call__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset([a, b], out, cfg, progress=False, log=_quiet)
+    monkeypatch.setattr(matting.SelfieMatter, "__call__", real_call)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [e["status"] for e in manifest["videos"]] == ["ok"]  # b is not listed as done
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [first.name]
+
+    # what a hard kill (no chance to clean up) leaves: a half-written folder for b
+    partial = out / (dataset.PARTIAL_PREFIX + prepare.video_id(b, set()))
+    partial.mkdir()
+    (partial / "frames.npy").write_bytes(b"\x93NUMPY half")
+    messages = []
+    manifest = prepare_dataset([a, b], out, cfg, progress=False, log=messages.append)
+    assert any("interrupted" in m for m in messages)
+    assert [e["status"] for e in manifest["videos"]] == ["ok", "ok"]
+    assert (first / "frames.npy").stat().st_mtime_ns == stamp  # a was not redone
+    assert not partial.exists()
+    assert len(dataset.PreparedDataset(out)) == 2
+
+    # a third run has nothing to do and changes nothing
+    before = (out / "manifest.json").read_text()
+    prepare_dataset([a, b], out, cfg, progress=False, log=_quiet)
+    assert json.loads((out / "manifest.json").read_text()) == json.loads(before)
+
+
+def test_inputs_errors(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PrepareError, match="no video files"):
+        prepare.find_videos([empty])
+    assert cli.main(["prepare", str(empty), "-o", str(tmp_path / "ds"), "--quiet"]) == 2
+    assert "no video files in this folder" in capsys.readouterr().err
+    with pytest.raises(PrepareError, match="no such file"):
+        prepare.find_videos([tmp_path / "missing.mp4"])
+    # an existing dataset at another resolution is not silently mixed
+    (tmp_path / "ds2").mkdir()
+    dataset.write_json_atomic(tmp_path / "ds2" / "manifest.json", {"version": 1, "res": 64, "videos": []})
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    with pytest.raises(PrepareError, match="--res 64"):
+        prepare_dataset([clip], tmp_path / "ds2", PrepareConfig(res=128), progress=False, log=_quiet)
+
+
+def test_crop_maps_source_points_to_the_crop_camera():
+    """A dot at source pixel p lands at K_crop K_src^-1 p, with and without downscaling."""
+    from model.tracking.crop import crop_K
+
+    H, W = 300, 420
+    p = np.array([250.0, 140.0])
+    yy, xx = np.mgrid[0:H, 0:W]
+    img = (np.exp(-((xx - p[0]) ** 2 + (yy - p[1]) ** 2) / (2 * 6.0**2)) * 255).astype(np.float32)
+    for crop, res in (((120.0, 40.0, 256.0), 64), ((-30.0, -50.0, 400.0), 200), ((200.0, 100.0, 100.0), 128)):
+        K = crop_K(np.array(crop, np.float32))
+        A = crop_affine(K, res)
+        out = crop_image(img, A, res).astype(np.float64)
+        ys, xs = np.mgrid[0:res, 0:res]
+        centroid = np.array([(out * xs).sum(), (out * ys).sum()]) / out.sum()
+        expected = (A @ np.array([p[0], p[1], 1.0]))[:2]
+        assert np.abs(centroid - expected).max() < 0.05, (crop, res, centroid, expected)
+        assert np.allclose(camera.crop_intrinsics(res).numpy(), A @ K, atol=1e-3)
+    with pytest.raises(ValueError, match="square-pixel"):
+        crop_affine(np.array([[100.0, 0, 10], [0, 120.0, 10], [0, 0, 1]]), 64)
+
+
+def test_conditions_land_on_the_face_in_prepared_frames(shared_data, tmp_path):
+    """Tracking -> conditions -> MPI render, on real frames: the mesh's coverage and its alpha
+    planes rendered by model.mpi.render from the crop camera cover the face.
+
+    The face matte is the polygon of MediaPipe's face-oval landmarks as the detector gave them
+    (raw_landmarks, before our smoothing, metric fit and pose solve), mapped into the crop: it is
+    the outline of exactly the surface the mesh models (forehead to chin, cheek to cheek), it is
+    independent of our 3D fit and rasteriser, and unlike the selfie matte it excludes hair, ears
+    and neck, which no face mesh covers."""
+    import cv2
+    import mediapipe as mp
+
+    from model import conditions, mpi
+
+    out = tmp_path / "ds"
+    prepare_dataset(_videos(shared_data), out, PrepareConfig(res=128, **SHORT), progress=False, log=_quiet)
+    edges = dict(mp.solutions.face_mesh_connections.FACEMESH_FACE_OVAL)
+    loop = [next(iter(edges))]
+    while edges[loop[-1]] != loop[0]:
+        loop.append(edges[loop[-1]])
+    ious = []
+    for v in dataset.PreparedDataset(out):
+        tr = v.track
+        idx = [0, 9, 19]
+        code = conditions.canonical_code(torch.from_numpy(tr.template))
+        K = torch.from_numpy(v.K)
+        T = torch.from_numpy(tr.T_cam_from_head[idx])
+        verts = torch.from_numpy(tr.vertices_head()[idx])
+        cond = conditions.mesh_conditions(verts, torch.from_numpy(tr.faces), code, K, T, (128, 128), 24)
+        white = torch.ones(len(idx), 3, 128, 128)
+        Kb = K.expand(len(idx), 3, 3)
+        rendered = mpi.render(white, white, cond.alpha, cond.depths, Kb, Kb, torch.eye(4).expand(len(idx), 4, 4))
+        A = v.source_to_crop()
+        for j, i in enumerate(idx):
+            oval = tr.raw_landmarks[i][loop] @ A[:2, :2].T + A[:2, 2]
+            face = np.zeros((128, 128), np.uint8)
+            cv2.fillPoly(face, [np.round(oval * 16).astype(np.int32)], 1, shift=4)
+            face = face.astype(bool)
+            for mask in (cond.coverage[j, 0].numpy() > 0.5, rendered.mask[j, 0].numpy() > 0.5):
+                ious.append((mask & face).sum() / (mask | face).sum())
+            # the coordinate map is the canonical code on the face: nose tip (code from template)
+            nose = np.round(tr.landmarks[i][1] @ A[:2, :2].T + A[:2, 2]).astype(int)
+            assert torch.allclose(cond.coords[j, :, nose[1], nose[0]], code[1], atol=0.15)
+    assert min(ious) >= 0.8, ious
