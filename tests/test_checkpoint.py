@@ -1,0 +1,57 @@
+"""Checkpoints: safetensors round trip with config + training state, and clear errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.checkpoint import CheckpointError, load_checkpoint, load_model, read_config, save_checkpoint
+from model.config import get_config
+from model.unet import MPIUNet
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    torch.manual_seed(0)
+    model = MPIUNet(get_config("tiny"))
+    with torch.no_grad():
+        model.geometry.inject[0].weight.normal_()  # a non-zero zero conv must survive too
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, model, model.cfg, state={"step": 123, "stage": 2, "lr": 1e-4},
+                    extra={"adam.m.0": torch.arange(5.0)})
+    return path, model
+
+
+def test_round_trip(saved) -> None:
+    path, model = saved
+    ckpt = load_checkpoint(path, "tiny")
+    assert ckpt.config == get_config("tiny") and read_config(path) == get_config("tiny")
+    assert ckpt.state == {"step": 123, "stage": 2, "lr": 1e-4}
+    assert torch.equal(ckpt.extra["adam.m.0"], torch.arange(5.0))
+    reloaded, _ = load_model(path, get_config("tiny"))
+    for (k, a), (k2, b) in zip(model.state_dict().items(), reloaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    assert not path.with_suffix(".safetensors.tmp").exists()
+
+
+def test_other_config_names_the_differing_fields(saved) -> None:
+    path, _ = saved
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, "small")
+    msg = str(info.value)
+    assert "'tiny'" in msg and "'small'" in msg and "planes: 8 != 12" in msg and "res: 64 != 128" in msg
+    assert "name" in msg and "frames: 8 != 16" in msg
+
+
+def test_non_checkpoint_files_are_clear_errors(tmp_path) -> None:
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x80\x04 this is a pickle, not a checkpoint" * 10)
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_checkpoint(junk)
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(CheckpointError, match="not an im-portrait checkpoint"):
+        load_checkpoint(plain)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.safetensors")
