@@ -69,6 +69,15 @@ class Viewer:
         else:
             self.view = vs.set_value(self.view, name, text)
 
+    def reset_view(self) -> None:
+        """Back to the view of the MPI camera (what `reset view` in the panel does, stereo kept)."""
+        self.view = replace(self._home, stereo=self.view.stereo, baseline=self.view.baseline)
+
+    @property
+    def reference_pose(self) -> np.ndarray:
+        """T_cam_from_head (4, 4) of the clip's first frame: the pose the camera rig is anchored to."""
+        return self._T_ref
+
     @property
     def view_viewport(self) -> tuple[int, int, int, int]:
         """(x, y, w, h) of the 3D view in framebuffer pixels (GL origin bottom-left)."""
@@ -111,7 +120,7 @@ class Viewer:
             result = panel_ui.draw_panel(self.view, self.playback, info, imgui.get_io().display_size.y)
             self.view, self.playback = result.view, result.playback
             if result.reset_view:
-                self.view = replace(self._home, stereo=self.view.stereo, baseline=self.view.baseline)
+                self.reset_view()
 
         if self.playback.frame != self._uploaded:
             self.renderer.upload(self.clip.frame(self.playback.frame))

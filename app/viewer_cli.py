@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -157,6 +158,8 @@ def run_viewer(args, clip, source: str, headless: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `kill` must unwind like Ctrl-C does, so the Xvfb we may start is stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.portrait or args.driving or args.checkpoint:
         print("imp-viewer: live generation from a portrait / driving video / checkpoint is not available yet; "
               "showing " + (str(args.clip) if args.clip else "the built-in astronaut scene"), flush=True)

@@ -32,7 +32,8 @@ def viewer(xvfb_display):
 
 def _shot(viewer, **settings) -> np.ndarray:
     """The 3D view (h, w, 3) uint8 after applying `settings` from the default view."""
-    viewer.view = viewer._home
+    viewer.reset_view()
+    viewer.set("stereo", "mono")
     for name, value in settings.items():
         viewer.set(name, value)
     viewer.step()
@@ -91,7 +92,7 @@ def test_focal_length_zooms_the_view_by_the_focal_ratio(viewer):
     import cv2
 
     base = _shot(viewer)
-    zoomed = _shot(viewer, focal=viewer._home.focal * 1.5)
+    zoomed = _shot(viewer, focal=viewer.view.focal * 1.5)
     a, b = (im.astype(np.float32) @ LUMA / 255.0 for im in (base, zoomed))
     h, w = a.shape
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
@@ -136,7 +137,7 @@ def test_anaglyph_puts_the_left_eye_in_red_and_the_right_eye_in_cyan(viewer):
     assert disparity == pytest.approx(f * 0.05 / viewer.clip.frame(0).depths()[plane], abs=1.0)
     # exactly the reference composition of the two eyes rendered offscreen
     eyes = [viewer.renderer.render(K, T, viewer.eye_size())
-            for K, T in vs.eye_cameras(viewer.view, viewer._T_ref, viewer._T_ref, viewer.eye_size())]
+            for K, T in vs.eye_cameras(viewer.view, viewer.reference_pose, viewer.reference_pose, viewer.eye_size())]
     expected = compose(eyes, "anaglyph") * 255.0
     assert np.abs(image.astype(np.float32) - expected).mean() < 1.0
     # with the head at screen depth the face keeps only its depth relative to the head joint
@@ -147,7 +148,8 @@ def test_anaglyph_puts_the_left_eye_in_red_and_the_right_eye_in_cyan(viewer):
 
 
 def test_mouse_drag_orbits_the_view_but_not_from_the_panel(viewer):
-    viewer.view = viewer._home
+    viewer.reset_view()
+    viewer.set("stereo", "mono")
     io = viewer.window.imgui_io()
 
     def drag(x0, dx):
