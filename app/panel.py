@@ -90,6 +90,6 @@ def draw_panel(view: vs.ViewState, playback: vs.Playback, info: PanelInfo, heigh
     imgui.pop_item_width()
 
     imgui.separator()
-    imgui.text_disabled("drag the view: orbit   H: hide panel\nspace: play / pause   Esc: quit")
+    imgui.text_disabled("drag: orbit   wheel: distance   H: hide panel\nspace: play / pause   Esc: quit")
     imgui.end()
     return PanelResult(view=view, playback=playback, reset_view=reset)

@@ -19,6 +19,7 @@ from model.clip import MPIClip
 
 BACKGROUND = (0.08, 0.08, 0.09)  # window colour around and behind the view
 MAX_FPS_WITHOUT_VSYNC = 60.0  # a virtual display has no vsync: don't spin the CPU
+WHEEL_STEP = 0.95  # distance factor per mouse-wheel notch
 
 
 class Viewer:
@@ -83,7 +84,7 @@ class Viewer:
         """(x, y, w, h) of the 3D view in framebuffer pixels (GL origin bottom-left)."""
         fw, fh = self.window.framebuffer_size
         panel_px = int(round(panel_ui.PANEL_WIDTH * self.window.scale)) if self.show_panel else 0
-        return (0, 0, max(fw - panel_px, 2), fh)
+        return (0, 0, max(fw - panel_px, 0), fh)
 
     def eye_size(self) -> tuple[int, int]:
         x, y, w, h = eye_viewports(self.view.stereo, self.view_viewport)[0]
@@ -95,8 +96,11 @@ class Viewer:
         io = imgui.get_io()
         if imgui.is_key_pressed(imgui.Key.escape) and not io.want_text_input:  # Esc first ends a text edit
             self.window.request_close()
-        if io.want_capture_mouse is False and imgui.is_mouse_dragging(imgui.MouseButton_.left):
-            self.view = vs.drag(self.view, io.mouse_delta.x, io.mouse_delta.y)
+        if not io.want_capture_mouse:
+            if imgui.is_mouse_dragging(imgui.MouseButton_.left):
+                self.view = vs.drag(self.view, io.mouse_delta.x, io.mouse_delta.y)
+            if io.mouse_wheel:  # wheel up: step closer
+                self.view = vs.set_distance(self.view, self.view.distance * WHEEL_STEP ** io.mouse_wheel)
         if not io.want_text_input:
             if imgui.is_key_pressed(imgui.Key.h, False):
                 self.show_panel = not self.show_panel
@@ -129,8 +133,9 @@ class Viewer:
         ctx.screen.use()
         ctx.screen.clear(*BACKGROUND, 1.0)
         viewport = self.view_viewport
-        cameras = vs.eye_cameras(self.view, self._T_ref, self.clip.T_cam_from_head[self.playback.frame], self.eye_size())
-        self.compositor.draw(self.renderer, cameras, self.view.stereo, viewport, ctx.screen)
+        if min(self.eye_size()) >= 2:  # a minimised window has no pixels to draw into
+            cameras = vs.eye_cameras(self.view, self._T_ref, self.clip.T_cam_from_head[self.playback.frame], self.eye_size())
+            self.compositor.draw(self.renderer, cameras, self.view.stereo, viewport, ctx.screen)
         self.window.draw_ui()
         image = self.window.read() if capture else None
         self.window.swap()

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="imp-viewer",
         description="View MPI videos of talking heads in a desktop stereo window (mono, side by side, anaglyph).",
-        epilog="In the window: drag to orbit (small angles), H hides the panel, space plays / pauses, Esc quits.",
+        epilog="In the window: drag to orbit (small angles), the wheel moves the camera, H hides the panel, "
+               "space plays / pauses, Esc quits.",
     )
     p.add_argument("portrait", nargs="?", help="portrait image for live generation (not available yet)")
     p.add_argument("driving", nargs="?", help="driving talking-head video for live generation (not available yet)")

@@ -164,6 +164,11 @@ def test_mouse_drag_orbits_the_view_but_not_from_the_panel(viewer):
     before = viewer.view
     drag(SIZE[0] - 100.0, 60.0)  # on the panel: no orbit
     assert viewer.view == before
+    io.add_mouse_pos_event(300.0, 300.0)
+    viewer.step()
+    io.add_mouse_wheel_event(0.0, 2.0)  # two notches up over the view: closer
+    viewer.step()
+    assert viewer.view.distance == pytest.approx(before.distance * 0.95 ** 2, rel=1e-5)
 
 
 def test_frame_slider_shows_that_frame(xvfb_display):
