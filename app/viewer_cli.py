@@ -159,8 +159,6 @@ def run_viewer(args, clip, source: str, headless: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # `kill` must unwind like Ctrl-C does, so the Xvfb we may start is stopped too
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.portrait or args.driving or args.checkpoint:
         print("imp-viewer: live generation from a portrait / driving video / checkpoint is not available yet; "
               "showing " + (str(args.clip) if args.clip else "the built-in astronaut scene"), flush=True)
@@ -181,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             print("imp-viewer: no display found (DISPLAY and WAYLAND_DISPLAY are unset); "
                   "starting a virtual X server (Xvfb)", flush=True)
         os.environ.pop("WAYLAND_DISPLAY", None)
+        # `kill` must unwind like Ctrl-C does, so that the Xvfb started here is stopped too
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         with virtual_display(_parse_size(args.size)):
             return run_viewer(args, clip, source, headless=True)
     except DisplayError as exc:

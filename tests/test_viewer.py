@@ -171,18 +171,24 @@ def test_mouse_drag_orbits_the_view_but_not_from_the_panel(viewer):
     assert viewer.view.distance == pytest.approx(before.distance * 0.95 ** 2, rel=1e-5)
 
 
-def test_frame_slider_shows_that_frame(xvfb_display):
-    from app.viewer import Viewer
+def _solid_clip(colours, size: int = 32):
+    """One frame per colour: two opaque planes of that colour, head 1 m in front of the camera."""
     from model.clip import MPIClip, MPIFrame
 
-    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
-    K = camera.crop_intrinsics(32).numpy()
+    K = camera.crop_intrinsics(size).numpy()
     T = np.eye(4, dtype=np.float32)
     T[2, 3] = 1.0
-    frames = [MPIFrame(frontal=np.broadcast_to(np.array(c, np.uint8)[:, None, None], (3, 32, 32)).copy(),
-                       residual=np.zeros((3, 32, 32), np.uint8), alpha=np.full((2, 32, 32), 255, np.uint8),
+    frames = [MPIFrame(frontal=np.broadcast_to(np.array(c, np.uint8)[:, None, None], (3, size, size)).copy(),
+                       residual=np.zeros((3, size, size), np.uint8), alpha=np.full((2, size, size), 255, np.uint8),
                        K=K, T_cam_from_head=T, near=0.85, far=1.05) for c in colours]
-    with Viewer(MPIClip.from_frames(frames, fps=10.0), "synthetic", size=(700, 400), vsync=False) as v:
+    return MPIClip.from_frames(frames, fps=10.0)
+
+
+def test_frame_slider_shows_that_frame(xvfb_display):
+    from app.viewer import Viewer
+
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    with Viewer(_solid_clip(colours), "synthetic", size=(700, 400), vsync=False) as v:
         for index in (2, 0, 1):
             v.set("frame", index)
             v.step()
@@ -194,6 +200,27 @@ def test_frame_slider_shows_that_frame(xvfb_display):
         io.add_key_event(imgui_key("escape"), True)
         v.step()
         assert v.should_close
+
+
+def test_command_plays_a_clip_file_at_the_chosen_frame(xvfb_display, tmp_path):
+    from PIL import Image
+
+    from app.viewer_cli import main
+    from model import clip as clip_io
+
+    if not hasattr(clip_io, "save_clip"):
+        pytest.skip("model.clip has no clip files yet")
+    colours = [(220, 40, 40), (40, 220, 40), (40, 40, 220)]
+    path = tmp_path / "three.mpi"
+    clip_io.save_clip(_solid_clip(colours), path)
+    shot = tmp_path / "shot.png"
+    assert main(["--clip", str(path), "--frames", "3", "--size", "640x400", "--screenshot", str(shot),
+                 "--set", "frame=1", "--set", "panel=off"]) == 0
+    image = np.asarray(Image.open(shot).convert("RGB"))
+    assert image.shape == (400, 640, 3)
+    np.testing.assert_allclose(image[200, 320], colours[1], atol=2)
+    with pytest.raises(SystemExit, match="clip not found"):
+        main(["--clip", str(tmp_path / "missing.mpi")])
 
 
 def imgui_key(name: str):
