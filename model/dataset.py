@@ -9,7 +9,9 @@ Layout (written by `model/prepare.py`, `imp prepare`):
     DATASET/<id>/track.npz         the face track (model.tracking.track.Track), source-image pixels
     DATASET/<id>/background.png    (R, R) RGB: the scene with the person removed, in the crop
     DATASET/<id>/meta.json         source, fps, frames, res, source_size (W, H), crop (x0, y0, size),
-                                   K (the crop camera: model.camera.crop_intrinsics(R)), found_fraction
+                                   K (the crop camera: model.camera.crop_intrinsics(R)), found_fraction,
+                                   inside_fraction (share of the crop inside the source frame;
+                                   outside it frames are black, mattes 0: PreparedVideo.valid_mask)
 
 The crop camera is exact: the tracker's source-frame intrinsics have f = 2.5 * crop size and the
 principal point at the crop centre, so the crop resized to R px is the camera crop_intrinsics(R),
@@ -174,11 +176,27 @@ class PreparedVideo:
         """(3, 3) affine map from source-image pixels to crop pixels (K_crop @ K_source^-1)."""
         return (self.K.astype(np.float64) @ np.linalg.inv(np.asarray(self.track.K, np.float64))).astype(np.float32)
 
+    @cached_property
+    def valid_mask(self) -> np.ndarray:
+        """(R, R) bool: crop pixels inside the source frame (outside: black frames, matte 0)."""
+        from model.prepare import valid_mask
+
+        A = crop_affine_from_meta(self.meta)
+        return valid_mask(A, tuple(self.meta["source_size"]), self.res)
+
     def landmarks(self) -> np.ndarray:
         """(N, 478, 2) tracked landmarks in crop pixels."""
         A = self.source_to_crop()
         lm = np.asarray(self.track.landmarks, np.float32)
         return lm @ A[:2, :2].T + A[:2, 2]
+
+
+def crop_affine_from_meta(meta: dict) -> np.ndarray:
+    """(3, 3) source-to-crop affine from meta.json's crop (x0, y0, size) and res."""
+    x0, y0, size = (float(v) for v in meta["crop"])
+    s = int(meta["res"]) / size
+    # crop pixel u = s (x - x0) + (s - 1) / 2: pixel centres kept (camera.scale_intrinsics)
+    return np.array([[s, 0.0, -s * x0 + 0.5 * s - 0.5], [0.0, s, -s * y0 + 0.5 * s - 0.5], [0.0, 0.0, 1.0]])
 
 
 class PreparedDataset:

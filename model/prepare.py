@@ -1,8 +1,8 @@
 """Data preparation (`imp prepare`): videos -> a training dataset (format: `model/dataset.py`).
 
 Per video: decode (model.video), track the face (model.tracking.track.track_video), cut the fixed
-square head crop the tracker chose for the whole video (Track.crop, may reach outside the image:
-edge pixels are repeated) and resize it to the dataset resolution, matte every frame (MediaPipe
+square head crop the tracker chose for the whole video (Track.crop; where it reaches outside the
+image the crop is black with matte 0, and `PreparedVideo.valid_mask()` tells where) and resize it to the dataset resolution, matte every frame (MediaPipe
 selfie segmentation, on the full frame for context, then cropped the same way) and build the
 background as the per-pixel median over frames where the person does not cover it (inpainted
 where the person always does).
@@ -59,23 +59,34 @@ def crop_affine(K_source: np.ndarray, res: int) -> np.ndarray:
     return A
 
 
-def crop_image(image: np.ndarray, A: np.ndarray, res: int) -> np.ndarray:
+def crop_image(image: np.ndarray, A: np.ndarray, res: int, border: str = "constant") -> np.ndarray:
     """Warp an image (H, W[, C]) by the crop affine A (3, 3) into (res, res[, C]), same dtype.
 
     Downscaling goes through an integer multiple m * res with bilinear sampling and an exact m x m
-    box filter (cv2.INTER_AREA), so a 4x reduction does not alias. Outside the image the edge
-    pixels are repeated (the crop may reach beyond the frame)."""
+    box filter (cv2.INTER_AREA), so a 4x reduction does not alias. Where the crop reaches beyond
+    the image, border "constant" fills 0 (the dataset: nothing made up, `valid_mask` tells where)
+    and "replicate" repeats the edge pixels (a still portrait to look at)."""
     import cv2
+
+    modes = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE}
+    if border not in modes:
+        raise ValueError(f"border must be one of {sorted(modes)}, got {border!r}")
 
     scale = float(A[0, 0])
     m = max(1, int(round(1.0 / scale))) if scale < 1.0 else 1
     # pixel u of the res-crop is the centre of the m x m block starting at m*u: u_m = m u + (m-1)/2
     S = np.array([[m, 0.0, (m - 1) / 2.0], [0.0, m, (m - 1) / 2.0], [0.0, 0.0, 1.0]])
     Am = (S @ A)[:2].astype(np.float64)
-    out = cv2.warpAffine(image, Am, (m * res, m * res), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.warpAffine(image, Am, (m * res, m * res), flags=cv2.INTER_LINEAR, borderMode=modes[border], borderValue=0)
     if m > 1:
         out = cv2.resize(out, (res, res), interpolation=cv2.INTER_AREA)
     return out
+
+
+def valid_mask(A: np.ndarray, image_size: tuple[int, int], res: int) -> np.ndarray:
+    """(res, res) bool: crop pixels that lie inside the source image of size (W, H)."""
+    W, H = image_size
+    return crop_image(np.ones((H, W), np.float32), A, res) > 0.5
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -179,6 +190,7 @@ def prepare_video(source: Path, root: Path, vid: str, cfg: PrepareConfig, progre
             "crop": [float(v) for v in np.asarray(track.crop).ravel()],
             "K": crop_intrinsics(cfg.res).tolist(),
             "found_fraction": found,
+            "inside_fraction": float(valid_mask(A, track.image_size, cfg.res).mean()),
         }
         writer.commit(track, background, meta)
     except BaseException:

@@ -72,6 +72,18 @@ def test_prepare_writes_dataset_and_skips_bad_videos(shared_data, tmp_path):
         # the background has no person in it where the face is (it differs from the frames there)
         x, y = nose[0]
         assert np.abs(v.background[y, x].astype(int) - v.frames[0, y, x].astype(int)).sum() > 30
+        # outside the source frame nothing is made up: black frames, zero mattes
+        assert np.allclose(dataset.crop_affine_from_meta(v.meta), crop_affine(track.K, 64), atol=1e-5)
+        valid = v.valid_mask
+        assert abs(valid.mean() - v.meta["inside_fraction"]) < 1e-6
+        outside = ~valid
+        # (one pixel of bilinear/box-filter blending at the image's edge)
+        import cv2
+
+        outside = cv2.erode(outside.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        assert (v.frames[:, outside] == 0).all() and (v.mattes[:, outside] == 0).all()
+    # the 256 x 256 dreamtalk clip is filled by the face: its tracker crop reaches beyond the frame
+    assert dataset.PreparedVideo.open(out / status[a.name]["id"]).meta["inside_fraction"] < 0.9
 
 
 def test_resume_after_interruption_does_not_redo_finished_videos(shared_data, tmp_path, monkeypatch):
