@@ -10,6 +10,7 @@ import importlib
 # name -> (module, one-line help)
 BENCHES: dict[str, tuple[str, str]] = {
     "render": ("bench.render", "GL MPI renderer vs the torch reference: views/s, stereo pairs/s"),
+    "model": ("bench.model", "denoiser speed and memory per config: s/step, s/frame, peak RSS"),
 }
 
 
