@@ -1,5 +1,10 @@
 """Zero-lag temporal smoothing of tracked points, and the gap filling before it.
 
+The face is smoothed in two parts: its rigid (similarity) motion, carried by the stable points, and
+its shape in face coordinates (expression). Each part gets its own filter: head motion can be
+smoothed hard, while lips and eyelids move fast during speech and blinks and need a filter that
+opens up quickly (a single filter on raw points either leaves head jitter or flattens speech).
+
 A One-Euro filter (Casiez et al. 2012) smooths strongly when a point is slow (jitter) and opens
 up when it moves fast (real motion). Causal, it still lags a little on fast motion; since whole
 videos are processed offline, it is run forwards and backwards and the two averaged, which cancels
@@ -9,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from model.tracking.facemesh import STABLE_POINTS
+from model.tracking.shape import eye_centres, umeyama
 
 
 @dataclass(frozen=True)
@@ -49,10 +57,32 @@ def smooth_zero_lag(x: np.ndarray, fps: float, cfg: OneEuroConfig = OneEuroConfi
     return 0.5 * (fwd + bwd)
 
 
-def smooth_points(points: np.ndarray, fps: float, unit: float, cfg: OneEuroConfig = OneEuroConfig()) -> np.ndarray:
-    """Smooth pseudo-3D landmarks (N, P, 3) in pixels; `unit` (px) makes the filter scale-free
-    (the face's eye distance in pixels), so one config suits every resolution."""
-    return smooth_zero_lag(points / unit, fps, cfg) * unit
+RIGID = OneEuroConfig(min_cutoff=0.5, beta=3.0)  # head motion: calm when still, open on turns
+LOCAL = OneEuroConfig(min_cutoff=1.0, beta=5.0)  # expressions: keep speech and blinks
+
+
+def smooth_points(points: np.ndarray, fps: float, rigid: OneEuroConfig = RIGID, local: OneEuroConfig = LOCAL) -> np.ndarray:
+    """Smooth pseudo-3D face landmarks (N, P, 3) in pixels over time, with no lag.
+
+    Each frame is split into a similarity (the median shape's stable points fitted onto the
+    frame) and the frame's shape brought back into the median shape's coordinates. The rigid part
+    is smoothed as the trajectories of the moved stable points and re-fitted; the shape part per
+    landmark. Both work in units of the eye distance, so one config suits every resolution.
+    Tuned on LivePortrait d3 / d6 / d9 (tests/test_tracking.py measures jitter and lag)."""
+    ref = np.median(points, axis=0)
+    right, left = eye_centres(ref)
+    unit = float(np.linalg.norm(left - right))
+    anchors = ref[STABLE_POINTS]
+    sims = [umeyama(anchors, p[STABLE_POINTS]) for p in points]
+    shape = np.stack([((p - t) @ R) / s for (s, R, t), p in zip(sims, points)])
+    moved = np.stack([s * anchors @ R.T + t for s, R, t in sims])
+    shape = smooth_zero_lag(shape / unit, fps, local) * unit
+    moved = smooth_zero_lag(moved / unit, fps, rigid) * unit
+    out = np.empty_like(shape)
+    for i, (m, x) in enumerate(zip(moved, shape)):
+        s, R, t = umeyama(anchors, m)
+        out[i] = s * x @ R.T + t
+    return out
 
 
 def fill_gaps(points: np.ndarray, found: np.ndarray) -> np.ndarray:

@@ -85,9 +85,7 @@ def build_track(points: np.ndarray, found: np.ndarray, fps: float, image_size: t
     """A Track from MediaPipe's pseudo-3D points (N, 478, 3) (rows where `found` is False are ignored)."""
     found = np.asarray(found, dtype=bool)
     raw = fill_gaps(points, found)
-    right, left = eye_centres(raw[found])
-    eye_px = float(np.median(np.linalg.norm(left - right, axis=-1)))
-    smooth = smooth_points(raw, fps, eye_px) if fps > 0 else raw
+    smooth = smooth_points(raw, fps) if fps > 0 and len(raw) >= 3 else raw
     fit = fit_shape(smooth, found)
     right, left = eye_centres(smooth)
     down = fit.head_to_points.R[:, :2, 1]
@@ -134,10 +132,13 @@ def _read_image(path_or_array: str | Path | np.ndarray) -> tuple[np.ndarray, str
 
 
 def track_image(path_or_array: str | Path | np.ndarray) -> Track:
-    """Track the face of one portrait (N = 1; no smoothing, expression = 0 by construction)."""
+    """Track the face of one portrait (N = 1; no smoothing, expression = 0 by construction). The
+    landmarks are averaged over a few rotated / zoomed views of the face (FaceMeshRunner.ensemble)."""
     rgb, name = _read_image(path_or_array)
     with FaceMeshRunner(static=True) as runner:
         pts = runner(rgb)
+        if pts is not None:
+            pts = runner.ensemble(rgb, pts)
     if pts is None:
         raise TrackingError(
             f"{name}: no face found; use a portrait with the whole face visible, upright-ish and at "
