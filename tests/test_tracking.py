@@ -297,3 +297,35 @@ def test_cli_writes_track_and_mesh(astronaut_path, tmp_path, capsys):
     assert m.faces.shape == (898, 3) and np.allclose(m.vertices, t.vertices_cam(0), atol=1e-5)
     assert main(["track", str(tmp_path / "nope.mp4"), "-o", str(out)]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+# --- smoothing on synthetic signals (no MediaPipe) ------------------------------------------------------
+
+def test_zero_lag_smoother_on_a_noisy_fast_sweep():
+    from model.tracking.smoothing import one_euro, smooth_zero_lag
+
+    fps = 30.0
+    time = np.arange(120) / fps
+    truth = np.where(time < 2.0, 0.0, np.minimum((time - 2.0) * 6.0, 3.0))  # still, then a fast 0.5 s move
+    noisy = truth + np.random.default_rng(1).normal(0.0, 0.02, truth.shape)
+    x = noisy[:, None, None]
+    smooth = smooth_zero_lag(x, fps)[:, 0, 0]
+    causal = one_euro(x, fps)[:, 0, 0]
+    still = time < 1.9
+    assert np.std(smooth[still]) < 0.5 * np.std(noisy[still])  # jitter removed while still
+    move = (time > 2.0) & (time < 2.5)
+    # the causal filter trails the move; the zero-lag one is centred on it
+    assert np.mean(causal[move] - truth[move]) < -0.02
+    assert abs(np.mean(smooth[move] - truth[move])) < 0.5 * abs(np.mean(causal[move] - truth[move]))
+
+
+def test_fill_gaps_interpolates_and_holds_ends():
+    from model.tracking.smoothing import fill_gaps
+
+    pts = np.arange(6, dtype=np.float64)[:, None, None] * np.ones((6, 2, 3))
+    found = np.array([False, True, True, False, False, True])
+    pts[~found] = -99.0
+    out = fill_gaps(pts, found)
+    assert np.allclose(out[:, 0, 0], [1, 1, 2, 3, 4, 5])
+    with pytest.raises(ValueError):
+        fill_gaps(pts, np.zeros(6, bool))
