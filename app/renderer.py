@@ -35,15 +35,22 @@ class UploadStats:
     pixels: int = 0  # MPI pixels those rectangles cover (all planes); D * H * W without culling
 
 
-def plane_homographies(K_src: np.ndarray, K_tgt: np.ndarray, T_tgt_from_src: np.ndarray, depths: np.ndarray) -> np.ndarray:
+def plane_homographies(K_src_inv: np.ndarray, K_tgt: np.ndarray, T_tgt_from_src: np.ndarray, depths: np.ndarray) -> np.ndarray:
     """H (D, 3, 3): target pixel <- MPI pixel for each plane, H_i = K_t (R + t n^T / d_i) K_s^-1.
 
-    Same formula as `model.mpi.plane_homographies`, in float64 numpy so per-view set-up stays in
-    microseconds. K_src, K_tgt (3, 3); T_tgt_from_src (4, 4); depths (D,)."""
-    R = T_tgt_from_src[:3, :3]
-    t = T_tgt_from_src[:3, 3]
-    M = R[None] + np.einsum("i,j->ij", t, np.array([0.0, 0.0, 1.0]))[None] / depths[:, None, None]
-    return K_tgt[None] @ M @ np.linalg.inv(K_src)[None]
+    Same formula as `model.mpi.plane_homographies`, given K_s^-1. Plain einsum (no BLAS call) so
+    per-view set-up takes microseconds and wakes no BLAS threads that would compete with the
+    rasteriser. K_src_inv, K_tgt (3, 3); T_tgt_from_src (4, 4); depths (D,)."""
+    M = np.repeat(T_tgt_from_src[None, :3, :3], len(depths), axis=0)
+    M[:, :, 2] += T_tgt_from_src[None, :3, 3] / depths[:, None]  # t n^T / d with n = (0, 0, 1)
+    return np.einsum("ij,djk,kl->dil", K_tgt, M, K_src_inv)
+
+
+def _rigid_inverse(T: np.ndarray) -> np.ndarray:
+    out = np.eye(4)
+    out[:3, :3] = T[:3, :3].T
+    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
+    return out
 
 
 def occupied_tiles(alpha: np.ndarray, tile: int) -> np.ndarray:
@@ -51,8 +58,10 @@ def occupied_tiles(alpha: np.ndarray, tile: int) -> np.ndarray:
 
     The image of each plane is cut into tile x tile squares; a square is kept when its alpha,
     dilated by one pixel (bilinear taps reach one pixel across), is non-zero somewhere, and shrunk
-    to the bounding box of those pixels. Rectangles of one plane never overlap and cover every
-    pixel whose dilated alpha is non-zero. Sorted back to front (plane 0 first). alpha (D, H, W) uint8."""
+    to the bounding box of those pixels; runs of kept squares in a row that join edge to edge with
+    the same rows are merged (fewer, longer quads: llvmpipe pays per triangle too). Rectangles of
+    one plane never overlap and cover every pixel whose dilated alpha is non-zero. Sorted back to
+    front (plane 0 first). alpha (D, H, W) uint8."""
     D, H, W = alpha.shape
     nz = alpha > 0
     grown = nz.copy()
@@ -73,7 +82,14 @@ def occupied_tiles(alpha: np.ndarray, tile: int) -> np.ndarray:
     y1 = y * tile + tile - r[:, ::-1].argmax(-1)
     x0 = x * tile + c.argmax(-1)
     x1 = x * tile + tile - c[:, ::-1].argmax(-1)
-    return np.stack([x0, y0, x1, y1, d], 1).astype(np.int32)
+    # a rectangle continues the previous one when it is the next tile of the same plane and tile
+    # row, both touch their shared tile edge, and they span the same rows
+    joins = np.zeros(len(d), bool)
+    joins[1:] = (d[1:] == d[:-1]) & (y[1:] == y[:-1]) & (x[1:] == x[:-1] + 1) & (x1[:-1] == x0[1:]) \
+        & (y0[1:] == y0[:-1]) & (y1[1:] == y1[:-1])
+    starts = np.flatnonzero(~joins)
+    ends = np.append(starts[1:], len(d)) - 1
+    return np.stack([x0[starts], y0[starts], x1[ends], y1[ends], d[starts]], 1).astype(np.int32)
 
 
 class MPIRenderer:
@@ -164,6 +180,8 @@ class MPIRenderer:
         self._bg_rect.write(np.array([0, 0, W, H, 0], np.int32).tobytes())
         self._frame = frame
         self._depths = frame.depths().astype(np.float64)
+        self._K_src_inv = np.linalg.inv(np.asarray(frame.K, np.float64))
+        self._head_from_cam = _rigid_inverse(np.asarray(frame.T_cam_from_head, np.float64))
         self.stats.uploads += 1
         self.stats.tiles = len(rects)
         self.stats.pixels = int(np.prod(rects[:, 2:4] - rects[:, 0:2], axis=1).sum()) if len(rects) else 0
@@ -172,28 +190,34 @@ class MPIRenderer:
     def draw(self, K: np.ndarray, T_view_from_head: np.ndarray, viewport: tuple[int, int, int, int], *, background: bool = True) -> None:
         """Draw the uploaded MPI into the bound framebuffer inside `viewport` (x, y, w, h), GL
         convention. K (3, 3) is the OpenCV intrinsics of a w x h image; OpenCV row 0 lands at the top
-        of the viewport. Blends "over" what is there (premultiplied); leaves blending enabled with
-        func (ONE, ONE_MINUS_SRC_ALPHA) and depth test / face culling disabled."""
+        of the viewport. The background plane (opaque) replaces what it covers, its outer half pixel
+        fading to black like the reference's zero padding; without it (or where it does not reach)
+        the planes blend "over" what is there (premultiplied). Leaves blending enabled with func
+        (ONE, ONE_MINUS_SRC_ALPHA) and depth test / face culling disabled."""
         frame = self._frame
         if frame is None:
             raise RuntimeError("MPIRenderer.draw called before upload(frame)")
         D, H, W = self._shape
-        T_view_from_cam = np.asarray(T_view_from_head, np.float64) @ np.linalg.inv(np.asarray(frame.T_cam_from_head, np.float64))
-        Hs = plane_homographies(np.asarray(frame.K, np.float64), np.asarray(K, np.float64), T_view_from_cam, self._depths)
+        T_view_from_cam = np.einsum("ij,jk->ik", np.asarray(T_view_from_head, np.float64), self._head_from_cam)
+        Hs = plane_homographies(self._K_src_inv, np.asarray(K, np.float64), T_view_from_cam, self._depths)
         mats = np.zeros((MAX_PLANES, 3, 3), np.float32)
         mats[:D] = Hs.transpose(0, 2, 1)  # GLSL mat3 is column-major
         ctx = self.ctx
         ctx.viewport = tuple(int(v) for v in viewport)
         ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
-        ctx.enable(moderngl.BLEND)
         ctx.blend_func = moderngl.ONE, moderngl.ONE_MINUS_SRC_ALPHA
         ctx.blend_equation = moderngl.FUNC_ADD
         draws = []
         if background and frame.background is not None:
-            draws.append((self._bg_prog, self._bg_vao, 1, self._textures["background"], 1))
+            # first and opaque: no blending, which spares llvmpipe a framebuffer read per pixel
+            draws.append((self._bg_prog, self._bg_vao, 1, self._textures["background"], 1, False))
         if self._num_rects:
-            draws.append((self._plane_prog, self._vao, self._num_rects, self._textures["planes"], 0))
-        for prog, vao, count, tex, unit in draws:
+            draws.append((self._plane_prog, self._vao, self._num_rects, self._textures["planes"], 0, True))
+        for prog, vao, count, tex, unit, blend in draws:
+            if blend:
+                ctx.enable(moderngl.BLEND)
+            else:
+                ctx.disable(moderngl.BLEND)
             prog["homographies"].write(mats.tobytes())
             prog["mpi_size"] = (float(W), float(H))
             prog["view_size"] = (float(viewport[2]), float(viewport[3]))
@@ -201,6 +225,7 @@ class MPIRenderer:
             prog["tex_offset"] = (1.0, 1.0)
             tex.use(unit)
             vao.render(moderngl.TRIANGLE_STRIP, vertices=4, instances=count)
+        ctx.enable(moderngl.BLEND)
 
     def _fbo(self, size: tuple[int, int]) -> moderngl.Framebuffer:
         fbo = self._fbos.get(size)
