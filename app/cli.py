@@ -13,6 +13,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "track": ("app.track_cli", "face tracking of a portrait or video: landmarks, metric head pose, template, expressions"),
     "prepare": ("app.prepare_cli", "videos -> training dataset: track, fixed head crop, mattes, background (resumable)"),
     "lift": ("app.lift_cli", "portrait -> one-frame MPI clip from its face-mesh depth and matte (non-learned 3D baseline)"),
+    "render": ("app.render_cli", "MPI clip -> mp4: front, stereo side-by-side, anaglyph, orbit or dolly-zoom view (GL)"),
+    "export": ("app.export_cli", "one MPI frame -> glTF binary (.glb) of alpha-blended textured planes in metres"),
     "bench": ("bench.cli", "benchmarks: render, model, viewer (prints tables or --json)"),
 }
 
