@@ -43,11 +43,13 @@ class Fragments:
             attributes = attributes.unsqueeze(0).expand(B, -1, -1)
         attributes = attributes.to(self.bary.dtype)
         C = attributes.shape[-1]
-        f = self.face.clamp(min=0).reshape(B, H * W)
-        corner = faces.to(f.device)[f]  # (B, H*W, 3) vertex ids
-        vals = torch.gather(attributes, 1, corner.reshape(B, -1, 1).expand(-1, -1, C)).reshape(B, H * W, 3, C)
-        out = (vals * self.bary.reshape(B, H * W, 3, 1)).sum(2)
-        out = out * (self.face.reshape(B, H * W, 1) >= 0)
+        face = self.face.reshape(-1)
+        hit = (face >= 0).nonzero(as_tuple=True)[0]  # only covered pixels do any work
+        b = hit // (H * W)
+        corner = faces.to(face.device)[face[hit]]  # (n, 3) vertex ids
+        vals = attributes[b[:, None], corner]  # (n, 3, C)
+        out = torch.zeros(B * H * W, C, dtype=attributes.dtype, device=attributes.device)
+        out[hit] = (vals * self.bary.reshape(-1, 3)[hit, :, None]).sum(1)
         return out.reshape(B, H, W, C).permute(0, 3, 1, 2)
 
 
@@ -98,26 +100,34 @@ def rasterize(vertices_cam: Tensor, faces: Tensor, K: Tensor, hw: tuple[int, int
         c0 = (x1 * y2 - x2 * y1) * inv_area
         a1, b1 = (y2 - y0) * inv_area, (x0 - x2) * inv_area
         c1 = (x2 * y0 - x0 * y2) * inv_area
+        per_tri = torch.stack([a0, b0, c0, a1, b1, c1, xmin, xmax, ymin, ymax, area], -1)  # (B, F, 11)
         for k in torch.unique(key).tolist():
             sel = (key == k).nonzero(as_tuple=True)[0]
             gw, gh = k // (4 * max(H, W)), k % (4 * max(H, W))
             bb, ff = b_idx[sel], f_idx[sel]
-            px = xmin[bb, ff][:, None, None] + torch.arange(gw, device=dev, dtype=dt)[None, None, :]  # (m, 1, gw)
-            py = ymin[bb, ff][:, None, None] + torch.arange(gh, device=dev, dtype=dt)[None, :, None]  # (m, gh, 1)
-            tri = (bb, ff)
-            l0 = (a0[tri][:, None, None] * px + c0[tri][:, None, None]) + b0[tri][:, None, None] * py
-            l1 = (a1[tri][:, None, None] * px + c1[tri][:, None, None]) + b1[tri][:, None, None] * py
+            p = per_tri[bb, ff][:, :, None, None]  # (m, 11, 1, 1): one gather for the bucket
+            A0, B0, C0, A1, B1, C1, X0, X1, Y0, Y1 = p[:, :10].unbind(1)
+            px = X0 + torch.arange(gw, device=dev, dtype=dt)[None, None, :]  # (m, 1, gw)
+            py = Y0 + torch.arange(gh, device=dev, dtype=dt)[None, :, None]  # (m, gh, 1)
+            l0 = (A0 * px + C0) + B0 * py
+            l1 = (A1 * px + C1) + B1 * py
             l2 = 1.0 - l0 - l1
             inside = (l0 >= -EDGE_EPS) & (l1 >= -EDGE_EPS) & (l2 >= -EDGE_EPS)
-            inside &= (px <= xmax[tri][:, None, None]) & (py <= ymax[tri][:, None, None])
-            m_i, y_i, x_i = inside.nonzero(as_tuple=True)
-            lam = torch.stack([l0[m_i, y_i, x_i], l1[m_i, y_i, x_i], l2[m_i, y_i, x_i]], -1).clamp(min=0)
+            if gw > 1 or gh > 1:
+                inside &= (px <= X1) & (py <= Y1)
+            flat = inside.reshape(-1).nonzero(as_tuple=True)[0]  # 1-D indexing: much faster than 3-D
+            m_i = flat // (gh * gw)
+            y_i = (flat // gw) % gh
+            x_i = flat % gw
+            l0f, l1f = l0.reshape(-1)[flat], l1.reshape(-1)[flat]
+            lam = torch.stack([l0f, l1f, 1.0 - l0f - l1f], -1).clamp(min=0)
             lam = lam / lam.sum(-1, keepdim=True)
-            iz = tinvz[bb[m_i], ff[m_i]]  # (n, 3)
+            bm, fm = bb[m_i], ff[m_i]
+            iz = tinvz[bm, fm]  # (n, 3)
             d = (lam * iz).sum(-1)  # 1/z interpolates linearly in screen space
-            pix = (bb[m_i] * H + py[m_i, y_i, 0].long()) * W + px[m_i, 0, x_i].long()
+            pix = (bm * H + Y0.reshape(-1)[m_i].long() + y_i) * W + X0.reshape(-1)[m_i].long() + x_i
             cand_pix.append(pix)
-            cand_tri.append(ff[m_i])
+            cand_tri.append(fm)
             cand_l.append(lam * iz / d[:, None])  # perspective-correct barycentrics
             cand_d.append(d)
     face = torch.full((B * H * W,), -1, device=dev, dtype=torch.long)
