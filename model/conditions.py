@@ -7,9 +7,12 @@ For a camera (K, T_cam_from_head, image size) and the MPI planes of that camera
 
 - a coordinate map (the paper's "UV coordinate map" C^mpi): per pixel the canonical code of the
   visible surface point. The code of a vertex is its position on a fixed reference shape (the
-  mean face / identity template), each axis normalised to [-1, 1] (`canonical_code`), so a pixel
-  says *which* point of the face it sees, independently of pose and expression, like a 3DMM UV
-  map but with a third coordinate that tells apart points a 2D unwrap would fold together.
+  identity template), each axis normalised to [-1, 1] (`canonical_code`), so a pixel says
+  *which* point of the face it sees, independently of pose and expression, like a 3DMM UV map but
+  with a third coordinate that tells apart points a 2D unwrap would fold together. Convention:
+  the code comes from the *portrait's* template (`canonical_code(track.template)`), for the
+  portrait's own map and for every driving frame retargeted onto it, so both name points alike
+  (the bounding-box normalisation removes most of the size differences between identities).
   Pixels that see no mesh hold 0 (the middle of the code range, neutral for a convolution) and a
   separate coverage channel (1 on the mesh, 0 off it) tells them apart: `coordinate_map()` is the
   4-channel (code xyz, coverage) tensor the network takes;

@@ -3,11 +3,9 @@ an interruption, and the crop geometry."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from app import cli
 from model import camera, dataset, matting, prepare, video
@@ -167,49 +165,3 @@ def test_crop_maps_source_points_to_the_crop_camera():
         assert np.allclose(camera.crop_intrinsics(res).numpy(), A @ K, atol=1e-3)
     with pytest.raises(ValueError, match="square-pixel"):
         crop_affine(np.array([[100.0, 0, 10], [0, 120.0, 10], [0, 0, 1]]), 64)
-
-
-def test_conditions_land_on_the_face_in_prepared_frames(shared_data, tmp_path):
-    """Tracking -> conditions -> MPI render, on real frames: the mesh's coverage and its alpha
-    planes rendered by model.mpi.render from the crop camera cover the face.
-
-    The face matte is the polygon of MediaPipe's face-oval landmarks as the detector gave them
-    (raw_landmarks, before our smoothing, metric fit and pose solve), mapped into the crop: it is
-    the outline of exactly the surface the mesh models (forehead to chin, cheek to cheek), it is
-    independent of our 3D fit and rasteriser, and unlike the selfie matte it excludes hair, ears
-    and neck, which no face mesh covers."""
-    import cv2
-    import mediapipe as mp
-
-    from model import conditions, mpi
-
-    out = tmp_path / "ds"
-    prepare_dataset(_videos(shared_data), out, PrepareConfig(res=128, **SHORT), progress=False, log=_quiet)
-    edges = dict(mp.solutions.face_mesh_connections.FACEMESH_FACE_OVAL)
-    loop = [next(iter(edges))]
-    while edges[loop[-1]] != loop[0]:
-        loop.append(edges[loop[-1]])
-    ious = []
-    for v in dataset.PreparedDataset(out):
-        tr = v.track
-        idx = [0, 9, 19]
-        code = conditions.canonical_code(torch.from_numpy(tr.template))
-        K = torch.from_numpy(v.K)
-        T = torch.from_numpy(tr.T_cam_from_head[idx])
-        verts = torch.from_numpy(tr.vertices_head()[idx])
-        cond = conditions.mesh_conditions(verts, torch.from_numpy(tr.faces), code, K, T, (128, 128), 24)
-        white = torch.ones(len(idx), 3, 128, 128)
-        Kb = K.expand(len(idx), 3, 3)
-        rendered = mpi.render(white, white, cond.alpha, cond.depths, Kb, Kb, torch.eye(4).expand(len(idx), 4, 4))
-        A = v.source_to_crop()
-        for j, i in enumerate(idx):
-            oval = tr.raw_landmarks[i][loop] @ A[:2, :2].T + A[:2, 2]
-            face = np.zeros((128, 128), np.uint8)
-            cv2.fillPoly(face, [np.round(oval * 16).astype(np.int32)], 1, shift=4)
-            face = face.astype(bool)
-            for mask in (cond.coverage[j, 0].numpy() > 0.5, rendered.mask[j, 0].numpy() > 0.5):
-                ious.append((mask & face).sum() / (mask | face).sum())
-            # the coordinate map is the canonical code on the face: nose tip (code from template)
-            nose = np.round(tr.landmarks[i][1] @ A[:2, :2].T + A[:2, 2]).astype(int)
-            assert torch.allclose(cond.coords[j, :, nose[1], nose[0]], code[1], atol=0.15)
-    assert min(ious) >= 0.8, ious
