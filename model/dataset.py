@@ -184,6 +184,24 @@ class PreparedVideo:
         A = crop_affine_from_meta(self.meta)
         return valid_mask(A, tuple(self.meta["source_size"]), self.res)
 
+    def read(self, indices) -> dict[str, np.ndarray]:
+        """Frames `indices` (T,) in the layout the model takes: images (T, 3, R, R) float32 in
+        [-1, 1], mattes (T, 1, R, R) float32 in [0, 1], T_cam_from_head (T, 4, 4), vertices_head
+        (T, 478, 3) metres, K (3, 3), background (3, R, R) in [-1, 1], valid (1, R, R)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"{self.path.name}: frame indices must be in [0, {len(self)}), got {idx.min()}..{idx.max()}")
+        frames = np.asarray(self.frames[idx], np.float32)  # one gather from the memory map
+        return {
+            "images": frames.transpose(0, 3, 1, 2) / 127.5 - 1.0,
+            "mattes": np.asarray(self.mattes[idx], np.float32)[:, None] / 255.0,
+            "T_cam_from_head": self.T_cam_from_head[idx],
+            "vertices_head": self.track.vertices_head()[idx],
+            "K": self.K,
+            "background": self.background.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0,
+            "valid": self.valid_mask[None].astype(np.float32),
+        }
+
     def landmarks(self) -> np.ndarray:
         """(N, 478, 2) tracked landmarks in crop pixels."""
         A = self.source_to_crop()
@@ -210,12 +228,15 @@ class PreparedDataset:
         self.manifest = manifest
         self.res = int(manifest["res"])
         self.entries = [v for v in manifest["videos"] if v.get("status") == "ok"]
+        self._open: dict[int, PreparedVideo] = {}  # opened once: memory maps and tracks are reused
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, i: int) -> PreparedVideo:
-        return PreparedVideo.open(self.root / self.entries[i]["id"])
+        if i not in self._open:
+            self._open[i] = PreparedVideo.open(self.root / self.entries[i]["id"])
+        return self._open[i]
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))

@@ -80,6 +80,13 @@ def test_prepare_writes_dataset_and_skips_bad_videos(shared_data, tmp_path):
 
         outside = cv2.erode(outside.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         assert (v.frames[:, outside] == 0).all() and (v.mattes[:, outside] == 0).all()
+        batch = v.read([3, 4, 5, 6])
+        assert batch["images"].shape == (4, 3, 64, 64) and batch["mattes"].shape == (4, 1, 64, 64)
+        assert np.allclose(batch["images"][0], v.frames[3].transpose(2, 0, 1) / 127.5 - 1.0)
+        assert -1.0 <= batch["images"].min() and batch["images"].max() <= 1.0
+        assert np.allclose(batch["vertices_head"], track.vertices_head()[3:7])
+        with pytest.raises(IndexError):
+            v.read([20])
     # the 256 x 256 dreamtalk clip is filled by the face: its tracker crop reaches beyond the frame
     assert dataset.PreparedVideo.open(out / status[a.name]["id"]).meta["inside_fraction"] < 0.9
 
