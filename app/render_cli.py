@@ -121,9 +121,12 @@ def run(args: argparse.Namespace) -> int:
     mpi_hw = (info.height, info.width)
     size = output_size(mpi_hw, args.size)
     n = len(reader)
-    renderer = MPIRenderer(ctx)
+    # a half-written video never carries the output's name (the extension picks the container)
+    partial = args.output.with_name(f".{args.output.stem}.partial{args.output.suffix}")
+    renderer = None
     try:
-        with reader, VideoWriter(args.output, fps=info.fps, crf=args.crf) as writer:
+        renderer = MPIRenderer(ctx)
+        with reader, VideoWriter(partial, fps=info.fps, crf=args.crf) as writer:
             for i, frame in enumerate(tqdm(reader.frames(), total=n, unit="frame", desc=f"imp render {args.view}")):
                 renderer.upload(frame)
                 K, T = view_camera(args.view, frame.K, frame.T_cam_from_head, i / n, mpi_hw, size,
@@ -135,11 +138,15 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     image = renderer.render(K, T, size)
                 writer.write(_to_u8(image))
+        partial.replace(args.output)
     except ClipError as exc:
         print(f"imp render: {exc}", file=sys.stderr)
         return 2
     finally:
-        renderer.release()
+        reader.close()
+        partial.unlink(missing_ok=True)
+        if renderer is not None:
+            renderer.release()
         ctx.release()
     width = size[0] * (2 if args.view == "stereo-sbs" else 1)
     print(f"wrote {args.output}: {n} frames, {width}x{size[1]}, {info.fps:g} fps ({args.view})")

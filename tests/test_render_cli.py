@@ -171,3 +171,16 @@ def test_render_errors_are_clear(tmp_path, capsys):
     assert "invalid choice: 'sideways'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown view 'sideways'"):
         render_cli.view_camera("sideways", np.eye(3), np.eye(4), 0.0, (S, S), (S, S))
+
+
+def test_a_clip_that_breaks_mid_way_leaves_no_video(tmp_path, capsys, gl_context):
+    clip = _clip()
+    path = tmp_path / "clip.mpi"
+    save_clip(clip, path)
+    data = bytearray(path.read_bytes())
+    data[-200] ^= 0xFF  # inside the last frame: the file opens, frame 3 fails its checksum
+    path.write_bytes(bytes(data))
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(path), "-o", str(out)]) == 2
+    assert "fails its checksum" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [path]
