@@ -7,9 +7,11 @@ The materials are alphaMode BLEND, double sided and unlit (KHR_materials_unlit: 
 already lit, a viewer's lights must not shade them again). The background is an opaque quad 1 %
 behind `far` (not at `far` itself, where it would z-fight with plane 0 in rasterising viewers).
 
-Axes: vertex positions are in the head frame of DESIGN.md (metres, OpenCV axes: x right, y down,
-z away from the camera). glTF is y up and its cameras look down -z, so every quad hangs under a
-node "head" turned 180 deg about x: Blender / three.js show the head upright, facing +z.
+Axes: the node "head" holds the head frame of DESIGN.md (metres, OpenCV axes: x right, y down,
+z away from the camera). glTF is y up and its cameras look down -z, so that node is turned 180 deg
+about x: Blender / three.js show the head upright, facing +z. Each quad is a child node placed at
+its centre (vertices relative to it): viewers sort transparent objects by their origins, so
+origins at the planes' depths give the back-to-front order that "over" blending needs.
 
 Texels whose colour can never be seen (more than one pixel from any non-zero alpha, beyond the
 reach of a bilinear footprint) are set to black so the PNGs stay small.
@@ -60,6 +62,15 @@ def plane_textures(frame: MPIFrame) -> np.ndarray:
     return np.concatenate([rgb.transpose(0, 2, 3, 1), alpha[..., None]], axis=-1)
 
 
+def _add_quad(scene, corners: np.ndarray, rgba: np.ndarray, blend: bool, name: str) -> None:
+    """A node `name` under HEAD_NODE at the centre of `corners` (4, 3), holding the quad."""
+    centre = corners.mean(0)
+    place = np.eye(4)
+    place[:3, 3] = centre
+    scene.add_geometry(_quad(corners - centre, rgba, blend, name), node_name=name, geom_name=name,
+                       parent_node_name=HEAD_NODE, transform=place)
+
+
 def _quad(corners: np.ndarray, rgba: np.ndarray, blend: bool, name: str):
     import trimesh
     from PIL import Image
@@ -78,8 +89,9 @@ def _quad(corners: np.ndarray, rgba: np.ndarray, blend: bool, name: str):
 
 
 def frame_scene(frame: MPIFrame):
-    """trimesh.Scene: node "head" (GLTF_FROM_OPENCV) holding "background" (when the frame has
-    one) and "plane_00" .. "plane_{D-1}" (0 = farthest), positions in the head frame."""
+    """trimesh.Scene: node "head" (GLTF_FROM_OPENCV) holding the nodes "background" (when the
+    frame has one) and "plane_00" .. "plane_{D-1}" (0 = farthest), each at its quad's centre in
+    the head frame."""
     import trimesh
 
     scene = trimesh.Scene()
@@ -89,11 +101,11 @@ def frame_scene(frame: MPIFrame):
     if frame.background is not None:
         rgba = np.concatenate([np.asarray(frame.background).transpose(1, 2, 0), np.full((*size, 1), 255, np.uint8)], -1)
         corners = plane_corners(frame.K, frame.T_cam_from_head, depths[0] * BACKGROUND_BEHIND, size)
-        scene.add_geometry(_quad(corners, rgba, False, "background"), node_name="background", geom_name="background", parent_node_name=HEAD_NODE)
+        _add_quad(scene, corners, rgba, False, "background")
     for i, rgba in enumerate(plane_textures(frame)):
         name = f"plane_{i:02d}"
         corners = plane_corners(frame.K, frame.T_cam_from_head, depths[i], size)
-        scene.add_geometry(_quad(corners, rgba, True, name), node_name=name, geom_name=name, parent_node_name=HEAD_NODE)
+        _add_quad(scene, corners, rgba, True, name)
     return scene
 
 

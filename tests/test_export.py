@@ -33,9 +33,11 @@ def exported(tmp_path_factory):
     return clip.frame(1), out
 
 
-def _to_camera(frame: MPIFrame, points: np.ndarray) -> np.ndarray:
-    T = np.asarray(frame.T_cam_from_head, np.float64)
-    return points @ T[:3, :3].T + T[:3, 3]
+def _in_camera(frame: MPIFrame, scene, name: str) -> np.ndarray:
+    """Vertices (4, 3) of node `name` in the MPI camera: glTF world -> head frame -> camera."""
+    world, _ = scene.graph.get(name)
+    T = np.asarray(frame.T_cam_from_head, np.float64) @ np.linalg.inv(gltf.GLTF_FROM_OPENCV) @ world
+    return np.asarray(scene.geometry[name].vertices) @ T[:3, :3].T + T[:3, 3]
 
 
 def test_planes_sit_at_their_depths_and_span_the_frustum(exported):
@@ -47,7 +49,7 @@ def test_planes_sit_at_their_depths_and_span_the_frustum(exported):
     K = frame.K.astype(np.float64)
     for i in range(D):
         mesh = scene.geometry[f"plane_{i:02d}"]
-        cam = _to_camera(frame, np.asarray(mesh.vertices))
+        cam = _in_camera(frame, scene, f"plane_{i:02d}")
         assert cam[:, 2] == pytest.approx([depths[i]] * 4, abs=1e-5)
         # corners are the outer pixel edges cast to the plane's depth
         x = cam[:, 0] / cam[:, 2] * K[0, 0] + K[0, 2]
@@ -57,11 +59,18 @@ def test_planes_sit_at_their_depths_and_span_the_frustum(exported):
         # texture coordinate (0, 1) (trimesh's v-up convention: the image's first row) at the top-left corner
         top_left = np.argmin(x + y)
         assert mesh.visual.uv[top_left] == pytest.approx([0.0, 1.0])
-    bg = _to_camera(frame, np.asarray(scene.geometry["background"].vertices))
+    bg = _in_camera(frame, scene, "background")
     assert bg[:, 2] == pytest.approx([depths[0] * gltf.BACKGROUND_BEHIND] * 4, abs=1e-5)
-    # every quad hangs under the y-up "head" node
-    world, _ = scene.graph.get("plane_00")
-    assert np.allclose(world, gltf.GLTF_FROM_OPENCV)
+    # every quad hangs under the y-up "head" node, its origin at its centre: viewers sorting
+    # transparent objects by origin draw the planes back to front
+    assert all(scene.graph.transforms.parents[n] == gltf.HEAD_NODE for n in names)
+    assert np.allclose(scene.graph.get(gltf.HEAD_NODE)[0], gltf.GLTF_FROM_OPENCV)
+    origins = [_in_camera(frame, scene, f"plane_{i:02d}").mean(0) for i in range(D)]
+    for i, origin in enumerate(origins):
+        world, _ = scene.graph.get(f"plane_{i:02d}")
+        head = np.linalg.inv(gltf.GLTF_FROM_OPENCV) @ world
+        assert np.allclose(np.asarray(frame.T_cam_from_head, np.float64)[:3] @ head[:, 3], origin, atol=1e-6)
+    assert np.all(np.diff([o[2] for o in origins]) < 0)  # plane 0 farthest
 
 
 def test_textures_hold_the_layer_colours_and_alpha(exported):
