@@ -1,0 +1,289 @@
+"""Generation: portrait + driving -> conditions -> sampler -> MPI frames (paper sec. 3.4,
+DESIGN.md Pipeline 1-4).
+
+1. `prepare_portrait`: track the portrait, cut the tracker's fixed head crop at the model's
+   resolution (the MPI camera is that crop camera, f = 2.5 res; outside the source image the crop
+   is black, as in the training data), matte it, inpaint the background, and rasterise the
+   portrait's own mesh into its coordinate map (the identity input O^ref + C^ref).
+2. Per clip of cfg.frames frames, the driving frames (model/driving.py) are rasterised in the MPI
+   camera (`mesh_inputs`): coordinate map and D mesh alpha planes at the plane depths of each
+   frame's MPI (near / far from the head distance r, model.mpi.near_far).
+3. DDIM with two-scale guidance (model/sampler.py) from seeded noise. Clips are chained through the
+   first frame: the last generated frame of clip k is the first-frame condition of clip k+1, whose
+   first frame repeats it and is dropped. The first clip's first-frame condition is the portrait
+   itself (frame 0 of every driving source starts at the portrait's pose), or nothing.
+4. The predicted MPI (frontal / residual in [-1, 1], alpha in [0, 1]) becomes `MPIFrame`s: uint8
+   sRGB colours and alpha, K, T_cam_from_head, near, far and the inpainted background.
+
+`Generator.generate_clips` yields each clip's new frames as soon as they are sampled, so a writer
+(imp generate) or a ring buffer (the viewer) can stream them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from model import camera, conditions, mpi
+from model.clip import MPIFrame
+from model.config import ModelConfig
+from model.diffusion import Conditions, make_schedule, render_frontal
+from model.driving import DrivingFrames, DrivingSource
+from model.sampler import DDIMScheduler, Guidance, guided_prediction
+from model.tracking.track import Track
+from model.unet import MPIPrediction, MPIUNet
+
+CONDITION_SUPERSAMPLE = 2  # mesh conditions are rasterised at 2x and box-filtered: soft, unaliased edges
+RASTER_CHUNK = 8  # frames rasterised per call (bounds the memory of the z-buffer at 512^2 x 2)
+
+
+# ------------------------------------------------------------------------------------ conversions
+
+def image_to_model(image: np.ndarray) -> Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def model_to_uint8(x: Tensor) -> np.ndarray:
+    """(..., C, H, W) in [-1, 1] -> uint8 of the same shape (0..255, rounded)."""
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).numpy()
+
+
+def alpha_to_uint8(alpha: Tensor) -> np.ndarray:
+    """(..., D, H, W) in [0, 1] -> uint8 (0..255, rounded)."""
+    return (alpha.detach().float().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+
+
+# ------------------------------------------------------------------------------------- conditions
+
+def coordinate_input(mesh: conditions.MeshConditions, channels: int) -> Tensor:
+    """The network's coordinate-map channels (B, channels, H, W): the canonical code (3), or code
+    and coverage (4) (ModelConfig.coord_channels)."""
+    if channels == 3:
+        return mesh.coords
+    if channels == 4:
+        return mesh.coordinate_map()
+    raise ValueError(f"coord_channels must be 3 (code) or 4 (code + coverage), got {channels}")
+
+
+def mesh_inputs(vertices_head: np.ndarray | Tensor, T_cam_from_head: np.ndarray | Tensor, code: Tensor, cfg: ModelConfig,
+                K: Tensor | None = None, supersample: int = CONDITION_SUPERSAMPLE) -> tuple[Tensor, Tensor, Tensor]:
+    """(coords (n, Cc, R, R), mesh alpha (n, D, R, R), plane depths (n, D)) of n posed meshes seen
+    by the MPI camera K (default: the crop camera at cfg.res), each frame's planes between its own
+    near / far. vertices_head (n, 478, 3) head frame, metres; T_cam_from_head (n, 4, 4); code
+    (478, 3) from `conditions.canonical_code` of the identity template."""
+    from model.tracking.facemesh import mesh_faces
+
+    verts = torch.as_tensor(np.asarray(vertices_head, np.float32) if not isinstance(vertices_head, Tensor) else vertices_head).float()
+    T = torch.as_tensor(np.asarray(T_cam_from_head, np.float32) if not isinstance(T_cam_from_head, Tensor) else T_cam_from_head).float()
+    K = camera.crop_intrinsics(cfg.res) if K is None else K
+    faces = torch.from_numpy(mesh_faces()).long()
+    coords, alpha, depths = [], [], []
+    for i in range(0, len(verts), RASTER_CHUNK):
+        mc = conditions.mesh_conditions(verts[i:i + RASTER_CHUNK], faces, code, K, T[i:i + RASTER_CHUNK], (cfg.res, cfg.res),
+                                        cfg.planes, supersample=supersample)
+        coords.append(coordinate_input(mc, cfg.coord_channels))
+        alpha.append(mc.alpha)
+        depths.append(mc.depths)
+    return torch.cat(coords), torch.cat(alpha), torch.cat(depths)
+
+
+# --------------------------------------------------------------------------------------- portrait
+
+@dataclass
+class Portrait:
+    """A portrait prepared for generation, in the MPI camera (its head crop at the model's res)."""
+
+    track: Track  # in source-image pixels
+    image: np.ndarray  # (R, R, 3) uint8: the head crop
+    matte: np.ndarray  # (R, R) float32 in [0, 1]
+    background: np.ndarray  # (R, R, 3) uint8: the crop with the person inpainted
+    K: np.ndarray  # (3, 3) float32: crop_intrinsics(R)
+    code: Tensor  # (478, 3) canonical code of the portrait's template
+    reference: Tensor  # (3 + Cc, R, R): portrait in [-1, 1] and its coordinate map (O^ref, C^ref)
+
+    @property
+    def T_cam_from_head(self) -> np.ndarray:
+        """(4, 4) float32: the portrait's head in the MPI camera."""
+        return self.track.T_cam_from_head[0].astype(np.float32)
+
+    @property
+    def res(self) -> int:
+        return int(self.image.shape[0])
+
+
+def read_portrait_image(image: str | Path | np.ndarray) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a path or an array (grey / RGBA converted); clear errors."""
+    from model.tracking.track import TrackingError, _read_image
+
+    try:
+        return _read_image(image)[0]
+    except TrackingError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def prepare_portrait(image: str | Path | np.ndarray, cfg: ModelConfig) -> Portrait:
+    """Track, crop, matte and inpaint a portrait (path or RGB uint8 array) for the model `cfg`.
+    Raises model.tracking.TrackingError when it has no face, ValueError when it is no image."""
+    from model import matting
+    from model.prepare import crop_affine, crop_image
+    from model.tracking import track_image
+
+    rgb = read_portrait_image(image)
+    track = track_image(rgb)
+    res = cfg.res
+    A = crop_affine(track.K, res)
+    crop = crop_image(rgb, A, res)  # black outside the source image, like the prepared training frames
+    matte = np.clip(crop_image(matting.matte_image(rgb), A, res), 0.0, 1.0).astype(np.float32)
+    background = matting.inpaint_background(crop, matte)
+    code = conditions.canonical_code(torch.from_numpy(track.template).float())
+    coords, _, _ = mesh_inputs(track.vertices_head(0)[None], track.T_cam_from_head[:1], code, cfg)
+    reference = torch.cat([image_to_model(crop), coords[0]], 0)
+    return Portrait(track, crop, matte, background, camera.crop_intrinsics(res).numpy(), code, reference)
+
+
+# -------------------------------------------------------------------------------------- generator
+
+@dataclass(frozen=True)
+class GenerationStatus:
+    """Progress report: denoising step `step` of `steps` in clip `clip` (0-based) is done;
+    `frames_done` frames have been delivered before this clip; `frames_total` is known or None."""
+
+    clip: int
+    step: int
+    steps: int
+    frames_done: int
+    frames_total: int | None
+
+
+class Generator:
+    """Samples MPI videos of one portrait driven by a DrivingSource with a trained MPIUNet."""
+
+    def __init__(self, model: MPIUNet, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg: ModelConfig = model.cfg
+        self.schedule = make_schedule(self.cfg.diffusion)
+        self.portrait: Portrait | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Generator":
+        """A generator with the weights of a checkpoint (model.checkpoint.CheckpointError if it is not one)."""
+        from model.checkpoint import load_model
+
+        model, _ = load_model(path, device=device)
+        return cls(model, device)
+
+    def prepare(self, portrait_image: str | Path | np.ndarray) -> Portrait:
+        """Track, crop, matte and inpaint the portrait; later clips are generated of it."""
+        self.portrait = prepare_portrait(portrait_image, self.cfg)
+        return self.portrait
+
+    def _require_portrait(self) -> Portrait:
+        if self.portrait is None:
+            raise RuntimeError("Generator.prepare(portrait_image) must run before generating")
+        return self.portrait
+
+    def clip_conditions(self, frames: DrivingFrames, first_frame: Tensor | None) -> Conditions:
+        """Conditions of one clip (batch 1) from exactly cfg.frames driving frames; first_frame
+        (3, R, R) in [-1, 1] or None (dropped)."""
+        p = self._require_portrait()
+        R = self.cfg.res
+        if len(frames) != self.cfg.frames:
+            raise ValueError(f"a clip needs {self.cfg.frames} driving frames, got {len(frames)}")
+        coords, alpha, _ = mesh_inputs(frames.vertices_head, frames.T_cam_from_head, p.code, self.cfg)
+        given = first_frame is not None
+        dev = self.device
+        return Conditions(
+            coords=coords[None].to(dev),
+            mesh_alpha=alpha[None].to(dev),
+            portrait=p.reference[None].to(dev),
+            first_frame=(first_frame if given else torch.zeros(3, R, R))[None].to(dev),
+            first_frame_flag=torch.tensor([1.0 if given else 0.0], device=dev),
+            background=image_to_model(p.background)[None].to(dev),
+        )
+
+    def sample(self, cond: Conditions, scheduler: DDIMScheduler, guidance: Guidance, generator: torch.Generator,
+               on_step: Callable[[int], None] | None = None) -> tuple[MPIPrediction, Tensor]:
+        """One clip from seeded noise: (MPI, its frontal rendering over the background (1, T, 3, R, R)).
+        Draws from `generator` exactly as model.sampler.sample_clip does."""
+        B, T = cond.coords.shape[:2]
+        R = self.cfg.res
+        x = torch.randn((B, T, 3, R, R), generator=generator).to(self.device)
+        pred = None
+        with torch.no_grad():
+            for i, t in enumerate(scheduler.timesteps.tolist()):
+                pred, x0 = guided_prediction(self.model, x, torch.full((B,), t, dtype=torch.long, device=self.device), cond, guidance)
+                x = scheduler.step(x0, t, x, generator)
+                if on_step is not None:
+                    on_step(i + 1)
+        return pred, render_frontal(pred, cond.background)
+
+    def mpi_frames(self, pred: MPIPrediction, frames: DrivingFrames, indices: range) -> list[MPIFrame]:
+        """MPIFrames of the clip's frames `indices` (batch element 0)."""
+        p = self._require_portrait()
+        frontal, residual, alpha = model_to_uint8(pred.frontal[0]), model_to_uint8(pred.residual[0]), alpha_to_uint8(pred.alpha[0])
+        background = np.ascontiguousarray(p.background.transpose(2, 0, 1))
+        out = []
+        for i in indices:
+            T = frames.T_cam_from_head[i]
+            near, far = (float(v) for v in mpi.near_far(float(np.linalg.norm(T[:3, 3].astype(np.float64)))))
+            out.append(MPIFrame(frontal=frontal[i], residual=residual[i], alpha=alpha[i], K=p.K.copy(),
+                                T_cam_from_head=T.copy(), near=near, far=far, background=background))
+        return out
+
+    def generate_clips(self, driving: DrivingSource, seed: int = 0, steps: int | None = None, max_frames: int | None = None,
+                       first_frame: str = "portrait", eta: float | None = None,
+                       progress: Callable[[GenerationStatus], None] | None = None) -> Iterator[list[MPIFrame]]:
+        """Yield the new MPI frames of each clip until the driving source ends (or `max_frames`).
+
+        Clip 0 yields cfg.frames frames, every later clip cfg.frames - 1 (its first frame repeats
+        the previous clip's last one and is dropped); a last, short clip is padded by repeating its
+        final driving frame and trimmed. `first_frame`: "portrait" (the portrait is clip 0's
+        first-frame condition) or "none". Same seed, inputs and steps -> identical frames."""
+        if first_frame not in ("portrait", "none"):
+            raise ValueError(f"first_frame must be 'portrait' or 'none', got {first_frame!r}")
+        p = self._require_portrait()
+        cfg = self.cfg
+        F = cfg.frames
+        steps = steps or cfg.diffusion.sample_steps
+        scheduler = DDIMScheduler(self.schedule, cfg.diffusion.eta if eta is None else eta)
+        scheduler.set_timesteps(steps)
+        guidance = Guidance.paper(F, cfg.diffusion.portrait_guidance, cfg.diffusion.first_frame_guidance)
+        generator = torch.Generator().manual_seed(int(seed))
+        remaining = driving.remaining()
+        total = remaining if max_frames is None else (max_frames if remaining is None else min(max_frames, remaining))
+        done, clip = 0, 0
+        last_frame: DrivingFrames | None = None
+        last_image: Tensor | None = image_to_model(p.image) if first_frame == "portrait" else None
+        while True:
+            want = F if last_frame is None else F - 1
+            if max_frames is not None:
+                want = min(want, max_frames - done)
+            if want <= 0:
+                return
+            new = driving.frames(want)
+            if new is None or len(new) == 0:
+                return
+            frames = new if last_frame is None else DrivingFrames.concat([last_frame, new])
+            valid = len(frames)
+            frames = frames.padded(F)
+            cond = self.clip_conditions(frames, last_image)
+
+            def on_step(step: int, clip=clip, done=done) -> None:
+                if progress is not None:
+                    progress(GenerationStatus(clip, step, steps, done, total))
+
+            pred, video = self.sample(cond, scheduler, guidance, generator, on_step)
+            start = 0 if last_frame is None else 1
+            yield self.mpi_frames(pred, frames, range(start, valid))
+            done += valid - start
+            clip += 1
+            last_frame = frames[valid - 1:valid]
+            last_image = video[0, valid - 1]
+            if len(new) < want:
+                return
