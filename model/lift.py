@@ -28,6 +28,7 @@ from model.clip import MPIClip, MPIFrame
 HAIR_BEHIND_JOINT = 0.01  # m: hair / back of the head, just behind the joint's depth
 TORSO_BEFORE_JOINT = 0.02  # m: neck and shoulders, a little in front of it
 BLEND_SCALE = 0.06  # fraction of the crop over which the guess blends into the face's edge depth
+CRACK_RADIUS = 2  # px: opaque pixels are made solid down to their deepest neighbour within this radius
 MIN_MATTE = 0.02  # below this coverage a pixel keeps its image colour (the matting equation is ill-posed)
 
 
@@ -76,6 +77,32 @@ def guess_depth(face_depth: np.ndarray, face: np.ndarray, chin_y: float, joint_d
     return np.where(face, face_depth, out).astype(np.float32)
 
 
+def fill_cracks(alpha: torch.Tensor, depth: np.ndarray, person: np.ndarray, plane_depths: torch.Tensor,
+                radius: int = CRACK_RADIUS) -> torch.Tensor:
+    """Make opaque pixels solid down to the deepest neighbour within `radius` px.
+
+    Where the depth jumps by several planes between neighbouring pixels (the side of the face,
+    face to hair), a side view would look through the gap at the background. Behind an opaque
+    pixel nothing is seen from the MPI camera, so filling the planes between its own depth and
+    its deepest neighbour's changes nothing in the frontal view and closes those cracks.
+    alpha (D, H, W), depth and person (H, W), plane_depths (D,) index 0 = far."""
+    import cv2
+
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    solid = person >= 0.99
+    # deepest depth among solid neighbours (non-solid pixels do not pull the wall back)
+    back = cv2.dilate(np.where(solid, depth, 0.0).astype(np.float32), kernel)
+    # an opaque pixel's solid sheet is on the plane just behind its surface (floor of its fractional
+    # plane index, see conditions.alpha_planes): fill from its own sheet back to its neighbour's
+    q = 1.0 / plane_depths.double()
+    step = (q[-1] - q[0]) / max(len(q) - 1, 1)
+    own = torch.floor((1.0 / torch.from_numpy(depth).double() - q[0]) / step)
+    deepest = torch.floor((1.0 / torch.from_numpy(np.maximum(back, depth)).double() - q[0]) / step)
+    i = torch.arange(len(q), dtype=torch.float64).view(-1, 1, 1)
+    fill = (i >= deepest[None]) & (i < own[None]) & torch.from_numpy(solid)[None]
+    return torch.where(fill, torch.ones_like(alpha), alpha)
+
+
 def unmix_foreground(image: np.ndarray, matte: np.ndarray, background: np.ndarray) -> np.ndarray:
     """Foreground colour F (H, W, 3) uint8 with image = m F + (1 - m) B, clipped to [0, 255]."""
     I = image.astype(np.float32)
@@ -118,6 +145,7 @@ def lift_portrait(image: str | Path | np.ndarray, res: int = 256, num_planes: in
 
     depths = cond.depths  # (1, D) from the head distance
     alpha = conditions.alpha_planes(torch.from_numpy(1.0 / depth)[None, None], torch.from_numpy(person)[None, None], depths)[0]
+    alpha = fill_cracks(alpha, depth, person, depths[0])
     colour = unmix_foreground(crop, person, background)
     near, far = (float(v) for v in mpi.near_far(float(T[0, :3, 3].norm())))
     return MPIFrame(

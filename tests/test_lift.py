@@ -106,6 +106,17 @@ def test_side_view_shows_the_parallax_of_the_depths(astronaut):
         assert moved[0] < -1.5  # behind the joint: the opposite way
         assert abs(moved[0] - exp[0]) < 1.0, (box, moved, exp)
 
+    # no cracks: inside the person (away from its outline and the crop's edges) the side view
+    # does not see through to the background where the depth steps from plane to plane
+    import cv2
+
+    T_rel_t = torch.from_numpy(T_rel).float()[None]
+    mask = mpi.render(t["frontal"], t["residual"], t["alpha"], t["depths"], t["K_src"], t["K_src"], T_rel_t).mask[0, 0].numpy()
+    core = cv2.erode((frame.alpha.max(0) >= 250).astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+    core[:20], core[-20:], core[:, :20], core[:, -20:] = False, False, False, False
+    assert core.sum() > 5000
+    assert (mask[core] < 0.98).mean() < 0.005, (mask[core] < 0.98).mean()
+
 
 def test_depth_guess_and_unmixing():
     H = W = 64
