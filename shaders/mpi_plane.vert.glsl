@@ -8,8 +8,8 @@
 uniform mat3 homographies[MAX_PLANES];
 uniform vec2 mpi_size;    // (W, H) of the MPI images
 uniform vec2 view_size;   // (w, h) of the viewport the target K refers to
-uniform vec2 tex_scale;   // 1 / size of the sampled texture (the plane array has a 1-texel zero frame)
-uniform vec2 tex_offset;  // texels before MPI pixel 0 in that texture (1 with the frame, 0 without)
+uniform vec2 tex_scale;   // 1 / size of the sampled texture, which has a zero frame around the image
+uniform vec2 tex_offset;  // texels of that frame before MPI pixel 0 (x, y)
 
 in ivec4 in_rect;         // MPI pixels [x0, x1) x [y0, y1)
 in int in_plane;
