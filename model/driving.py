@@ -371,17 +371,18 @@ ANIMATION_PERIOD = 8.0  # s: every component of the built-in animation repeats a
 def animation_params(t: np.ndarray | float) -> list[DrivingParams]:
     """The built-in gentle animation at times t (s): talking-like mouth motion (syllables at ~3 Hz
     under a slower phrase envelope), a blink every 4 s (~0.25 s long) and a slow head sway of a few
-    degrees. Every frequency is a multiple of 1 / ANIMATION_PERIOD, so it loops seamlessly, and
-    every component is smooth (C-infinity) in t."""
+    degrees. Every frequency is a multiple of 1 / ANIMATION_PERIOD, so it loops seamlessly; every
+    component is smooth (C-infinity) in t and zero at t = 0, so frame 0 is the portrait itself
+    (which is also the first clip's first-frame condition)."""
     t = np.atleast_1d(np.asarray(t, np.float64))
     w = 2 * math.pi / ANIMATION_PERIOD
     syllables = 0.5 - 0.5 * np.cos(26 * w * t)  # 3.25 Hz
-    phrase = 0.5 - 0.5 * np.cos(w * t + 0.6)  # talk, pause
+    phrase = 0.5 - 0.5 * np.cos(w * t)  # talk, pause
     mouth = 0.45 * syllables * (0.25 + 0.75 * phrase)
-    blink = np.exp(30.0 * (np.cos(2 * w * t - 2.0) - 1.0))  # von Mises bump: 1 at its peak, ~0 elsewhere
+    blink = np.exp(30.0 * (np.cos(2 * w * t - 2.0) - 1.0))  # von Mises bump: 1 at its peak, < 1e-18 at t = 0
     yaw = 4.0 * np.sin(w * t)
-    pitch = 2.0 * np.sin(2 * w * t + 1.0) + 1.0 * np.sin(26 * w * t) * phrase  # nods a little with speech
-    roll = 1.5 * np.sin(w * t + 2.0)
+    pitch = 2.0 * np.sin(2 * w * t) + 1.0 * np.sin(26 * w * t) * phrase  # nods a little with speech
+    roll = 1.5 * np.sin(3 * w * t)
     smile = 0.15 * (0.5 - 0.5 * np.cos(w * t))
     return [DrivingParams(float(m), float(b), float(s), float(y), float(p), float(r))
             for m, b, s, y, p, r in zip(mouth, blink, smile, yaw, pitch, roll)]

@@ -124,6 +124,9 @@ def test_default_animation_is_smooth_periodic_and_alive(astronaut_track):
     src = default_driving(astronaut_track, fps=fps, max_frames=n + 2)
     frames = DrivingFrames.concat([src.frames(50) for _ in range(4)] + [src.frames(50)])  # clips of 50, the last one short
     assert len(frames) == n + 2 and src.frames(1) is None
+    # it starts on the portrait itself (its pose and its own mesh)
+    np.testing.assert_allclose(frames.T_cam_from_head[0], astronaut_track.T_cam_from_head[0], atol=1e-6)
+    np.testing.assert_allclose(frames.vertices_head[0], astronaut_track.vertices_head(0), atol=1e-6)
     cam = np.einsum("nij,nvj->nvi", frames.T_cam_from_head[:, :3, :3], frames.vertices_head) + frames.T_cam_from_head[:, None, :3, 3]
     # periodic: one period later everything is back (the loop is seamless)
     np.testing.assert_allclose(cam[n], cam[0], atol=2e-5)

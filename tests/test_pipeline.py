@@ -1,0 +1,137 @@
+"""Generation pipeline (model/pipeline.py) with a randomly initialised tiny model on a real portrait:
+portrait preparation, clip chaining and its frame counts, equality with the sampler's own chained
+sampling, seeded reproducibility, and the MPI frames' cameras."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("mediapipe")
+
+from model import camera, mpi  # noqa: E402
+from model.config import TINY  # noqa: E402
+from model.diffusion import Conditions  # noqa: E402
+from model.driving import DrivingFrames, default_driving  # noqa: E402
+from model.pipeline import Generator, alpha_to_uint8, image_to_model, mesh_inputs, model_to_uint8  # noqa: E402
+from model.sampler import DDIMScheduler, Guidance, sample_video  # noqa: E402
+from model.unet import MPIUNet  # noqa: E402
+
+PORTRAIT = "images/LivePortrait/s12.jpg"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    # the tiny model's work is far too small to share out; two threads on a busy CPU only contend
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def generator(shared_data, one_thread) -> Generator:
+    torch.manual_seed(0)
+    gen = Generator(MPIUNet(TINY))
+    gen.prepare(shared_data / PORTRAIT)
+    return gen
+
+
+def _run(gen: Generator, frames: int, seed: int = 0, steps: int = 1, **kw) -> list[list]:
+    return list(gen.generate_clips(default_driving(gen.portrait.track, max_frames=frames), seed=seed, steps=steps, **kw))
+
+
+def test_prepared_portrait_is_the_head_crop_with_its_coordinate_map(generator):
+    p = generator.portrait
+    R = TINY.res
+    assert p.image.shape == (R, R, 3) and p.background.shape == (R, R, 3) and p.matte.shape == (R, R)
+    np.testing.assert_allclose(p.K, camera.crop_intrinsics(R).numpy())
+    assert p.reference.shape == (3 + TINY.coord_channels, R, R)
+    torch.testing.assert_close(p.reference[:3], image_to_model(p.image))
+    code = p.reference[3:]
+    on_mesh = code.abs().amax(0) > 0
+    # the face mesh sits on the person: inside the matte, covering a sensible part of the crop
+    assert 0.1 < on_mesh.float().mean() < 0.6
+    assert (p.matte[on_mesh.numpy()] > 0.5).mean() > 0.9
+    # the background has the person removed: it differs from the portrait on the face
+    diff = np.abs(p.background.astype(int) - p.image.astype(int)).sum(-1)
+    assert diff[on_mesh.numpy()].mean() > 20
+    assert code.min() >= -1 and code.max() <= 1
+
+
+def test_chained_clips_have_the_right_frame_counts(generator):
+    F = TINY.frames
+    statuses = []
+    counts = [len(c) for c in _run(generator, 2 * F, progress=statuses.append)]
+    # clip 0 gives F frames, every later clip F - 1 (its first frame repeats the previous clip's last)
+    assert counts == [F, F - 1, 1]
+    assert [(s.clip, s.step) for s in statuses] == [(0, 1), (1, 1), (2, 1)]
+    assert [s.frames_done for s in statuses] == [0, F, 2 * F - 1] and statuses[0].frames_total == 2 * F
+    assert [len(c) for c in _run(generator, F + 1)] == [F, 1]
+    assert [len(c) for c in _run(generator, 5)] == [5]  # a short source: one padded, trimmed clip
+
+
+def test_generator_equals_the_samplers_chained_video(generator):
+    """Clip by clip from a driving stream gives exactly model.sampler.sample_video on the whole
+    sequence: same noise draws, same first-frame chaining, same dropped frames."""
+    n, seed, steps = TINY.frames + 3, 7, 2
+    ours = [f for clip in _run(generator, n, seed=seed, steps=steps) for f in clip]
+    p, cfg = generator.portrait, generator.cfg
+    frames = default_driving(p.track, max_frames=n).frames(n)
+    coords, alpha, _ = mesh_inputs(frames.vertices_head, frames.T_cam_from_head, p.code, cfg)
+    cond = Conditions(coords[None], alpha[None], p.reference[None], image_to_model(p.image)[None], torch.ones(1),
+                      image_to_model(p.background)[None])
+    scheduler = DDIMScheduler(generator.schedule, cfg.diffusion.eta)
+    scheduler.set_timesteps(steps)
+    ref = sample_video(generator.model, cond, scheduler, cfg.frames,
+                       lambda T: Guidance.paper(T, cfg.diffusion.portrait_guidance, cfg.diffusion.first_frame_guidance),
+                       torch.Generator().manual_seed(seed))
+    assert len(ours) == n == ref.mpi.frontal.shape[1]
+    np.testing.assert_array_equal(np.stack([f.frontal for f in ours]), model_to_uint8(ref.mpi.frontal[0]))
+    np.testing.assert_array_equal(np.stack([f.residual for f in ours]), model_to_uint8(ref.mpi.residual[0]))
+    np.testing.assert_array_equal(np.stack([f.alpha for f in ours]), alpha_to_uint8(ref.mpi.alpha[0]))
+
+
+def test_seeded_runs_are_reproducible(generator):
+    a, b, c = (_run(generator, TINY.frames, seed=s)[0] for s in (3, 3, 4))
+    for fa, fb in zip(a, b):
+        for name in ("frontal", "residual", "alpha"):
+            np.testing.assert_array_equal(getattr(fa, name), getattr(fb, name))
+    assert any(not np.array_equal(fa.frontal, fc.frontal) for fa, fc in zip(a, c))
+
+
+def test_mpi_frames_carry_the_mpi_camera_and_the_background(generator):
+    p = generator.portrait
+    R, D = TINY.res, TINY.planes
+    frames = _run(generator, TINY.frames)[0]
+    driving = default_driving(p.track).frames(TINY.frames)
+    for i, f in enumerate(frames):
+        assert f.frontal.shape == (3, R, R) and f.residual.shape == (3, R, R) and f.alpha.shape == (D, R, R)
+        assert f.frontal.dtype == f.alpha.dtype == np.uint8
+        np.testing.assert_allclose(f.K, camera.crop_intrinsics(R).numpy())
+        np.testing.assert_allclose(f.T_cam_from_head, driving.T_cam_from_head[i])
+        r = float(np.linalg.norm(f.T_cam_from_head[:3, 3]))
+        assert f.near == pytest.approx(r - mpi.NEAR_OFFSET, abs=1e-5) and f.far == pytest.approx(r + mpi.FAR_OFFSET, abs=1e-5)
+        np.testing.assert_array_equal(f.background, p.background.transpose(2, 0, 1))
+    # the video starts at the portrait's own head pose
+    np.testing.assert_allclose(frames[0].T_cam_from_head, p.T_cam_from_head, atol=1e-6)
+
+
+def test_clip_conditions_rasterise_the_driving_mesh_in_the_mpi_camera(generator):
+    p, cfg = generator.portrait, generator.cfg
+    frames = default_driving(p.track).frames(cfg.frames)
+    cond = generator.clip_conditions(frames, image_to_model(p.image))
+    assert cond.coords.shape == (1, cfg.frames, cfg.coord_channels, cfg.res, cfg.res)
+    assert cond.mesh_alpha.shape == (1, cfg.frames, cfg.planes, cfg.res, cfg.res)
+    assert float(cond.first_frame_flag) == 1.0
+    assert float(generator.clip_conditions(frames, None).first_frame_flag) == 0.0
+    # frame 0 of the built-in animation is the portrait's own face: its coordinate map is the portrait's
+    still = DrivingFrames(p.track.vertices_head(0)[None], p.T_cam_from_head[None]).padded(cfg.frames)
+    still_cond = generator.clip_conditions(still, None)
+    torch.testing.assert_close(still_cond.coords[0, 0], p.reference[3:])
+    # mesh alpha composites to the mesh's coverage and sits on the planes around the head's depth
+    cover = 1 - torch.prod(1 - cond.mesh_alpha[0], dim=1)
+    on = cond.coords[0].abs().amax(1) > 0
+    assert (cover[on] > 0.4).float().mean() > 0.95 and (cover[~on] < 0.05).float().mean() > 0.95
+    with pytest.raises(ValueError, match="driving frames"):
+        generator.clip_conditions(frames[:3], None)
