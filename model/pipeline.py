@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model import camera, conditions, mpi
+from model import camera, mpi
 from model.clip import MPIFrame
 from model.config import ModelConfig
 from model.diffusion import Conditions, make_schedule, render_frontal
@@ -37,8 +37,7 @@ from model.sampler import DDIMScheduler, Guidance, guided_prediction
 from model.tracking.track import Track
 from model.unet import MPIPrediction, MPIUNet
 
-CONDITION_SUPERSAMPLE = 2  # mesh conditions are rasterised at 2x and box-filtered: soft, unaliased edges
-RASTER_CHUNK = 8  # frames rasterised per call (bounds the memory of the z-buffer at 512^2 x 2)
+RASTER_CHUNK = 8  # frames rasterised per call (bounds the rasteriser's memory at 512^2)
 
 
 # ------------------------------------------------------------------------------------ conversions
@@ -60,33 +59,24 @@ def alpha_to_uint8(alpha: Tensor) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------- conditions
 
-def coordinate_input(mesh: conditions.MeshConditions, channels: int) -> Tensor:
-    """The network's coordinate-map channels (B, channels, H, W): the canonical code (3), or code
-    and coverage (4) (ModelConfig.coord_channels)."""
-    if channels == 3:
-        return mesh.coords
-    if channels == 4:
-        return mesh.coordinate_map()
-    raise ValueError(f"coord_channels must be 3 (code) or 4 (code + coverage), got {channels}")
-
-
 def mesh_inputs(vertices_head: np.ndarray | Tensor, T_cam_from_head: np.ndarray | Tensor, code: Tensor, cfg: ModelConfig,
-                K: Tensor | None = None, supersample: int = CONDITION_SUPERSAMPLE) -> tuple[Tensor, Tensor, Tensor]:
+                K: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """(coords (n, Cc, R, R), mesh alpha (n, D, R, R), plane depths (n, D)) of n posed meshes seen
     by the MPI camera K (default: the crop camera at cfg.res), each frame's planes between its own
     near / far. vertices_head (n, 478, 3) head frame, metres; T_cam_from_head (n, 4, 4); code
-    (478, 3) from `conditions.canonical_code` of the identity template."""
+    (478, 3) from `model.pairs.mesh_code` of the identity template. Rasterised exactly as the
+    training pairs are (model.pairs.rasterise / coordinate_channels): what the model saw."""
+    from model.pairs import coordinate_channels, rasterise
     from model.tracking.facemesh import mesh_faces
 
-    verts = torch.as_tensor(np.asarray(vertices_head, np.float32) if not isinstance(vertices_head, Tensor) else vertices_head).float()
-    T = torch.as_tensor(np.asarray(T_cam_from_head, np.float32) if not isinstance(T_cam_from_head, Tensor) else T_cam_from_head).float()
+    verts = torch.as_tensor(np.asarray(vertices_head, np.float32)).float()
+    T = torch.as_tensor(np.asarray(T_cam_from_head, np.float32)).float()
     K = camera.crop_intrinsics(cfg.res) if K is None else K
     faces = torch.from_numpy(mesh_faces()).long()
     coords, alpha, depths = [], [], []
     for i in range(0, len(verts), RASTER_CHUNK):
-        mc = conditions.mesh_conditions(verts[i:i + RASTER_CHUNK], faces, code, K, T[i:i + RASTER_CHUNK], (cfg.res, cfg.res),
-                                        cfg.planes, supersample=supersample)
-        coords.append(coordinate_input(mc, cfg.coord_channels))
+        mc = rasterise(verts[i:i + RASTER_CHUNK], faces, code, K, T[i:i + RASTER_CHUNK], cfg.res, cfg.planes)
+        coords.append(coordinate_channels(mc.coords, mc.coverage, cfg.coord_channels))
         alpha.append(mc.alpha)
         depths.append(mc.depths)
     return torch.cat(coords), torch.cat(alpha), torch.cat(depths)
@@ -103,7 +93,7 @@ class Portrait:
     matte: np.ndarray  # (R, R) float32 in [0, 1]
     background: np.ndarray  # (R, R, 3) uint8: the crop with the person inpainted
     K: np.ndarray  # (3, 3) float32: crop_intrinsics(R)
-    code: Tensor  # (478, 3) canonical code of the portrait's template
+    code: Tensor  # (478, 3) canonical code of the portrait's template (model.pairs.mesh_code)
     reference: Tensor  # (3 + Cc, R, R): portrait in [-1, 1] and its coordinate map (O^ref, C^ref)
 
     @property
@@ -130,6 +120,7 @@ def prepare_portrait(image: str | Path | np.ndarray, cfg: ModelConfig) -> Portra
     """Track, crop, matte and inpaint a portrait (path or RGB uint8 array) for the model `cfg`.
     Raises model.tracking.TrackingError when it has no face, ValueError when it is no image."""
     from model import matting
+    from model.pairs import mesh_code
     from model.prepare import crop_affine, crop_image
     from model.tracking import track_image
 
@@ -140,7 +131,7 @@ def prepare_portrait(image: str | Path | np.ndarray, cfg: ModelConfig) -> Portra
     crop = crop_image(rgb, A, res)  # black outside the source image, like the prepared training frames
     matte = np.clip(crop_image(matting.matte_image(rgb), A, res), 0.0, 1.0).astype(np.float32)
     background = matting.inpaint_background(crop, matte)
-    code = conditions.canonical_code(torch.from_numpy(track.template).float())
+    code = mesh_code(track.template)
     coords, _, _ = mesh_inputs(track.vertices_head(0)[None], track.T_cam_from_head[:1], code, cfg)
     reference = torch.cat([image_to_model(crop), coords[0]], 0)
     return Portrait(track, crop, matte, background, camera.crop_intrinsics(res).numpy(), code, reference)
