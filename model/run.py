@@ -65,6 +65,7 @@ class RunSettings:
     progress: bool = True
     tensorboard: bool = True
     stop_after: int | None = None  # stop (and save) after this many steps of this invocation: tests
+    cache_dir: Path | None = None  # mesh conditions cache (default RUN/cache); runs on the same data may share it
 
 
 @dataclass
@@ -257,13 +258,25 @@ def train(cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Call
     else:
         say("LPIPS term off (no --lpips PATH given): training with the other supp. A losses only")
 
-    sampler = PairSampler(settings.data, cfg, settings.out / "cache", list(opts.videos) if opts.videos else None,
+    sampler = PairSampler(settings.data, cfg, settings.cache_dir or settings.out / "cache", list(opts.videos) if opts.videos else None,
                           list(opts.exclude), opts.seed, progress=settings.progress and dist_info.main)
     say(f"{opts.stage}: {len(sampler.sources)} videos ({', '.join(sampler.video_ids[:6])}{' ...' if len(sampler.sources) > 6 else ''}), "
         f"config {cfg.name}, {sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters, "
         f"batch {opts.batch} x {dist_info.world} process(es), variant {opts.variant}")
     schedule = make_schedule(cfg.diffusion)
 
+    stop = StopFlag().__enter__()  # from here on a signal means "save and stop", not "die"
+    try:
+        return _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, params, sampler, schedule, lpips,
+                     start_step, stop, say)
+    finally:
+        stop.__exit__()
+
+
+def _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, params, sampler, schedule, lpips,
+          start_step, stop, say) -> TrainResult:
+    stage_dir = settings.out / opts.stage
+    ckpt_path = stage_dir / CHECKPOINT
     writer = None
     if dist_info.main and settings.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
@@ -292,47 +305,46 @@ def train(cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Call
     last_saved = start_step
     bar = tqdm(total=opts.steps, initial=start_step, desc=f"train {opts.stage}", disable=not (settings.progress and dist_info.main),
                dynamic_ncols=True)
-    with StopFlag() as stop:
-        while step < opts.steps:
-            side = chooses_side(opts, step)
-            batch = sampler.batch(step, dist_info.rank, opts.batch, side).to(device)
-            generator = torch.Generator().manual_seed(step_seed(opts.seed, step, dist_info.rank, 1))
-            t0 = time.perf_counter()
-            out = training_step(model, vmodel, batch, schedule, opts, generator, cfg.diffusion.drop_first_frame,
-                                cfg.diffusion.drop_portrait, lpips)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if opts.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, opts.grad_clip)
-            opt.step()
-            step += 1
-            if step > start_step + 1:  # the first step includes one-off costs (caches, allocations)
-                t_start = t_start or 0.0
-                t_start += time.perf_counter() - t0
-                steps_timed += 1
-            losses.append(out.terms["total"])
-            sps = opts.batch * dist_info.world * steps_timed / t_start if steps_timed else 0.0
-            bar.update(1)
-            bar.set_postfix(loss=f"{out.terms['total']:.4f}", branch="side" if side else "mpi", samples_s=f"{sps:.2f}")
-            if writer is not None and step % settings.log_every == 0:
-                for k, v in out.terms.items():
-                    writer.add_scalar(f"loss_{'side' if side else 'mpi'}/{k}", v, step)
-                writer.add_scalar("speed/samples_per_s", sps, step)
-            if writer is not None and settings.image_every and step % settings.image_every == 0:
-                _log_images(writer, step, batch, out)
-            stop_now = stop.set or (settings.stop_after is not None and step - start_step >= settings.stop_after)
-            stop_now = _any_rank(stop_now, dist_info, device)
-            if step % settings.checkpoint_every == 0 or step == opts.steps or stop_now:
-                save(step)
-                last_saved = step
-            if stop_now:
-                interrupted = stop.set
-                if stop.set:
-                    say(f"stopped by signal {stop.signal} at step {step}; checkpoint saved to {ckpt_path} "
-                        f"(continue with --resume)")
-                break
-        if last_saved != step:
+    while step < opts.steps:
+        t0 = time.perf_counter()  # throughput counts data, pseudo ground truth, forward, backward, update
+        side = chooses_side(opts, step)
+        batch = sampler.batch(step, dist_info.rank, opts.batch, side).to(device)
+        generator = torch.Generator().manual_seed(step_seed(opts.seed, step, dist_info.rank, 1))
+        out = training_step(model, vmodel, batch, schedule, opts, generator, cfg.diffusion.drop_first_frame,
+                            cfg.diffusion.drop_portrait, lpips)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if opts.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, opts.grad_clip)
+        opt.step()
+        step += 1
+        if step > start_step + 1:  # the first step includes one-off costs (caches, allocations)
+            t_start = t_start or 0.0
+            t_start += time.perf_counter() - t0
+            steps_timed += 1
+        losses.append(out.terms["total"])
+        sps = opts.batch * dist_info.world * steps_timed / t_start if steps_timed else 0.0
+        bar.update(1)
+        bar.set_postfix(loss=f"{out.terms['total']:.4f}", branch="side" if side else "mpi", samples_s=f"{sps:.2f}")
+        if writer is not None and step % settings.log_every == 0:
+            for k, v in out.terms.items():
+                writer.add_scalar(f"loss_{'side' if side else 'mpi'}/{k}", v, step)
+            writer.add_scalar("speed/samples_per_s", sps, step)
+        if writer is not None and settings.image_every and step % settings.image_every == 0:
+            _log_images(writer, step, batch, out)
+        stop_now = stop.set or (settings.stop_after is not None and step - start_step >= settings.stop_after)
+        stop_now = _any_rank(stop_now, dist_info, device)
+        if step % settings.checkpoint_every == 0 or step == opts.steps or stop_now:
             save(step)
+            last_saved = step
+        if stop_now:
+            interrupted = stop.set
+            if stop.set:
+                say(f"stopped by signal {stop.signal} at step {step}; checkpoint saved to {ckpt_path} "
+                    f"(continue with --resume)")
+            break
+    if last_saved != step:
+        save(step)
     bar.close()
     if writer is not None:
         writer.close()
