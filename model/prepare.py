@@ -193,6 +193,9 @@ def prepare_video(source: Path, root: Path, vid: str, cfg: PrepareConfig, progre
             "inside_fraction": float(valid_mask(A, track.image_size, cfg.res).mean()),
         }
         writer.commit(track, background, meta)
+    except video.VideoError as exc:
+        writer.abort()
+        raise SkipVideo(f"unreadable: {exc}") from exc
     except BaseException:
         writer.abort()
         raise
