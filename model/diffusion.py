@@ -124,12 +124,18 @@ def drop_conditions(cond: Conditions, generator: torch.Generator, p_first_frame:
     )
 
 
-def render_frontal(pred: MPIPrediction, background: Tensor | None) -> Tensor:
+def render_frontal(pred: MPIPrediction, background: Tensor | None, chunk: int = 4) -> Tensor:
     """x0_hat = R(S, phi_mpi) (B, T, 3, H, W): each frame's MPI composited in its own camera over
-    the background (B, 3, H, W) (or over nothing, i.e. black premultiplied, when None)."""
+    the background (B, 3, H, W) (or over nothing, i.e. black premultiplied, when None).
+
+    Rendered `chunk` frames at a time: the renderer holds per-plane colours (D, 3, H, W) per frame,
+    2.4 GB for a whole 32-frame 512^2 24-plane clip."""
     B, T = pred.frontal.shape[:2]
+    frontal, residual, alpha = (p.flatten(0, 1) for p in pred)
     bg = None if background is None else background[:, None].expand(B, T, *background.shape[1:]).flatten(0, 1)
-    rgb = mpi.render_in_mpi_camera(pred.frontal.flatten(0, 1), pred.residual.flatten(0, 1), pred.alpha.flatten(0, 1), bg)
+    parts = [mpi.render_in_mpi_camera(frontal[i:i + chunk], residual[i:i + chunk], alpha[i:i + chunk],
+                                      None if bg is None else bg[i:i + chunk]) for i in range(0, B * T, chunk)]
+    rgb = torch.cat(parts)
     return rgb.reshape(B, T, *rgb.shape[1:])
 
 

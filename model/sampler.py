@@ -15,6 +15,7 @@ combination of the branches' MPIs (frontal, residual, alpha), clamped to their r
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -98,20 +99,20 @@ def guided_prediction(model: MPIUNet, x_t: Tensor, t: Tensor, cond: Conditions, 
     weights = {"none": torch.full_like(s_f, 1 - s_p), "portrait": s_p - s_f, "both": s_f}
     make = {"none": lambda: cond.without_portrait().without_first_frame(),
             "portrait": cond.without_first_frame, "both": lambda: cond}
-    mpi_sum, x0_sum = None, None
+    sums: list[Tensor] = []  # frontal, residual, alpha, x0, accumulated in place (1 GB each at paper size)
     for name, w in weights.items():
         if not bool((w != 0).any()):
             continue
-        pred, x0 = denoise(model, x_t, t, make[name]())
         wv = w.view(1, -1, 1, 1, 1)
-        terms = [wv * p for p in pred] + [wv * x0]
-        if x0_sum is None:
-            mpi_sum, x0_sum = terms[:3], terms[3]
+        outputs = [*denoise(model, x_t, t, make[name]())]
+        outputs = [*outputs[0], outputs[1]]
+        if not sums:
+            sums = [o * wv for o in outputs]
         else:
-            mpi_sum, x0_sum = [a + b for a, b in zip(mpi_sum, terms[:3])], x0_sum + terms[3]
-    if x0_sum is None:  # every weight zero cannot happen (they sum to 1), kept for clarity
-        raise ValueError("guidance weights are all zero")
-    frontal, residual, alpha = mpi_sum
+            for acc, o in zip(sums, outputs):
+                acc.addcmul_(o, wv)
+        del outputs
+    frontal, residual, alpha, x0_sum = sums
     pred = MPIPrediction(frontal.clamp(-1, 1), residual.clamp(-1, 1), alpha.clamp(0, 1))
     return pred, x0_sum.clamp(-1, 1)
 
@@ -157,7 +158,7 @@ def chain_clips(clips: list[Sample]) -> Sample:
 
 
 def sample_video(model: MPIUNet, cond: Conditions, scheduler: DDIMScheduler, clip_frames: int,
-                 guidance_for: callable = Guidance.paper, generator: torch.Generator | None = None,
+                 guidance_for: Callable[[int], Guidance] = Guidance.paper, generator: torch.Generator | None = None,
                  progress: bool = False) -> Sample:
     """A video of cond.frames frames, clip by clip: the last generated frame of clip k is the
     first-frame condition of clip k+1. The first clip uses cond's own first frame (if flagged).
