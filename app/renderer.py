@@ -117,6 +117,8 @@ class MPIRenderer:
     """Draws one uploaded MPI frame into any number of views. Needs GL 4.3 (compute shaders)."""
 
     def __init__(self, ctx: moderngl.Context, tile: int = DEFAULT_TILE):
+        if tile < 4 or tile % 4:
+            raise ValueError(f"MPIRenderer tile must be a positive multiple of 4 pixels, got {tile}")
         self.ctx = ctx
         self.tile = int(tile)
         self.stats = UploadStats()
@@ -159,6 +161,7 @@ class MPIRenderer:
             "alpha": ctx.buffer(reserve=D * H * W4),
             "colours": ctx.buffer(reserve=6 * H * W4),
             "planes_out": ctx.buffer(bytes(planes.width * planes.height * D * 4)),  # zero frame, written once
+            "tile_planes": ctx.buffer(reserve=8 * -(-H // self.tile) * -(-W // self.tile)),
         }
         self._shape = (D, H, W)
         self._W4 = W4
@@ -169,6 +172,26 @@ class MPIRenderer:
         if W == self._W4:
             return np.ascontiguousarray(images, dtype=np.uint8)
         return np.pad(images.astype(np.uint8), [(0, 0)] * (images.ndim - 1) + [(0, self._W4 - W)])
+
+    def _stored_tiles(self, rects: np.ndarray, D: int, H: int, W: int) -> np.ndarray:
+        """(tiles y, tiles x) uint64: bit i set where the colour pass must store plane i, i.e. the
+        tiles the rectangles of plane i touch and their 8 neighbours."""
+        t = self.tile
+        ty, tx = -(-H // t), -(-W // t)
+        runs = np.zeros((D, ty, tx + 1), np.int32)  # rectangles span runs of tiles in one tile row
+        np.add.at(runs, (rects[:, 4], rects[:, 1] // t, rects[:, 0] // t), 1)
+        np.add.at(runs, (rects[:, 4], rects[:, 1] // t, (rects[:, 2] - 1) // t + 1), -1)
+        used = np.cumsum(runs, axis=2)[:, :, :tx] > 0
+        grown = used.copy()
+        grown[:, :, 1:] |= used[:, :, :-1]
+        grown[:, :, :-1] |= used[:, :, 1:]
+        wide = grown.copy()
+        grown[:, 1:] |= wide[:, :-1]
+        grown[:, :-1] |= wide[:, 1:]
+        bits = np.zeros((ty, tx), np.uint64)
+        for i in range(D):
+            bits |= grown[i].astype(np.uint64) << np.uint64(i)
+        return bits
 
     def upload(self, frame: MPIFrame) -> None:
         """Send one MPI frame to the GPU; any number of `draw` / `render` calls may follow."""
@@ -189,17 +212,21 @@ class MPIRenderer:
             rgba = np.full((H, W, 4), 255, np.uint8)
             rgba[..., :3] = frame.background.transpose(1, 2, 0)
             res["background"].write(rgba, viewport=(1, 1, W, H))
+        rects = occupied_tiles(frame.alpha, self.tile)
+        res["tile_planes"].write(self._stored_tiles(rects, D, H, W))
         res["alpha"].bind_to_storage_buffer(0)
         res["colours"].bind_to_storage_buffer(1)
         res["planes_out"].bind_to_storage_buffer(2)
+        res["tile_planes"].bind_to_storage_buffer(3)
         self._colours["num_planes"] = D
         self._colours["size4"] = (self._W4 // 4, H)
+        self._colours["tile"] = self.tile
+        self._colours["tiles_x"] = -(-W // self.tile)
         self._colours.run(-(-self._W4 // 64), -(-H // 4), 1)
         # the buffer is copied into the plane array right after: make the stores visible to that copy
         self.ctx.memory_barrier(moderngl.PIXEL_BUFFER_BARRIER_BIT | moderngl.SHADER_STORAGE_BARRIER_BIT)
         res["planes"].write(res["planes_out"])
 
-        rects = occupied_tiles(frame.alpha, self.tile)
         if self._rects is None or self._rects.size < max(rects.nbytes, 20):
             if self._rects is not None:
                 self._vao.release()
@@ -234,6 +261,8 @@ class MPIRenderer:
         Hs = plane_homographies(self._K_src_inv, np.asarray(K, np.float64), T_view_from_cam, self._depths)
         mats = np.zeros((MAX_PLANES, 3, 3), np.float32)
         mats[:D] = Hs.transpose(0, 2, 1)  # GLSL mat3 is column-major
+        inverses = np.zeros((MAX_PLANES, 3, 3), np.float32)
+        inverses[:D] = np.linalg.inv(Hs).transpose(0, 2, 1)
         ctx = self.ctx
         ctx.viewport = tuple(int(v) for v in viewport)
         ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
@@ -250,11 +279,20 @@ class MPIRenderer:
                 ctx.enable(moderngl.BLEND)
             else:
                 ctx.disable(moderngl.BLEND)
+            values = {
+                "mpi_size": (float(W), float(H)),
+                "view_size": (float(viewport[2]), float(viewport[3])),
+                "viewport": tuple(float(v) for v in viewport),
+                "tex_scale": (1.0 / layout[0], 1.0 / layout[1]),
+                "tex_offset": (float(layout[2]), float(layout[3])),
+                "tile": float(self.tile),
+            }
             prog["homographies"].write(mats.tobytes())
-            prog["mpi_size"] = (float(W), float(H))
-            prog["view_size"] = (float(viewport[2]), float(viewport[3]))
-            prog["tex_scale"] = (1.0 / layout[0], 1.0 / layout[1])
-            prog["tex_offset"] = (float(layout[2]), float(layout[3]))
+            if "inverse_homographies" in prog:
+                prog["inverse_homographies"].write(inverses.tobytes())
+            for name, value in values.items():
+                if name in prog:  # the background program has no use for some
+                    prog[name] = value
             tex.use(unit)
             vao.render(moderngl.TRIANGLE_STRIP, vertices=4, instances=count)
         ctx.enable(moderngl.BLEND)
