@@ -1,14 +1,18 @@
 """Real-time GL renderer of MPI frames (moderngl), matching the torch reference `model.mpi.render`.
 
 Work is split by how often it changes:
-  - `upload(frame)`, once per MPI frame: frontal, residual, alpha and background go to textures; a
-    compute pass turns them into per-plane RGBA (c_i, alpha_i) with the two-image colour model, and
-    the CPU lists the tiles of each plane whose alpha is non-zero (dilated by one pixel, so bilinear
-    footprints that reach into a neighbouring tile are still drawn);
-  - `draw(K, T, viewport)`, per view: one instanced draw of those tiles as real quads at their
-    plane, back to front, premultiplied "over" blending, after the background plane at `far`.
-Empty space costs nothing, which is what makes 24 planes at 512^2 affordable on a software rasteriser.
-Colours are used as stored (8-bit sRGB values as plain numbers, no decode), like the reference.
+  - `upload(frame)`, once per MPI frame: the CPU lists, per plane, the tiles whose alpha (dilated by
+    one pixel: bilinear taps reach one pixel across) is non-zero, shrunk to their used pixels; a
+    compute pass turns frontal, residual and alpha into per-plane RGBA (c_i, alpha_i) with the
+    two-image colour model, storing only tiles a view can sample; the background goes to a texture.
+  - `draw(K, T, viewport)`, per view: the background plane at `far`, then one instanced draw of
+    the tile rectangles as quads at their planes (the plane homography with its w in gl_Position,
+    so interpolation is exact), back to front, premultiplied "over" blending. Each fragment keeps
+    itself only if its exact MPI position lies in the rectangle's own tiles, so neighbouring quads
+    never leave cracks or blend a pixel twice.
+Empty space costs nothing, which is what makes 24 planes at 512^2 affordable on a software
+rasteriser (llvmpipe). Colours are used as stored (8-bit sRGB values as plain numbers, no decode),
+like the reference. Needs GL 4.3 (compute shaders, storage buffers).
 """
 from __future__ import annotations
 
@@ -114,7 +118,7 @@ def occupied_tiles(alpha: np.ndarray, tile: int) -> np.ndarray:
 
 
 class MPIRenderer:
-    """Draws one uploaded MPI frame into any number of views. Needs GL 4.3 (compute shaders)."""
+    """Draws one uploaded MPI frame into any number of views (see the module docstring)."""
 
     def __init__(self, ctx: moderngl.Context, tile: int = DEFAULT_TILE):
         if tile < 4 or tile % 4:
