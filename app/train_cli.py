@@ -66,5 +66,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"imp train: {exc}", file=sys.stderr)
         return 2
     print(f"{result.checkpoint}: step {result.step}/{opts.steps}, last loss {result.losses[-1] if result.losses else float('nan'):.4f}, "
-          f"{result.samples_per_second:.2f} samples/s")
+          f"{result.samples_per_second:.2f} samples/s ({result.cpu_seconds_per_step:.1f} CPU s/step)")
     return 130 if result.interrupted else 0

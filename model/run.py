@@ -74,7 +74,8 @@ class TrainResult:
     checkpoint: Path
     interrupted: bool
     losses: list[float] = field(default_factory=list)
-    samples_per_second: float = 0.0
+    samples_per_second: float = 0.0  # wall clock, first step excluded
+    cpu_seconds_per_step: float = 0.0  # process CPU time (all threads), first step excluded: less noisy on a shared machine
     weights_digest: str = ""
 
 
@@ -228,6 +229,9 @@ def train(cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Call
                              f"({', '.join(f'{k}={saved.get(k)!r}' for k in differ)}); a resumed run must use the same ones")
         net.load_state_dict(ckpt.weights)
         start_step, extra = int(ckpt.state["step"]), ckpt.extra
+        if int(ckpt.state.get("world_size", 1)) != dist_info.world:
+            say(f"warning: the run was saved with {ckpt.state.get('world_size')} process(es), resuming with {dist_info.world}: "
+                "it continues, but not bit-exactly as the original set-up would have (each rank draws its own batches)")
         say(f"resuming {opts.stage} at step {start_step} from {ckpt_path}")
     else:
         if ckpt_path.exists():
@@ -301,12 +305,13 @@ def _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, param
     losses: list[float] = []
     step = start_step
     interrupted = False
-    t_start, steps_timed = None, 0
+    t_start, steps_timed, cpu_timed = None, 0, 0.0
     last_saved = start_step
     bar = tqdm(total=opts.steps, initial=start_step, desc=f"train {opts.stage}", disable=not (settings.progress and dist_info.main),
                dynamic_ncols=True)
     while step < opts.steps:
         t0 = time.perf_counter()  # throughput counts data, pseudo ground truth, forward, backward, update
+        c0 = time.process_time()
         side = chooses_side(opts, step)
         batch = sampler.batch(step, dist_info.rank, opts.batch, side).to(device)
         generator = torch.Generator().manual_seed(step_seed(opts.seed, step, dist_info.rank, 1))
@@ -321,6 +326,7 @@ def _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, param
         if step > start_step + 1:  # the first step includes one-off costs (caches, allocations)
             t_start = t_start or 0.0
             t_start += time.perf_counter() - t0
+            cpu_timed += time.process_time() - c0
             steps_timed += 1
         losses.append(out.terms["total"])
         sps = opts.batch * dist_info.world * steps_timed / t_start if steps_timed else 0.0
@@ -355,4 +361,4 @@ def _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, param
 
         dist.barrier()
         dist.destroy_process_group()
-    return TrainResult(step, ckpt_path, interrupted, losses, sps, digest)
+    return TrainResult(step, ckpt_path, interrupted, losses, sps, cpu_timed / steps_timed if steps_timed else 0.0, digest)
