@@ -109,33 +109,26 @@ def retarget_frames(portrait: Track, expression: np.ndarray, T_driver: np.ndarra
 
 
 class VideoDriving(DrivingSource):
-    """A driving video, tracked once up front and retargeted onto the portrait."""
+    """A driving video (a path, tracked here up to `max_frames`, or its Track), retargeted onto the
+    portrait: the portrait's template with the driver's expressions, posed by `transfer_pose`
+    against the driver's first frame."""
 
-    def __init__(self, path: str | Path, portrait: Track, max_frames: int | None = None, progress: bool = True,
+    def __init__(self, driver: str | Path | Track, portrait: Track, max_frames: int | None = None, progress: bool = True,
                  translate: bool = True):
-        from model.tracking import track_video
+        from model.tracking import retarget, track_video
 
-        driver = track_video(path, progress=progress, max_frames=max_frames)
-        self._init(driver, portrait, translate)
-        self.path = Path(path)
-
-    @classmethod
-    def from_track(cls, driver: Track, portrait: Track, translate: bool = True) -> "VideoDriving":
-        self = cls.__new__(cls)
-        self._init(driver, portrait, translate)
-        self.path = None
-        return self
-
-    def _init(self, driver: Track, portrait: Track, translate: bool) -> None:
-        from model.tracking import retarget
-
+        if not isinstance(driver, Track):
+            self.path = Path(driver)
+            driver = track_video(self.path, progress=progress, max_frames=max_frames)
+        else:
+            self.path = None
+            driver = driver if max_frames is None else _track_head(driver, max_frames)
         if len(driver) == 0:
             raise ValueError("the driving track has no frames")
         self.driver = driver
         self.fps = float(driver.fps) if driver.fps > 0 else 25.0
         vertices, T_driver = retarget(portrait, driver)
-        T = transfer_pose(portrait.T_cam_from_head[0], T_driver[0], T_driver, translate)
-        self.all_frames = DrivingFrames(vertices, T)
+        self.all_frames = DrivingFrames(vertices, transfer_pose(portrait.T_cam_from_head[0], T_driver[0], T_driver, translate))
         self._next = 0
 
     def __len__(self) -> int:
@@ -153,6 +146,12 @@ class VideoDriving(DrivingSource):
 
     def rewind(self) -> None:
         self._next = 0
+
+
+def _track_head(track: Track, n: int) -> Track:
+    """The first n frames of a video track."""
+    per_frame = {"landmarks", "raw_landmarks", "found", "T_cam_from_head", "expression"}
+    return dataclasses.replace(track, **{k: getattr(track, k)[:n] for k in per_frame})
 
 
 # ----------------------------------------------------------------------------- parametric controls

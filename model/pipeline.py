@@ -11,7 +11,7 @@ DESIGN.md Pipeline 1-4).
 3. DDIM with two-scale guidance (model/sampler.py) from seeded noise. Clips are chained through the
    first frame: the last generated frame of clip k is the first-frame condition of clip k+1, whose
    first frame repeats it and is dropped. The first clip's first-frame condition is the portrait
-   itself (frame 0 of every driving source starts at the portrait's pose), or nothing.
+   itself (video driving and the built-in animation start at its pose and face), or nothing.
 4. The predicted MPI (frontal / residual in [-1, 1], alpha in [0, 1]) becomes `MPIFrame`s: uint8
    sRGB colours and alpha, K, T_cam_from_head, near, far and the inpainted background.
 

@@ -176,7 +176,7 @@ def test_self_driving_lands_on_the_drivers_face_in_the_mpi_camera(shared_data):
     first = next(iter_frames(shared_data / MOVING_DRIVER))
     portrait = track_image(first)
     driver = track_video(shared_data / MOVING_DRIVER, progress=False, max_frames=30)
-    frames = VideoDriving.from_track(driver, portrait).frames(30)
+    frames = VideoDriving(driver, portrait).frames(30)
     cfg = dataclasses.replace(TINY, res=128)
     _, alpha, depths = mesh_inputs(frames.vertices_head, frames.T_cam_from_head, canonical_code(torch.from_numpy(portrait.template)), cfg)
     coverage = 1.0 - torch.prod(1.0 - alpha, dim=1)  # (n, R, R): "over" of the mesh alpha planes
