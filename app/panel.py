@@ -27,6 +27,18 @@ class PanelInfo:
     mpi_size: tuple[int, int]  # (H, W)
     draw_fps: float  # measured window frames per second
     eye_size: tuple[int, int]  # (w, h) px of one eye's view
+    warnings: tuple[str, ...] = ()  # why the view is outside the MPI's valid range (view_state.view_warnings)
+    live: object | None = None  # app.live.LiveState of a live session
+    params: object | None = None  # model.driving.DrivingParams of slider driving (None: no sliders)
+    animate: bool = False  # the built-in animation runs under the sliders
+    saving: bool = False  # live frames are being saved
+
+
+# slider name -> (label, min, max); DrivingParams fields (expression 0..1, angles in degrees)
+DRIVING_SLIDERS = {
+    "mouth_open": ("mouth open", 0.0, 1.0), "blink": ("blink", 0.0, 1.0), "smile": ("smile", -1.0, 1.0),
+    "yaw": ("yaw (deg)", -30.0, 30.0), "pitch": ("pitch (deg)", -20.0, 20.0), "roll": ("roll (deg)", -20.0, 20.0),
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,9 @@ class PanelResult:
     view: vs.ViewState
     playback: vs.Playback
     reset_view: bool = False
+    params: object | None = None  # DrivingParams after this frame's slider moves
+    animate: bool = False
+    toggle_save: bool = False
 
 
 def draw_panel(view: vs.ViewState, playback: vs.Playback, info: PanelInfo, height: float) -> PanelResult:
@@ -65,6 +80,9 @@ def draw_panel(view: vs.ViewState, playback: vs.Playback, info: PanelInfo, heigh
     imgui.text(f"orbit: yaw {math.degrees(view.yaw):+.1f}, pitch {math.degrees(view.pitch):+.1f} deg")
     if imgui.button("reset view"):
         reset = True
+    for warning in info.warnings:
+        imgui.text_colored(imgui.ImVec4(1.0, 0.7, 0.2, 1.0), "outside the valid range:")
+        imgui.text_wrapped(warning)
 
     imgui.separator_text("Stereo")
     for mode in vs.STEREO_MODES:
@@ -87,9 +105,30 @@ def draw_panel(view: vs.ViewState, playback: vs.Playback, info: PanelInfo, heigh
         if changed:
             playback = vs.seek(replace(playback, playing=False), value, info.num_frames, info.clip_fps)
     imgui.text(f"drawing {info.draw_fps:.0f} fps, {info.eye_size[0]}x{info.eye_size[1]} px per eye")
+    params, animate, toggle_save = info.params, info.animate, False
+    if info.live is not None:
+        imgui.separator_text("Live generation")
+        imgui.progress_bar(info.live.fill / max(info.live.capacity, 1), imgui.ImVec2(-1.0, 0.0), f"buffer {info.live.fill}/{info.live.capacity}")
+        for line in info.live.lines[1:]:
+            error = line.startswith("error")
+            if error:
+                imgui.push_style_color(imgui.Col_.text, imgui.ImVec4(1.0, 0.4, 0.3, 1.0))
+            imgui.text_wrapped(line)
+            if error:
+                imgui.pop_style_color()
+        imgui.text(f"shown {info.live.frames_shown}, generated {info.live.frames_generated}")
+        if imgui.button("stop saving" if info.saving else "save generated frames"):
+            toggle_save = True
+    if params is not None:
+        imgui.separator_text("Driving (portrait's own mesh)")
+        changed, animate = imgui.checkbox("built-in animation", animate)
+        for name, (label, lo, hi) in DRIVING_SLIDERS.items():
+            changed, value = imgui.slider_float(label, getattr(params, name), lo, hi, "%.2f")
+            if changed:
+                params = replace(params, **{name: value})
     imgui.pop_item_width()
 
     imgui.separator()
     imgui.text_disabled("drag: orbit   wheel: distance   H: hide panel\nspace: play / pause   Esc: quit")
     imgui.end()
-    return PanelResult(view=view, playback=playback, reset_view=reset)
+    return PanelResult(view=view, playback=playback, reset_view=reset, params=params, animate=animate, toggle_save=toggle_save)

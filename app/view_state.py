@@ -186,3 +186,46 @@ def advance(playback: Playback, dt: float, num_frames: int, fps: float) -> Playb
 def seek(playback: Playback, frame: int, num_frames: int, fps: float) -> Playback:
     frame = int(_clamp(frame, 0, max(num_frames - 1, 0)))
     return replace(playback, frame=frame, time=(frame + 0.5) / fps)
+
+
+ORBIT_VALID = math.radians(10.0)  # beyond this the MPI's layers visibly separate (paper: small viewpoint changes)
+HEAD_RADIUS = 0.12  # m about the head joint that must stay inside the MPI's far plane in every eye
+
+
+def view_warnings(state: ViewState, cameras: list[tuple[np.ndarray, np.ndarray]], size: tuple[int, int],
+                  K_mpi: np.ndarray, T_cam_from_head: np.ndarray, far: float, mpi_size: tuple[int, int]) -> list[str]:
+    """Why a view is outside the MPI's valid range (empty list: inside). cameras: eye_cameras(...)
+    of the current frame; size (w, h) px per eye; K_mpi, T_cam_from_head (MPI camera), far (m) and
+    mpi_size (H, W) of the shown MPI frame.
+
+    Valid range: orbit within +-ORBIT_VALID, and the head region (a disc of HEAD_RADIUS about the
+    joint, facing the eye) inside the picture of the MPI's far plane in every eye, i.e. no
+    translation / orbit / zoom brings the MPI's borders into or next to the head."""
+    out = []
+    if abs(state.yaw) > ORBIT_VALID or abs(state.pitch) > ORBIT_VALID:
+        out.append(f"orbit beyond +-{math.degrees(ORBIT_VALID):.0f} deg: the MPI's layers separate")
+    H, W = mpi_size
+    corners_px = np.array([[-0.5, -0.5, 1], [W - 0.5, -0.5, 1], [W - 0.5, H - 0.5, 1], [-0.5, H - 0.5, 1]], np.float64)
+    corners_cam = far * corners_px @ np.linalg.inv(np.asarray(K_mpi, np.float64)).T
+    T_head_from_cam = np.linalg.inv(np.asarray(T_cam_from_head, np.float64))
+    corners_head = corners_cam @ T_head_from_cam[:3, :3].T + T_head_from_cam[:3, 3]
+    angles = np.linspace(0.0, 2.0 * math.pi, 12, endpoint=False)
+    for K, T_view_from_head in cameras:
+        T = np.asarray(T_view_from_head, np.float64)
+        quad = corners_head @ T[:3, :3].T + T[:3, 3]
+        if (quad[:, 2] <= 1e-6).any():
+            out.append("the view sees past the MPI's edges")
+            break
+        q = quad @ np.asarray(K, np.float64).T
+        q = q[:, :2] / q[:, 2:]
+        joint = T[:3, 3]
+        disc = joint + HEAD_RADIUS * np.stack([np.cos(angles), np.sin(angles), np.zeros_like(angles)], 1)
+        p = disc @ np.asarray(K, np.float64).T
+        p = p[:, :2] / p[:, 2:]
+        edges = np.roll(q, -1, 0) - q
+        cross = edges[None, :, 0] * (p[:, None, 1] - q[None, :, 1]) - edges[None, :, 1] * (p[:, None, 0] - q[None, :, 0])
+        inside = (cross > 0).all(1) | (cross < 0).all(1)
+        if not inside.all():
+            out.append("the MPI's borders reach the head: move back / orbit less")
+            break
+    return out

@@ -1,5 +1,7 @@
 """The desktop viewer: a window, the GL MPI renderer, the stereo compositor and the panel, playing
-an MPI clip at its fps.
+an MPI clip at its fps, or live: the frames a generation worker samples into a ring buffer
+(app/live.py), paced at the driving source's fps, with a buffer gauge, "generating..." while the
+buffer is dry, expression / head-pose sliders for parametric driving and saving what was shown.
 
 `Viewer` is also the automation interface: `set(name, value)` moves a panel control the way a
 user would, `step(capture=True)` draws one frame and returns what the window shows.
@@ -15,7 +17,7 @@ from app import panel as panel_ui
 from app import view_state as vs
 from app.stereo import StereoCompositor, eye_viewports
 from app.window import DisplayError, Window
-from model.clip import MPIClip
+from model.clip import MPIClip, MPIFrame
 
 BACKGROUND = (0.08, 0.08, 0.09)  # window colour around and behind the view
 MAX_FPS_WITHOUT_VSYNC = 60.0  # a virtual display has no vsync: don't spin the CPU
@@ -23,20 +25,27 @@ WHEEL_STEP = 0.95  # distance factor per mouse-wheel notch
 
 
 class Viewer:
-    """Plays `clip` in a window of `size` (w, h) window units. `source` names it in the panel."""
+    """Plays `clip` (or, with `live` (app.live.LiveSession), what it generates; then `clip` may be
+    None) in a window of `size` (w, h) window units. `source` names it in the panel. `sliders`:
+    show the expression / head-pose sliders of a parametric driving source."""
 
-    def __init__(self, clip: MPIClip, source: str, size: tuple[int, int] = (1280, 720), vsync: bool = True,
-                 stereo: str = "mono", show_panel: bool = True):
+    def __init__(self, clip: MPIClip | None, source: str, size: tuple[int, int] = (1280, 720), vsync: bool = True,
+                 stereo: str = "mono", show_panel: bool = True, live=None, sliders: bool = False,
+                 fullscreen: bool = False, max_fps: float | None = MAX_FPS_WITHOUT_VSYNC):
         from imgui_bundle import imgui
 
         from app.renderer import MPIRenderer
+        from model.driving import DrivingParams
 
-        if len(clip) == 0:
+        if live is None and (clip is None or len(clip) == 0):
             raise ValueError(f"{source}: the clip has no frames")
         self._imgui = imgui
-        self.clip, self.source = clip, source
-        self.window = Window(f"imp-viewer: {source}", size, vsync=vsync)
+        self.clip, self.source, self.live = clip, source, live
+        self.params = DrivingParams() if sliders else None
+        self.animate = True
+        self.window = Window(f"imp-viewer: {source}", size, vsync=vsync, fullscreen=fullscreen)
         self._vsync = vsync
+        self._max_fps = max_fps  # without vsync: cap the loop (None: draw flat out, for benchmarks)
         if self.window.ctx.version_code < 430:
             version = self.window.ctx.version_code
             self.window.close()
@@ -47,14 +56,25 @@ class Viewer:
         except Exception:
             self.window.close()
             raise
-        self._T_ref = np.asarray(clip.T_cam_from_head[0], np.float32)
-        self._home = vs.set_stereo(vs.initial_state(clip.K[0], self._T_ref, clip.size[0]), stereo)
+        self.frame: MPIFrame | None = None  # what is shown (uploaded to the renderer)
+        if clip is not None and live is None:
+            self._anchor(clip.frame(0))
+        else:  # live: the crop camera's view until the first generated frame anchors the rig
+            self._T_ref = None
+            self._home = vs.set_stereo(vs.ViewState(), stereo)
         self.view = self._home
         self.playback = vs.Playback()
         self.show_panel = show_panel
         self._uploaded: int | None = None
         self._fps = 0.0
         self.frames_drawn = 0
+        self.warnings: list[str] = []
+
+    def _anchor(self, frame: MPIFrame) -> None:
+        """Anchor the camera rig to `frame`'s head pose (the clip's / the live stream's first frame)."""
+        self._T_ref = np.asarray(frame.T_cam_from_head, np.float32)
+        home = vs.initial_state(frame.K, self._T_ref, frame.size[0])
+        self._home = replace(home, stereo=self._home.stereo) if hasattr(self, "_home") else home
 
     # -- automation ----------------------------------------------------------------------------
     def set(self, name: str, value) -> None:
@@ -67,12 +87,27 @@ class Viewer:
             self.playback = replace(self.playback, playing=vs.parse_bool(text))
         elif name == "panel":
             self.show_panel = vs.parse_bool(text)
+        elif self.params is not None and name == "animate":
+            self.animate = vs.parse_bool(text)
+            self._push_params()
+        elif self.params is not None and hasattr(self.params, name):
+            self.params = replace(self.params, **{name: float(text)})
+            self._push_params()
         else:
             self.view = vs.set_value(self.view, name, text)
+
+    def _push_params(self) -> None:
+        if self.live is not None and self.params is not None:
+            self.live.set_params(self.params, self.animate)
 
     def reset_view(self) -> None:
         """Back to the view of the MPI camera (what `reset view` in the panel does, stereo kept)."""
         self.view = replace(self._home, stereo=self.view.stereo, baseline=self.view.baseline)
+
+    @property
+    def status_lines(self) -> list[str]:
+        """The live status the panel shows (buffer, "generating...", errors, saving); [] for a clip."""
+        return self.live.state.lines if self.live is not None else []
 
     @property
     def reference_pose(self) -> np.ndarray:
@@ -114,35 +149,86 @@ class Viewer:
         dt = self.window.new_frame()
         self._fps = 1.0 / dt if self._fps == 0.0 else 0.9 * self._fps + 0.1 / dt
         self._handle_input()
-        self.playback = vs.advance(self.playback, dt, len(self.clip), self.clip.fps)
+        self._next_frame(dt)
         if self.show_panel:
-            info = panel_ui.PanelInfo(
-                source=self.source, num_frames=len(self.clip), clip_fps=self.clip.fps,
-                num_planes=self.clip.num_planes, mpi_size=self.clip.size, draw_fps=self._fps,
-                eye_size=self.eye_size(),
-            )
-            result = panel_ui.draw_panel(self.view, self.playback, info, imgui.get_io().display_size.y)
-            self.view, self.playback = result.view, result.playback
-            if result.reset_view:
-                self.reset_view()
+            self._panel()
+        elif self.live is not None and self.live.state.waiting:
+            self._overlay("generating...")
 
-        if self.playback.frame != self._uploaded:
-            self.renderer.upload(self.clip.frame(self.playback.frame))
-            self._uploaded = self.playback.frame
         ctx = self.window.ctx
         ctx.screen.use()
         ctx.screen.clear(*BACKGROUND, 1.0)
         viewport = self.view_viewport
-        if min(self.eye_size()) >= 2:  # a minimised window has no pixels to draw into
-            cameras = vs.eye_cameras(self.view, self._T_ref, self.clip.T_cam_from_head[self.playback.frame], self.eye_size())
+        self.warnings = []
+        if self.frame is not None and min(self.eye_size()) >= 2:  # a minimised window has no pixels to draw into
+            cameras = self.eye_cameras(self.eye_size())
+            self.warnings = vs.view_warnings(self.view, cameras, self.eye_size(), self.frame.K, self.frame.T_cam_from_head,
+                                             self.frame.far, self.frame.size)
             self.compositor.draw(self.renderer, cameras, self.view.stereo, viewport, ctx.screen)
         self.window.draw_ui()
         image = self.window.read() if capture else None
         self.window.swap()
         self.frames_drawn += 1
-        if not self._vsync:
-            time.sleep(max(0.0, 1.0 / MAX_FPS_WITHOUT_VSYNC - (time.perf_counter() - started)))
+        if not self._vsync and self._max_fps:
+            time.sleep(max(0.0, 1.0 / self._max_fps - (time.perf_counter() - started)))
         return image
+
+    def eye_cameras(self, size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(K, T_view_from_head) per eye of the shown frame for eye viewports of `size` (w, h)."""
+        return vs.eye_cameras(self.view, self._T_ref, self.frame.T_cam_from_head, size)
+
+    def _next_frame(self, dt: float) -> None:
+        """Advance playback and upload the frame to show, if it changed."""
+        if self.live is not None:
+            frame = self.live.poll() if self.playback.playing else None
+            if frame is not None:
+                if self._T_ref is None:
+                    self._anchor(frame)
+                    self.view = replace(self._home, stereo=self.view.stereo, baseline=self.view.baseline)
+                self.renderer.upload(frame)
+                self.frame = frame
+            return
+        self.playback = vs.advance(self.playback, dt, len(self.clip), self.clip.fps)
+        if self.playback.frame != self._uploaded:
+            self.frame = self.clip.frame(self.playback.frame)
+            self.renderer.upload(self.frame)
+            self._uploaded = self.playback.frame
+
+    def _panel(self) -> None:
+        imgui = self._imgui
+        frame = self.frame
+        live = self.live.state if self.live is not None else None
+        info = panel_ui.PanelInfo(
+            source=self.source,
+            num_frames=len(self.clip) if live is None else (live.frames_shown if live else 0),
+            clip_fps=self.clip.fps if live is None else (self.live.worker.fps or 0.0),
+            num_planes=frame.num_planes if frame is not None else 0,
+            mpi_size=frame.size if frame is not None else (0, 0), draw_fps=self._fps,
+            eye_size=self.eye_size(), warnings=tuple(self.warnings), live=live, params=self.params,
+            animate=self.animate, saving=self.live.saving if self.live is not None else False,
+        )
+        playback = self.playback if live is None else replace(self.playback, frame=0)
+        result = panel_ui.draw_panel(self.view, playback, info, imgui.get_io().display_size.y)
+        self.view = result.view
+        self.playback = result.playback if live is None else replace(self.playback, playing=result.playback.playing)
+        if result.reset_view:
+            self.reset_view()
+        if self.params is not None and (result.params != self.params or result.animate != self.animate):
+            self.params, self.animate = result.params, result.animate
+            self._push_params()
+        if result.toggle_save and self.live is not None:
+            if self.live.saving:
+                self.live.stop_saving()
+            else:
+                self.live.start_saving(default_save_path())
+
+    def _overlay(self, text: str) -> None:
+        """Text in the middle of the view (the panel is hidden)."""
+        imgui = self._imgui
+        x, _, w, _ = self.view_viewport
+        scale = self.window.scale
+        pos = imgui.ImVec2((x + w / 2) / scale - 40.0, imgui.get_io().display_size.y / 2)
+        imgui.get_foreground_draw_list().add_text(pos, 0xFFFFFFFF, text)
 
     def crop_view(self, image: np.ndarray) -> np.ndarray:
         """The 3D view's part of a `step(capture=True)` image (the panel cut off)."""
@@ -154,6 +240,8 @@ class Viewer:
         return self.window.should_close
 
     def close(self) -> None:
+        if self.live is not None:
+            self.live.close()  # stop the worker (joined) and finalise a save before the GL context goes
         if getattr(self, "renderer", None) is not None:
             self.compositor.release()
             self.renderer.release()
@@ -165,3 +253,10 @@ class Viewer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def default_save_path() -> "Path":
+    """Where the panel's save button writes: imp-viewer-YYYYmmdd-HHMMSS.mpi in the working folder."""
+    from pathlib import Path
+
+    return Path.cwd() / time.strftime("imp-viewer-%Y%m%d-%H%M%S.mpi")

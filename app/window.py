@@ -39,7 +39,7 @@ class Window:
 
     _open = 0  # GLFW is process-wide: terminate it only when the last window closes
 
-    def __init__(self, title: str, size: tuple[int, int] = (1280, 720), vsync: bool = True):
+    def __init__(self, title: str, size: tuple[int, int] = (1280, 720), vsync: bool = True, fullscreen: bool = False):
         from imgui_bundle import imgui  # first: it points the glfw package at its own libglfw
 
         import glfw
@@ -55,7 +55,11 @@ class Window:
         glfw.window_hint(glfw.CONTEXT_VERSION_MINOR, 3)
         glfw.window_hint(glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE)
         glfw.window_hint(glfw.OPENGL_FORWARD_COMPAT, True)
-        self.handle = glfw.create_window(int(size[0]), int(size[1]), title, None, None)
+        monitor = glfw.get_primary_monitor() if fullscreen else None
+        if monitor:  # full screen at the monitor's own mode (phone VR viewers: side by side fills it)
+            mode = glfw.get_video_mode(monitor)
+            size = (mode.size.width, mode.size.height)
+        self.handle = glfw.create_window(int(size[0]), int(size[1]), title, monitor or None, None)
         if not self.handle:
             if Window._open == 0:
                 glfw.terminate()
