@@ -411,6 +411,8 @@ class ParametricDriving(DrivingSource):
 
     def render(self, params: list[DrivingParams]) -> DrivingFrames:
         """DrivingFrames of the portrait under each set of controls."""
+        if not params:
+            return DrivingFrames(np.zeros((0, *self.portrait.template.shape), np.float32), np.zeros((0, 4, 4), np.float32))
         template = self.portrait.template.astype(np.float32)
         T0 = self.portrait.T_cam_from_head[0].astype(np.float64)
         verts, poses = [], []

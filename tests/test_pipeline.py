@@ -135,3 +135,13 @@ def test_clip_conditions_rasterise_the_driving_mesh_in_the_mpi_camera(generator)
     assert (cover[on] > 0.4).float().mean() > 0.95 and (cover[~on] < 0.05).float().mean() > 0.95
     with pytest.raises(ValueError, match="driving frames"):
         generator.clip_conditions(frames[:3], None)
+
+
+def test_portrait_first_frame_condition_reaches_the_model(generator):
+    with_portrait = _run(generator, TINY.frames, seed=2)[0]
+    without = _run(generator, TINY.frames, seed=2, first_frame="none")[0]
+    # same noise, only clip 0's first-frame condition differs: its effect fades with the guidance
+    diff = [np.abs(a.frontal.astype(int) - b.frontal.astype(int)).mean() for a, b in zip(with_portrait, without)]
+    assert diff[0] > 1.0 and diff[0] > diff[-1]
+    with pytest.raises(ValueError, match="first_frame"):
+        _run(generator, 2, first_frame="video")
