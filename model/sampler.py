@@ -104,8 +104,9 @@ def guided_prediction(model: MPIUNet, x_t: Tensor, t: Tensor, cond: Conditions, 
         if not bool((w != 0).any()):
             continue
         wv = w.view(1, -1, 1, 1, 1)
-        outputs = [*denoise(model, x_t, t, make[name]())]
-        outputs = [*outputs[0], outputs[1]]
+        pred, x0 = denoise(model, x_t, t, make[name]())
+        outputs = [*pred, x0]
+        del pred, x0
         if not sums:
             sums = [o * wv for o in outputs]
         else:
