@@ -3,10 +3,10 @@ same shape / pose fit as `model.tracking` applied to a sliding window, retargete
 
 `WebcamDriving.frames(n)` blocks until n frames are captured and tracked (DrivingSource protocol,
 model/driving.py). The first batch is the reference: its fit fixes the driver's crop camera K and
-the reference pose the portrait's motion is measured from (`transfer_pose`). Each later batch is
-fitted together with the reference batch (which anchors the driver's neutral template, so the
-expression offsets of different batches are comparable) and the last few frames before it (so the
-causal smoothing runs on without a seam). A video file path opens through the very same code
+the reference pose the portrait's motion is measured from (`transfer_pose`) and the driver's
+neutral template (the median shape of the first batch: start with a calm face). Each later batch
+is aligned to that fixed template (so expression offsets of different batches are comparable) and
+smoothed together with the last few frames before it (so the smoothing runs on without a seam). A video file path opens through the very same code
 (cv2.VideoCapture accepts both), which is how this path is tested on a machine without a camera.
 """
 from __future__ import annotations
@@ -61,13 +61,12 @@ class LiveTracker:
         self.fps = fps
         self.image_size = image_size
         self.reference: Track | None = None
-        self._ref_points: np.ndarray | None = None
         self._tail: np.ndarray | None = None
 
     def add(self, points: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(expression (n, 478, 3), T_cam_from_head (n, 4, 4)) of n new frames' points (n, 478, 3)."""
         from model.tracking.pose import initial_poses, solve_poses
-        from model.tracking.shape import fit_shape
+        from model.tracking.shape import fit_similarities
         from model.tracking.smoothing import fill_gaps, smooth_points
         from model.tracking.track import build_track
 
@@ -75,8 +74,7 @@ class LiveTracker:
             if not found.any():
                 raise TrackingError(f"no face found in the first {len(found)} webcam frames; look into the camera")
             self.reference = build_track(points, found, self.fps, self.image_size)
-            self._ref_points = fill_gaps(points, found)
-            self._tail = self._ref_points[-TAIL:]
+            self._tail = fill_gaps(points, found)[-TAIL:]
             return self.reference.expression, self.reference.T_cam_from_head
         n = len(points)
         if not found.any():  # face lost for a whole batch: hold the last tracked frame
@@ -85,13 +83,11 @@ class LiveTracker:
         raw = fill_gaps(np.concatenate([self._tail, points]), np.concatenate([np.ones(len(self._tail), bool), found]))
         smooth = smooth_points(raw, self.fps)[len(self._tail):]
         self._tail = raw[-TAIL:]
-        window = np.concatenate([self._ref_points, smooth])
-        fit = fit_shape(window, np.ones(len(window), bool))
-        expression = fit.expression[len(self._ref_points):]
-        vertices = fit.template + expression
+        template = self.reference.template.astype(np.float64)
+        head_to_points = fit_similarities(template, smooth)
+        expression = head_to_points.invert_points(smooth) - template
         K = self.reference.K
-        init = initial_poses(fit.head_to_points, K)[len(self._ref_points):]
-        T = solve_poses(vertices, smooth[..., :2], K, init)
+        T = solve_poses(template + expression, smooth[..., :2], K, initial_poses(head_to_points, K))
         return expression.astype(np.float32), T.astype(np.float32)
 
 

@@ -147,6 +147,11 @@ class GenerationWorker:
         finally:
             clips.close()
 
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end on its own; True once it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def stop(self, timeout: float = 10.0) -> bool:
         """Ask the thread to end (between two sampler steps) and wait for it; True once it has."""
         self._stop.set()
