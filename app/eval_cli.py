@@ -19,10 +19,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-landmarks", action="store_true", help="skip the MediaPipe landmark distance")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; more can be far slower on a busy CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)  # callers in the same process (tests) keep their setting
+
+
+def _run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
@@ -33,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from model.evaluate import EvalSettings, evaluate, format_table, model_generator
     from model.variant import demo_checkpoint, load_trained
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         paths = [Path(p) for p in args.checkpoint] if args.checkpoint else [demo_checkpoint()]

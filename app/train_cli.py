@@ -30,11 +30,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and of every random draw (default 0)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only; ignored on CPU)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads per process (default 1: on a busy CPU more threads spin-wait and a step "
+                             "can get 10-100x slower; for parallelism on a CPU start processes with torchrun)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)  # callers in the same process (tests) keep their setting
+
+
+def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import torch

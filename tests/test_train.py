@@ -22,7 +22,9 @@ from model.run import RunSettings, TrainError, train
 from model.train import TrainOptions, sample_timesteps, set_stage, training_step
 from model.unet import MPIPrediction, MPIUNet
 from model.variant import Variant, VariantModel, apply_variant
-from tests.train_fixtures import MICRO, conditions_cache, prepared_dataset
+from tests.train_fixtures import one_torch_thread, MICRO, conditions_cache, prepared_dataset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 

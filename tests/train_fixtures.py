@@ -19,6 +19,18 @@ RES = 64
 MICRO = dataclasses.replace(get_config("tiny"), name="tiny-micro", res=32, frames=4, planes=4)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread while a module's tests run: on a busy 2-core machine two OpenMP threads
+    spin-wait and make these small steps 10-100x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def prepared_dataset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """DATASET folder (made on first use in this session)."""
     from app import cli
