@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     import torch
@@ -77,6 +78,8 @@ def _run(args: argparse.Namespace) -> int:
     except (KeyError, ValueError, TrainError, CheckpointError, DatasetError, FileNotFoundError) as exc:
         print(f"imp train: {exc}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 reports for all
+        return 130 if result.interrupted else 0
     print(f"{result.checkpoint}: step {result.step}/{opts.steps}, last loss {result.losses[-1] if result.losses else float('nan'):.4f}, "
           f"{result.samples_per_second:.2f} samples/s ({result.cpu_seconds_per_step:.1f} CPU s/step)")
     return 130 if result.interrupted else 0
