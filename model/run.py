@@ -136,7 +136,8 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, params: list[torch.nn.Par
 
 
 class StopFlag:
-    """Set by SIGINT / SIGTERM (main thread only); the loop checks it between steps."""
+    """Set by SIGINT / SIGTERM (main thread only); the loop checks it between steps. A second
+    signal interrupts at once."""
 
     def __init__(self):
         self.signal: int | None = None
@@ -149,6 +150,8 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self.signal is not None:  # asked twice: stop now (the last checkpoint on disk is intact)
+            raise KeyboardInterrupt
         self.signal = signum
 
     def __exit__(self, *exc) -> None:
