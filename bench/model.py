@@ -39,7 +39,7 @@ def measure(name: str, steps: int | None, timed_steps: int | None, guidance: str
     from model.config import get_config
     from model.diffusion import Conditions, make_schedule
     from model.sampler import DDIMScheduler, Guidance, guided_prediction
-    from model.unet import MPIUNet, count_parameters
+    from model.unet import MPIUNet, count_parameters, format_parameter_counts
 
     torch.set_num_threads(threads)
     cfg = get_config(name)
@@ -77,7 +77,7 @@ def measure(name: str, steps: int | None, timed_steps: int | None, guidance: str
         "s_per_step": round(s_per_step, 4), "s_per_frame": round(s_per_step * steps / max(T - 1, 1), 4),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3),
         "steps": steps, "timed_steps": min(timed, len(ts)), "evals_per_step": calls / min(timed, len(ts)),
-        "guidance": guidance, "threads": threads,
+        "guidance": guidance, "threads": threads, "params_by_part": format_parameter_counts(count_parameters(model)),
     }
 
 
@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{r['config']:8} {r['params'] / 1e6:8.2f}M {r['res']:5d} {r['frames']:6d} {r['planes']:6d} "
                   f"{r['evals_per_step']:10.1f} {r['s_per_step']:9.3f} {r['s_per_frame']:9.3f} {r['peak_rss_gb']:7.2f}GB", flush=True)
+            print(f"         parameters: {r['params_by_part']}", flush=True)
     if not args.json:
         print(f"(batch 1, {args.threads} threads, guidance {args.guidance}; s/frame = steps x s/step / (frames - 1); "
               "timings are noisy on a shared CPU)")
