@@ -88,7 +88,6 @@ class LiveSession:
         if frame is None:
             self.pacer.starved()
             self._waiting = True
-        self._pending: tuple | None = None  # slider values waiting for the driving source to open
             return None
         self.pacer.advanced(now)
         self._waiting = False

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fullscreen", action="store_true", help="full screen on the primary monitor, side by side "
                    "and without the panel unless asked (phone VR viewers)")
     p.add_argument("--clip", type=Path, help="MPI clip to play instead of generating (written by imp generate or --save)")
+    p.add_argument("--lift", action="store_true", help="no model: show PORTRAIT lifted into an MPI (model/lift.py), "
+                   "what runs when no checkpoint is available")
     p.add_argument("--save", type=Path, metavar="CLIP", help="save the generated frames shown to this MPI clip "
                    "(finalised when the window closes)")
     p.add_argument("--steps", type=int, help="DDIM steps per clip (default: the checkpoint's)")
@@ -143,6 +145,16 @@ def _save_png(image, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp.png")
     Image.fromarray(image).save(tmp)
     tmp.replace(path)  # a viewer of the file never sees half a PNG
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+
+
+def _looks_like_driving(text: str) -> bool:
+    """A lone positional that names a driving source rather than a portrait."""
+    from app.webcam import parse_webcam
+
+    return text == "sliders" or parse_webcam(text) is not None or Path(text).suffix.lower() in VIDEO_SUFFIXES
 
 
 def _driving_factory(args):
@@ -297,12 +309,14 @@ def _live_over(live, headless: bool) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.driving is None and args.portrait is not None and _looks_like_driving(str(args.portrait)):
+        args.portrait, args.driving = None, str(args.portrait)  # `imp-viewer webcam`: the astronaut, driven
     for name in ("steps", "max_frames", "buffer", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SystemExit(f"imp-viewer: --{name.replace('_', '-')} must be at least 1, got {value}")
     live, sliders, clip = None, False, None
-    if args.clip is None:
+    if args.clip is None and not args.lift:
         checkpoint = _choose_checkpoint(args)
         if checkpoint is not None:
             live, source, sliders = _live_session(args, checkpoint)

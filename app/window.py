@@ -31,6 +31,43 @@ def _key_map(glfw, imgui) -> dict[int, object]:
     return keys
 
 
+class _EGLCurrent:
+    """The EGL context current on this thread (e.g. a headless moderngl context), released while a
+    GLFW (GLX) window exists and made current again when the last one closes: Mesa answers a
+    glXMakeCurrent while an EGL context is current with an X error (BadAccess) that ends the process."""
+
+    EGL_DRAW, EGL_READ = 0x3059, 0x305A
+
+    def __init__(self):
+        import ctypes
+
+        self._saved = None
+        try:
+            egl = ctypes.CDLL("libEGL.so.1")
+        except OSError:
+            self._egl = None
+            return
+        for name in ("eglGetCurrentDisplay", "eglGetCurrentContext", "eglGetCurrentSurface"):
+            getattr(egl, name).restype = ctypes.c_void_p
+        egl.eglGetCurrentSurface.argtypes = [ctypes.c_int]
+        egl.eglMakeCurrent.argtypes = [ctypes.c_void_p] * 4
+        self._egl = egl
+
+    def release(self) -> None:
+        egl = self._egl
+        if egl is None or not egl.eglGetCurrentContext():
+            return
+        display = egl.eglGetCurrentDisplay()
+        self._saved = (display, egl.eglGetCurrentSurface(self.EGL_DRAW), egl.eglGetCurrentSurface(self.EGL_READ),
+                       egl.eglGetCurrentContext())
+        egl.eglMakeCurrent(display, None, None, None)
+
+    def restore(self) -> None:
+        if self._saved is not None:
+            self._egl.eglMakeCurrent(*self._saved)
+            self._saved = None
+
+
 class Window:
     """One GLFW window with `ctx` (moderngl) and an ImGui context. Per frame:
     `new_frame()`, build the UI with `imgui.*`, draw the scene into `ctx.screen`, `draw_ui()`,
@@ -38,6 +75,7 @@ class Window:
     Several may be open at once (each `new_frame()` makes its own GL and ImGui contexts current)."""
 
     _open = 0  # GLFW is process-wide: terminate it only when the last window closes
+    _egl_current: _EGLCurrent | None = None  # an EGL context set aside while windows are open
 
     def __init__(self, title: str, size: tuple[int, int] = (1280, 720), vsync: bool = True, fullscreen: bool = False):
         from imgui_bundle import imgui  # first: it points the glfw package at its own libglfw
@@ -49,7 +87,11 @@ class Window:
         self._closed = True
         errors: list[str] = []
         glfw.set_error_callback(lambda code, text: errors.append(text.decode() if isinstance(text, bytes) else str(text)))
+        if Window._open == 0:
+            Window._egl_current = _EGLCurrent()
+            Window._egl_current.release()
         if not glfw.init():
+            self._restore_egl()
             raise DisplayError(f"GLFW could not connect to a display: {'; '.join(errors) or 'unknown error'}")
         glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, 3)
         glfw.window_hint(glfw.CONTEXT_VERSION_MINOR, 3)
@@ -63,6 +105,7 @@ class Window:
         if not self.handle:
             if Window._open == 0:
                 glfw.terminate()
+                self._restore_egl()
             raise DisplayError(f"could not open an OpenGL 3.3 core window: {'; '.join(errors) or 'unknown error'}")
         glfw.make_context_current(self.handle)
         glfw.swap_interval(1 if vsync else 0)
@@ -72,6 +115,7 @@ class Window:
             glfw.destroy_window(self.handle)
             if Window._open == 0:
                 glfw.terminate()
+                self._restore_egl()
             raise DisplayError(f"no usable OpenGL 3.3 context on this display: {exc}") from None
 
         self._imgui_ctx = imgui.create_context()
@@ -194,6 +238,13 @@ class Window:
         Window._open -= 1
         if Window._open == 0:
             glfw.terminate()
+            self._restore_egl()
+
+    @staticmethod
+    def _restore_egl() -> None:
+        if Window._open == 0 and Window._egl_current is not None:
+            Window._egl_current.restore()
+            Window._egl_current = None
 
     def __enter__(self) -> "Window":
         return self

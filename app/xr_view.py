@@ -53,7 +53,8 @@ class XRViewer:
         if self.viewer.should_close:
             self.session.request_exit()
         self.viewer.step()
-        return self.session.frame(self._draw)
+        with self.ctx:  # the EGL path's context is not the mirror window's: make it current for the eyes
+            return self.session.frame(self._draw)
 
     def close(self) -> None:
         self.renderer.release()

@@ -265,15 +265,13 @@ class RecordingXR:
         self.log.append("destroy_instance")
 
 
-def _run_session(render_pattern=(1,), frames=4):
-    """Drive XRSession on the EGL path with GL textures as swapchain images; returns the double,
-    the session and what the draw callback saw."""
-    import moderngl
-
-    # the session makes its own EGL context; the "swapchain" textures must live in it, so the
+def gl_session(render_pattern=(1,), size=(64, 48), graphics="egl", make_window=None) -> tuple[RecordingXR, xr_display.XRSession]:
+    """(double, XRSession on the `graphics` path, not started) whose swapchain images are GL
+    textures. Also used by tests/test_live_viewer.py (the viewer's XR loop, GLX path)."""
+    # the session makes its own GL context; the "swapchain" textures must live in it, so the
     # double hands out texture names created lazily by a first context-sharing step below
-    fake = RecordingXR([[], []], render_pattern=render_pattern)
-    session = xr_display.XRSession(fake, graphics="egl")
+    fake = RecordingXR([[], []], size=size, render_pattern=render_pattern)
+    session = xr_display.XRSession(fake, graphics=graphics, make_window=make_window)
     original_make = session._make_context
 
     def make_context_then_textures():
@@ -284,6 +282,15 @@ def _run_session(render_pattern=(1,), frames=4):
         return binding
 
     session._make_context = make_context_then_textures
+    return fake, session
+
+
+def _run_session(render_pattern=(1,), frames=4):
+    """Drive XRSession on the EGL path with GL textures as swapchain images; returns the double,
+    the session and what the draw callback saw."""
+    import moderngl
+
+    fake, session = gl_session(render_pattern)
     seen = []
 
     def draw(view: xr_display.EyeView, fbo: moderngl.Framebuffer):

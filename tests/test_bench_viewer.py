@@ -1,0 +1,29 @@
+"""`imp bench viewer --json` end to end with a randomly initialised tiny checkpoint on Xvfb: the
+figures exist, are positive and consistent with the run (small eyes and a short window for speed)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from tests.test_worker import tiny_checkpoint  # noqa: E402,F401 - the shared session fixture
+
+
+def test_bench_viewer_json(xvfb_display, tiny_checkpoint):  # noqa: F811
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "app.cli", "bench", "viewer", "--json", "--checkpoint", str(tiny_checkpoint),
+           "--seconds", "3", "--steps", "1", "--eye", "128", "--threads", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=repo, env={**os.environ, "DISPLAY": xvfb_display})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result) >= {"stereo_fps", "generated_fps", "first_frame_s"}
+    assert result["eye_px"] == 128 and result["seconds"] == 3
+    assert 0.0 < result["first_frame_s"] < 120.0
+    assert result["stereo_fps"] > 1.0 and result["idle_stereo_fps"] > 1.0
+    assert result["generated_fps"] > 0.0  # tiny model, one step: at least one clip within the 3 s window
