@@ -176,7 +176,7 @@ class GeometryHead(nn.Module):
 
     def forward(self, x: Tensor, stem_mid: Tensor) -> Tensor:
         x = self.up1(x) + stem_mid
-        for i, up in enumerate(self.ups):
+        for up in self.ups:
             x = up(F.silu(x))
         return torch.sigmoid(x)
 
