@@ -190,7 +190,8 @@ def _log_images(writer, step: int, batch: TrainBatch, out: StepOutput) -> None:
     orbit of the MPI camera about the head joint) | the MPI's disparity in the side view."""
     pred = out.pred
     K = batch.K[:1]
-    T_side = camera.orbit(batch_T_mpi_from_head(batch)[:1], 0.26)
+    T_head = batch_T_mpi_from_head(batch)[:1]
+    T_side = camera.orbit(T_head, 0.26) @ camera.invert_pose(T_head)  # side camera from MPI camera
     depths = batch.depths[:1, 0]
     r = mpi.render(pred.frontal[:1, 0], pred.residual[:1, 0], pred.alpha[:1, 0], depths, K, K, T_side, batch.background[:1])
     disp = r.disparity[0]
