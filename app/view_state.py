@@ -199,8 +199,11 @@ def view_warnings(state: ViewState, cameras: list[tuple[np.ndarray, np.ndarray]]
     mpi_size (H, W) of the shown MPI frame.
 
     Valid range: orbit within +-ORBIT_VALID, and the head region (a disc of HEAD_RADIUS about the
-    joint, facing the eye) inside the picture of the MPI's far plane in every eye, i.e. no
-    translation / orbit / zoom brings the MPI's borders into or next to the head."""
+    joint, facing the eye) inside the picture of the MPI's far plane in every eye. The planes lie
+    close behind the joint, so moving the viewer's camera hardly changes the second test: it fires
+    when the head itself nears the MPI's edge (a driving head that moves far sideways), where the
+    borders show right next to it. (Zoomed out, the MPI's frame is visible around the picture by
+    design; that is not flagged.)"""
     out = []
     if abs(state.yaw) > ORBIT_VALID or abs(state.pitch) > ORBIT_VALID:
         out.append(f"orbit beyond +-{math.degrees(ORBIT_VALID):.0f} deg: the MPI's layers separate")
@@ -226,6 +229,6 @@ def view_warnings(state: ViewState, cameras: list[tuple[np.ndarray, np.ndarray]]
         cross = edges[None, :, 0] * (p[:, None, 1] - q[None, :, 1]) - edges[None, :, 1] * (p[:, None, 0] - q[None, :, 0])
         inside = (cross > 0).all(1) | (cross < 0).all(1)
         if not inside.all():
-            out.append("the MPI's borders reach the head: move back / orbit less")
+            out.append("the MPI's borders reach the head: it moved near the MPI's edge")
             break
     return out

@@ -184,3 +184,29 @@ def test_stereo_layout_and_reference_composition():
     np.testing.assert_array_equal(ana[..., 1:], right[..., 1:])
     with pytest.raises(ValueError, match="stereo mode"):
         stereo.eye_viewports("3d", (0, 0, 1, 1))
+
+
+def test_view_warnings_orbit_and_borders():
+    """Valid range: inside +-10 deg of orbit no warning, beyond it one; a camera moved sideways
+    until the MPI's far-plane edge passes within the head's radius of the joint: a border warning."""
+    K = camera.crop_intrinsics(64).numpy()
+    T = np.eye(4, dtype=np.float32)
+    T[2, 3] = 1.0
+    far = 1.05
+    home = vs.initial_state(K, T, 64)
+    size = (200, 200)
+
+    def warnings(state, cams=None):
+        return vs.view_warnings(state, cams or vs.eye_cameras(state, T, T, size), size, K, T, far, (64, 64))
+
+    assert warnings(home) == []
+    assert warnings(vs.set_orbit(home, math.radians(9.0), math.radians(-9.0))) == []
+    assert warnings(vs.set_orbit(home, math.radians(11.0), 0.0)) == ["orbit beyond +-10 deg: the MPI's layers separate"]
+    # the far plane spans 0.4 * 1.05 = 0.42 m, +-0.21 m about the optical axis; a head that moves
+    # sideways in the clip (its pose in the MPI camera) brings its 0.12 m disc to the border
+    for x, bad in ((0.05, False), (0.12, True)):
+        T_frame = T.copy()
+        T_frame[0, 3] = x
+        cams = vs.eye_cameras(home, T, T_frame, size)
+        got = vs.view_warnings(home, cams, size, K, T_frame, far, (64, 64))
+        assert got == (["the MPI's borders reach the head: it moved near the MPI's edge"] if bad else [])
