@@ -77,6 +77,7 @@ class TrainResult:
     samples_per_second: float = 0.0  # wall clock, first step excluded
     cpu_seconds_per_step: float = 0.0  # process CPU time (all threads), first step excluded: less noisy on a shared machine
     weights_digest: str = ""
+    last_terms: dict[str, float] = field(default_factory=dict)  # the last step's loss terms
 
 
 @dataclass
@@ -365,4 +366,5 @@ def _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, param
 
         dist.barrier()
         dist.destroy_process_group()
-    return TrainResult(step, ckpt_path, interrupted, losses, sps, cpu_timed / steps_timed if steps_timed else 0.0, digest)
+    return TrainResult(step, ckpt_path, interrupted, losses, sps, cpu_timed / steps_timed if steps_timed else 0.0, digest,
+                       dict(out.terms) if losses else {})

@@ -234,3 +234,24 @@ def test_training_learns_on_real_footage(data, tmp_path, tmp_path_factory):
     after = fixed_loss(trained)
     print(f"fixed-batch L2 before {before:.4f}, after 60 steps {after:.4f}")
     assert after < 0.5 * before, (before, after)
+
+
+def test_lpips_term_only_with_weights(data, tmp_path, tmp_path_factory):
+    """--lpips PATH adds the LPIPS term (weights from the file: random ones here, the real AlexNet
+    ones cannot be downloaded); without it the run says once that the term is off."""
+    from safetensors.torch import save_file
+
+    from model.lpips import LPIPS
+
+    torch.manual_seed(0)
+    path = tmp_path / "lpips_alex.safetensors"
+    save_file({k: v.contiguous() for k, v in LPIPS().state_dict().items()}, str(path))
+    cache = conditions_cache(tmp_path_factory)
+    messages: list[str] = []
+    common = dict(data=data, progress=False, tensorboard=False, cache_dir=cache)
+    with_lpips = train(MICRO, TrainOptions(steps=1, lpips=str(path)), RunSettings(out=tmp_path / "a", **common), messages.append)
+    assert "lpips" in with_lpips.last_terms and with_lpips.last_terms["lpips"] != 0  # random lin weights: any sign
+    assert not any("LPIPS term off" in m for m in messages)
+    without = train(MICRO, TrainOptions(steps=1), RunSettings(out=tmp_path / "b", **common), messages.append)
+    assert "lpips" not in without.last_terms
+    assert sum("LPIPS term off" in m for m in messages) == 1
