@@ -57,11 +57,10 @@ class Viewer:
             self.window.close()
             raise
         self.frame: MPIFrame | None = None  # what is shown (uploaded to the renderer)
+        self._T_ref = None  # live: the crop camera's view until the first generated frame anchors the rig
+        self._home = vs.set_stereo(vs.ViewState(), stereo)
         if clip is not None and live is None:
             self._anchor(clip.frame(0))
-        else:  # live: the crop camera's view until the first generated frame anchors the rig
-            self._T_ref = None
-            self._home = vs.set_stereo(vs.ViewState(), stereo)
         self.view = self._home
         self.playback = vs.Playback()
         self.show_panel = show_panel
@@ -74,7 +73,7 @@ class Viewer:
         """Anchor the camera rig to `frame`'s head pose (the clip's / the live stream's first frame)."""
         self._T_ref = np.asarray(frame.T_cam_from_head, np.float32)
         home = vs.initial_state(frame.K, self._T_ref, frame.size[0])
-        self._home = replace(home, stereo=self._home.stereo) if hasattr(self, "_home") else home
+        self._home = replace(home, stereo=self._home.stereo)
 
     # -- automation ----------------------------------------------------------------------------
     def set(self, name: str, value) -> None:

@@ -242,3 +242,16 @@ def test_xr_loop_draws_the_placed_head_in_each_eye(xvfb_display):
     assert min(result["eye_difference"]) > 1.0  # two different eyes
     assert [d for d, _ in result["distance_check"]] == pytest.approx([v for _, v in result["distance_check"]])
     assert result["distance_check"][1][1] == pytest.approx(0.6)
+
+
+def test_fullscreen_is_side_by_side_on_the_whole_screen(xvfb_display, tmp_path):
+    from PIL import Image
+
+    from app.viewer_cli import main
+
+    shot = tmp_path / "full.png"
+    assert main(["--lift", "--fullscreen", "--display", "desktop", "--frames", "2", "--no-vsync", "--screenshot", str(shot)]) == 0
+    image = np.asarray(Image.open(shot).convert("RGB")).astype(np.float32)
+    assert image.shape == (1000, 1600, 3)  # the xvfb_display screen: full screen, no panel
+    left, right = image[:, :800], image[:, 800:]
+    assert left.std() > 20 and np.abs(left - right).mean() < 0.25 * np.abs(left - left.mean()).mean()
