@@ -125,7 +125,7 @@ class VideoSource:
         return len(self.video)
 
     # -------------------------------------------------------------------- images at the model res
-    def _resize(self, images: np.ndarray, interpolation_area: bool = True) -> np.ndarray:
+    def _resize(self, images: np.ndarray) -> np.ndarray:
         if self.video.res == self.res:
             return np.asarray(images)
         import cv2

@@ -15,7 +15,7 @@ from model.config import get_config
 from model.evaluate import EvalSettings, evaluate, l1, landmark_distance, oracle_generator, psnr, ssim
 from model.pairs import VideoSource
 from model.dataset import PreparedDataset
-from tests.train_fixtures import one_torch_thread, MICRO, conditions_cache, prepared_dataset
+from tests.train_fixtures import one_torch_thread, MICRO, conditions_cache, prepared_dataset  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -3,7 +3,6 @@ which parts each stage trains, the L_side step, late-stage noise, the ablation v
 resume, checkpoints on SIGTERM and crash safety of the latest checkpoint."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,11 +17,11 @@ from model.checkpoint import load_checkpoint
 from model.config import get_config
 from model.diffusion import make_schedule
 from model.pairs import PairSampler
-from model.run import RunSettings, TrainError, train
+from model.run import RunSettings, train
 from model.train import TrainOptions, sample_timesteps, set_stage, training_step
 from model.unet import MPIPrediction, MPIUNet
 from model.variant import Variant, VariantModel, apply_variant
-from tests.train_fixtures import one_torch_thread, MICRO, conditions_cache, prepared_dataset
+from tests.train_fixtures import one_torch_thread, MICRO, conditions_cache, prepared_dataset  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,7 +10,7 @@ from model import camera, mpi
 from model.config import get_config
 from model.dataset import DatasetError
 from model.pairs import PairSampler
-from tests.train_fixtures import one_torch_thread, MICRO, conditions_cache, prepared_dataset
+from tests.train_fixtures import one_torch_thread, MICRO, conditions_cache, prepared_dataset  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
