@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Callable
 
@@ -21,15 +22,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
-def _rate(step: Callable[[], None], seconds: float, warmup: int, min_steps: int = 3) -> float:
-    """Calls of `step` per second over at least `seconds` and `min_steps` calls."""
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _rate(step: Callable[[], None], seconds: float, warmup: int, min_steps: int = 3, cpu: list | None = None) -> float:
+    """Calls of `step` per second over at least `seconds` and `min_steps` calls. Appends the
+    process CPU time per call in ms (all threads) to `cpu` if given: on a shared machine that says
+    more about the cost than the wall-clock rate."""
     for _ in range(warmup):
         step()
     n = 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     while n < min_steps or time.perf_counter() - start < seconds:
         step()
         n += 1
+    if cpu is not None:
+        cpu.append(1000.0 * (_cpu_seconds() - cpu_start) / n)
     return n / (time.perf_counter() - start)
 
 
@@ -44,8 +54,8 @@ def _orbit_views(T_cam_from_head, count: int = 16) -> list:
     return [camera.orbit(T, float(a), float(a) * 0.5).numpy() for a in angles]
 
 
-def measure(res: int, planes: int, seconds: float, warmup: int) -> dict:
-    """The figures `imp bench render --json` prints."""
+def measure(res: int, planes: int, seconds: float, warmup: int, cpu_ms: list | None = None) -> dict:
+    """The figures `imp bench render --json` prints; `cpu_ms` gets the CPU ms per head-like view."""
     import moderngl
     import numpy as np
     import torch
@@ -71,10 +81,12 @@ def measure(res: int, planes: int, seconds: float, warmup: int) -> dict:
                 ctx.finish()
                 i[0] += 1
 
-            return _rate(view, seconds, warmup)
+            return _rate(view, seconds, warmup, cpu=cpu)
 
+        cpu = cpu_ms
         head = synthetic.head_mpi(res, planes)
         gl_mono = gl_views_per_s(head)
+        cpu = None
 
         # stereo: both eyes side by side in one framebuffer, one finish per pair
         eyes = [tuple(T.numpy() for T in camera.stereo_pair(torch.from_numpy(v))) for v in _orbit_views(head.T_cam_from_head)]
@@ -128,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     if args.res < 8 or args.planes < 2 or args.seconds <= 0:
         print("imp bench render: need --res >= 8, --planes >= 2 and --seconds > 0")
         return 2
-    result = measure(args.res, args.planes, args.seconds, args.warmup)
+    cpu_ms: list[float] = []
+    result = measure(args.res, args.planes, args.seconds, args.warmup, cpu_ms)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -138,9 +151,11 @@ def run(args: argparse.Namespace) -> int:
         ("torch reference views/s (same MPI)", result["torch_views_per_s"]),
         ("ratio GL / torch", result["ratio"]),
         ("GL views/s (random alpha everywhere)", result["random_alpha"]["gl_views_per_s"]),
+        ("GL CPU ms per head-like view (all threads)", round(cpu_ms[0], 2)),
     ]
     print(f"MPI render benchmark: {result['res']}x{result['res']}, {result['planes']} planes, offscreen EGL, "
-          "each view timed to glFinish")
+          f"each view timed to glFinish; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
+          "(other processes slow the figures down)")
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value:>10}")
