@@ -11,6 +11,7 @@ import importlib
 BENCHES: dict[str, tuple[str, str]] = {
     "render": ("bench.render", "GL MPI renderer vs the torch reference: views/s, stereo pairs/s"),
     "model": ("bench.model", "denoiser speed and memory per config: s/step, s/frame, peak RSS"),
+    "conditions": ("bench.conditions", "mesh conditions ms/frame (torch z-buffer rasteriser) at 512^2 and 128^2"),
     "viewer": ("bench.viewer", "live viewer: stereo fps at 512^2 per eye while generating, generated fps, first frame s"),
 }
 
