@@ -40,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from model.checkpoint import CheckpointError
-    from model.dataset import DatasetError
+    from model.dataset import DatasetError, PreparedDataset
     from model.evaluate import EvalSettings, evaluate, format_table, model_generator
     from model.variant import demo_checkpoint, load_trained
 
@@ -57,7 +57,8 @@ def _run(args: argparse.Namespace) -> int:
         try:
             model, state = load_trained(path, device)
             trained_on = set(state.get("videos") or [])
-            overlap = sorted(trained_on & set(args.videos or []))
+            evaluated = set(args.videos) if args.videos else {e["id"] for e in PreparedDataset(args.data).entries}
+            overlap = sorted(trained_on & evaluated)
             if overlap:
                 print(f"imp eval: warning: {path} was trained on {overlap}; these are not held out", file=sys.stderr)
             steps = args.sample_steps or model.cfg.diffusion.sample_steps
