@@ -211,6 +211,7 @@ class PairSampler:
             if missing:
                 raise DatasetError(f"{name}: no video(s) {missing} with status ok in {ds.root}; known: {', '.join(known)}")
         chosen = [e for e in entries if (videos is None or e["id"] in videos) and e["id"] not in set(exclude or [])]
+        self.too_short = [e["id"] for e in chosen if int(e["frames"]) < cfg.frames]  # cannot fill one clip
         chosen = [e for e in chosen if int(e["frames"]) >= cfg.frames]
         if not chosen:
             raise DatasetError(f"{ds.root}: no usable video (status ok, at least {cfg.frames} frames for config {cfg.name!r})")

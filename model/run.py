@@ -272,6 +272,8 @@ def train(cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Call
     say(f"{opts.stage}: {len(sampler.sources)} videos ({', '.join(sampler.video_ids[:6])}{' ...' if len(sampler.sources) > 6 else ''}), "
         f"config {cfg.name}, {sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters, "
         f"batch {opts.batch} x {dist_info.world} process(es), variant {opts.variant}")
+    if sampler.too_short:
+        say(f"left out {len(sampler.too_short)} video(s) shorter than one {cfg.frames}-frame clip: {', '.join(sampler.too_short)}")
     schedule = make_schedule(cfg.diffusion)
 
     stop = StopFlag().__enter__()  # from here on a signal means "save and stop", not "die"
