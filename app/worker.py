@@ -2,8 +2,10 @@
 portrait, opens the driving source and samples clip after clip into the viewer's RingBuffer.
 
 A thread, not a process: torch releases the GIL inside its kernels, so the render loop keeps
-drawing while the sampler runs (`imp bench viewer` measures the drawing rate under load), and MPI
-frames reach the render loop without being copied between processes.
+drawing while the sampler runs, and MPI frames reach the render loop without being copied between
+processes. Measured on 2 shared cores (llvmpipe, 512^2 per eye side by side): a single-threaded
+torch conv loop in a thread cost the window less than the same loop in a separate process (15-38
+vs 8-11 fps, from 30-48 idle; noisy). `imp bench viewer` reports the rate under real generation.
 
 Stopping: `stop()` sets an event that is checked after every denoising step and while waiting for
 room in the full buffer, closes the buffer, then joins the thread with a timeout. Errors never
@@ -38,6 +40,7 @@ class WorkerStatus:
     steps: int = 0
     frames_generated: int = 0
     first_frame_time: float | None = None  # time.perf_counter() when the first frame entered the buffer
+    generating_since: float | None = None  # time.perf_counter() when sampling began (model and inputs ready)
     error: str | None = None
 
     @property
@@ -127,7 +130,7 @@ class GenerationWorker:
         self.fps = float(self.driving.fps)
         self._check()
         steps = job.steps or generator.cfg.diffusion.sample_steps
-        self._set(phase="generating", steps=steps)
+        self._set(phase="generating", steps=steps, generating_since=time.perf_counter())
 
         def progress(status) -> None:
             self._set(clip=status.clip, step=status.step, steps=status.steps)

@@ -6,7 +6,8 @@ generation worker on a thread filling the ring buffer) in a desktop window side 
 - first_frame_s: seconds from launch (before the model is loaded) to the first generated frame shown;
 - stereo_fps: window frames drawn per second over --seconds after that, while the worker generates
   on the same cores (no vsync, no frame cap: the rate the loop sustains);
-- generated_fps: MPI frames the worker put into the buffer per second over the same window;
+- generated_fps: MPI frames the worker put into the buffer per second of sampling (from the start
+  of sampling to the end of the window: clips arrive whole, so a short window alone says little);
 - idle_stereo_fps: the same window's rate after the worker has been stopped (what generation costs
   the render loop).
 Timings on a shared machine are noisy.
@@ -32,16 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _drive(viewer, live, seconds: float) -> tuple[float, float]:
-    """(window frames per second, generated frames per second) over `seconds`."""
-    generated0 = live.worker.status.frames_generated if live is not None else 0
+def _drive(viewer, seconds: float) -> float:
+    """Window frames per second over `seconds`."""
     drawn0 = viewer.frames_drawn
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         viewer.step()
-    elapsed = time.perf_counter() - start
-    generated = (live.worker.status.frames_generated - generated0) if live is not None else 0
-    return (viewer.frames_drawn - drawn0) / elapsed, generated / elapsed
+    return (viewer.frames_drawn - drawn0) / (time.perf_counter() - start)
 
 
 def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: int | None, threads: int | None,
@@ -69,9 +67,11 @@ def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: i
         first_frame_s = live.first_shown_at - launched
         if viewer.eye_size() != (eye, eye):
             raise RuntimeError(f"the window gives {viewer.eye_size()} px per eye, not {eye}x{eye} (screen too small?)")
-        stereo_fps, generated_fps = _drive(viewer, live, seconds)
+        stereo_fps = _drive(viewer, seconds)
+        status = live.worker.status  # frames arrive a clip at a time: rate over all sampling so far
+        generated_fps = status.frames_generated / (time.perf_counter() - status.generating_since)
         live.close()
-        idle_fps, _ = _drive(viewer, None, min(seconds, 3.0))
+        idle_fps = _drive(viewer, min(seconds, 3.0))
     return {"stereo_fps": round(stereo_fps, 2), "generated_fps": round(generated_fps, 3),
             "first_frame_s": round(first_frame_s, 2), "idle_stereo_fps": round(idle_fps, 2),
             "eye_px": eye, "seconds": seconds}
