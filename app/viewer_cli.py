@@ -272,7 +272,10 @@ def run_viewer(args, clip, source: str, headless: bool, live=None, sliders: bool
             return 0
         last_save = time.monotonic()
         image = None
-        while not viewer.should_close and (not frames or viewer.frames_drawn < frames) and not _live_over(live, headless):
+        # the end of a live stream ends the program only when automated (headless or --frames);
+        # a user keeps the window and its last frame
+        automated = headless or args.frames is not None
+        while not viewer.should_close and (not frames or viewer.frames_drawn < frames) and not (automated and _live_over(live, headless)):
             last = bool(frames) and viewer.frames_drawn == frames - 1
             periodic = headless and (viewer.frames_drawn == 1 or time.monotonic() - last_save > HEADLESS_SAVE_EVERY)
             image = viewer.step(capture=bool(screenshot) and (last or periodic))

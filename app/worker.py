@@ -110,6 +110,9 @@ class GenerationWorker:
             self.traceback = traceback.format_exc()
         finally:
             self.buffer.close()  # the render loop drains what is left and then knows no more will come
+            close = getattr(self.driving, "close", None)  # a webcam releases its camera
+            if close is not None:
+                close()
 
     def _generate(self) -> None:
         from model.pipeline import Generator

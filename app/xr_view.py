@@ -67,7 +67,13 @@ def run_xr(viewer, xr_module=None, graphics: str = "auto", max_frames: int | Non
     """Run the headset loop until the session ends (or `max_frames` headset frames). Raises
     app.xr_display.XRUnavailable before opening anything when there is no runtime / headset."""
     session = XRSession(xr_module, graphics=graphics, make_window=lambda: viewer.window.handle)
-    xrv = XRViewer(viewer, session)
+    try:
+        xrv = XRViewer(viewer, session)
+    except BaseException:  # e.g. a runtime without a headset: undo what was created, keep the window
+        if session.window is viewer.window.handle:
+            session.window = None
+        session.close()
+        raise
     try:
         while xrv.frame():
             if max_frames and session.frames_submitted >= max_frames:
