@@ -100,7 +100,7 @@ def draw_panel(view: vs.ViewState, playback: vs.Playback, info: PanelInfo, heigh
         playback = replace(playback, playing=not playback.playing)
     imgui.same_line()
     imgui.text(f"clip {info.clip_fps:.1f} fps")
-    if info.num_frames > 1:
+    if info.num_frames > 1 and info.live is None:  # a live stream plays forward only
         changed, value = imgui.slider_int("frame", playback.frame, 0, info.num_frames - 1)
         if changed:
             playback = vs.seek(replace(playback, playing=False), value, info.num_frames, info.clip_fps)
