@@ -24,13 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from model.runtime import torch_threads
 
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)  # callers in the same process (tests) keep their setting
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -44,9 +41,13 @@ def _run(args: argparse.Namespace) -> int:
     from model.evaluate import EvalSettings, evaluate, format_table, model_generator
     from model.variant import demo_checkpoint, load_trained
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from model.runtime import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        print(f"imp eval: {exc}", file=sys.stderr)
+        return 2
     try:
         paths = [Path(p) for p in args.checkpoint] if args.checkpoint else [demo_checkpoint()]
     except FileNotFoundError as exc:

@@ -4,7 +4,7 @@ clip with the diffusion model (model/pipeline.py) and streamed to disk (model.cl
 file appears under its name only when complete). `imp render CLIP` and `imp-viewer --clip CLIP`
 play the result.
 
-Without --checkpoint the shipped demo checkpoint (assets/demo.safetensors) is used when the
+Without --checkpoint the shipped demo model (model.variant.demo_checkpoint) is used when the
 installation has one."""
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-DEMO_CHECKPOINT = "demo.safetensors"
 ANIMATE_SECONDS = 8.0  # --animate without --max-frames: one period of the built-in animation
 
 
@@ -25,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help=f"no driving video: the built-in gentle animation (talking mouth, blinks, head sway; {ANIMATE_SECONDS:g} s unless --max-frames)")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="CLIP", help="MPI clip to write (.mpi)")
     parser.add_argument("--checkpoint", type=Path, metavar="CKPT", default=None,
-                        help=f"model checkpoint (.safetensors); default: the shipped assets/{DEMO_CHECKPOINT}")
+                        help="model checkpoint (.safetensors) written by `imp train`; default: the shipped demo model assets/demo.safetensors")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps per clip (default: the checkpoint config's sample_steps)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed; the same seed and inputs give the same clip (default 0)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="generate at most N frames")
@@ -43,24 +42,6 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def resolve_checkpoint(path: Path | None) -> Path:
-    """The checkpoint to use: `path`, or the shipped demo one; FileNotFoundError with what to do
-    when neither exists."""
-    if path is not None:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such checkpoint file")
-        return path
-    from model.resources import asset_path
-
-    try:
-        return asset_path(DEMO_CHECKPOINT)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"no trained weights are available: this installation ships no demo checkpoint (assets/{DEMO_CHECKPOINT}). "
-            "Train a model on prepared videos (`imp prepare VIDEOS -o DATASET`, then the training command, see README) "
-            "and pass it with --checkpoint CKPT.safetensors") from None
-
-
 def run(args: argparse.Namespace) -> int:
     for name in ("steps", "max_frames", "threads"):
         value = getattr(args, name)
@@ -68,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if not args.fps > 0:
         return _fail(f"--fps must be positive, got {args.fps}")
+    from model.variant import resolve_checkpoint
+
     try:
         ckpt = resolve_checkpoint(args.checkpoint)
     except FileNotFoundError as exc:

@@ -37,20 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from model.runtime import torch_threads
 
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)  # callers in the same process (tests) keep their setting
 
 
 def _run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
-
-    import torch
 
     from model.checkpoint import CheckpointError
     from model.config import get_config
@@ -58,11 +53,12 @@ def _run(args: argparse.Namespace) -> int:
     from model.run import RunSettings, TrainError, train
     from model.train import TrainOptions
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        print("imp train: --device cuda but CUDA is not available (this torch build or machine has no GPU)", file=sys.stderr)
+    from model.runtime import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        print(f"imp train: {exc}", file=sys.stderr)
         return 2
     try:
         cfg = get_config(args.config)

@@ -201,7 +201,7 @@ def _live_session(args, checkpoint: Path):
 
 def _choose_checkpoint(args) -> Path | None:
     """--checkpoint, else the shipped demo model, else None (with one line saying so)."""
-    from app.generate_cli import DEMO_CHECKPOINT, resolve_checkpoint
+    from model.variant import DEMO_CHECKPOINT, resolve_checkpoint
 
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise SystemExit(f"imp-viewer: {args.checkpoint}: no such checkpoint file")

@@ -78,7 +78,7 @@ def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: i
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.generate_cli import resolve_checkpoint
+    from model.variant import resolve_checkpoint
     from app.viewer_cli import virtual_display
     from model.resources import asset_path
 

@@ -155,6 +155,7 @@ class Generator:
     """Samples MPI videos of one portrait driven by a DrivingSource with a trained MPIUNet."""
 
     def __init__(self, model: MPIUNet, device: str | torch.device = "cpu"):
+        # `model` may also be a model.variant.VariantModel (same call signature and .cfg)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.cfg: ModelConfig = model.cfg
@@ -163,10 +164,11 @@ class Generator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Generator":
-        """A generator with the weights of a checkpoint (model.checkpoint.CheckpointError if it is not one)."""
-        from model.checkpoint import load_model
+        """A generator with the weights of a checkpoint (model.checkpoint.CheckpointError if it is not one),
+        rendered the way it was trained (model.variant: mesh alpha for bootstrap-only, no residual)."""
+        from model.variant import load_trained
 
-        model, _ = load_model(path, device=device)
+        model, _ = load_trained(path, device=device)
         return cls(model, device)
 
     def prepare(self, portrait_image: str | Path | np.ndarray) -> Portrait:

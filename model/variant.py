@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from model.unet import MPIPrediction, MPIUNet
 
 ALPHA_SOURCES = ("network", "mesh")
-DEMO_CHECKPOINT = "demo_model.safetensors"  # in assets/, written by the lead's demo training run
+DEMO_CHECKPOINT = "demo.safetensors"  # in assets/: the shipped demo model (assets/MODEL_CARD.md)
 
 
 @dataclass(frozen=True)
@@ -85,14 +85,25 @@ def variant_of_state(state: dict[str, Any]) -> Variant:
 
 
 def demo_checkpoint() -> Path:
-    """assets/demo_model.safetensors, or FileNotFoundError saying that no trained weights ship yet."""
+    """assets/demo.safetensors, or FileNotFoundError saying that no trained weights ship and what to do."""
     from model.resources import resource_dir
 
     path = resource_dir("assets") / DEMO_CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(
-            f"no trained weights are available: the demo model {path} does not exist yet. Train one "
-            "(docs/training.md) and pass it with --checkpoint RUN/alternating/latest.safetensors")
+            f"no trained weights are available: this installation ships no demo model ({path}). Train one "
+            "(`imp prepare VIDEOS -o DATASET`, then `imp train`, see docs/training.md) and pass it with "
+            "--checkpoint RUN/alternating/latest.safetensors")
+    return path
+
+
+def resolve_checkpoint(path: str | Path | None) -> Path:
+    """`path` if given (it must exist), else the shipped demo model; FileNotFoundError saying what to do."""
+    if path is None:
+        return demo_checkpoint()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
     return path
 
 

@@ -79,13 +79,9 @@ def test_eval_cli_with_a_checkpoint(data, tmp_path, tmp_path_factory, capsys):
     assert code == 2 and "nope" in capsys.readouterr().err
 
 
-def test_eval_without_weights_says_so(data, capsys):
-    from model.variant import demo_checkpoint
+def test_eval_without_weights_says_so(data, capsys, monkeypatch):
+    import model.variant
 
-    try:
-        demo_checkpoint()
-        pytest.skip("a demo model ships now")
-    except FileNotFoundError:
-        pass
+    monkeypatch.setattr(model.variant, "DEMO_CHECKPOINT", "no-such-demo-model.safetensors")
     assert cli.main(["eval", "--data", str(data)]) == 2
     assert "no trained weights are available" in capsys.readouterr().err

@@ -133,14 +133,11 @@ def test_worker_error_reaches_the_panel_and_the_window_stays_usable(xvfb_display
 
 
 def test_default_launch_without_model_shows_a_head_and_falls_back_from_xr(xvfb_display, tmp_path, monkeypatch, capsys):
-    import app.generate_cli
+    import model.variant
     from app.viewer_cli import main
     from model.tracking.facemesh import FaceMeshRunner
 
-    def no_demo(path):
-        raise FileNotFoundError("no trained weights are available")
-
-    monkeypatch.setattr(app.generate_cli, "resolve_checkpoint", no_demo)
+    monkeypatch.setattr(model.variant, "DEMO_CHECKPOINT", "no-such-demo-model.safetensors")
     shot = tmp_path / "shot.png"
     assert main(["--display", "xr", "--frames", "3", "--no-vsync", "--size", "900x520", "--screenshot", str(shot)]) == 0
     out = capsys.readouterr().out
