@@ -107,3 +107,19 @@ def load_model(path: str | Path, expected: ModelConfig | str | None = None, devi
                               f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                               f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
     return model.to(device).eval(), ckpt
+
+
+def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None = None) -> Path:
+    """Copy a training checkpoint without its extra tensors (optimiser moments): the file to ship.
+
+    The config and the training state (step, stage, variant, options) are kept, plus `note`
+    under state["export"] (e.g. the data and budget it was trained with)."""
+    ckpt = load_checkpoint(src)
+    from model.unet import MPIUNet
+
+    model = MPIUNet(ckpt.config)
+    model.load_state_dict(ckpt.weights)
+    state = dict(ckpt.state)
+    if note:
+        state["export"] = note
+    return save_checkpoint(dst, model, ckpt.config, state)

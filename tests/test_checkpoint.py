@@ -55,3 +55,23 @@ def test_non_checkpoint_files_are_clear_errors(tmp_path) -> None:
         load_checkpoint(plain)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_export_weights_drops_optimiser_tensors_keeps_state(tmp_path):
+    import torch
+
+    from model.checkpoint import export_weights, load_checkpoint, save_checkpoint
+    from model.config import get_config
+    from model.unet import MPIUNet
+
+    cfg = get_config("tiny")
+    torch.manual_seed(0)
+    net = MPIUNet(cfg)
+    src = save_checkpoint(tmp_path / "train.safetensors", net, cfg, {"step": 7, "variant": {"alpha_source": "network"}},
+                          extra={"adam/m0": torch.ones(1000)})
+    dst = export_weights(src, tmp_path / "demo.safetensors", note={"data": "15 videos"})
+    out = load_checkpoint(dst)
+    assert out.extra == {} and out.state["step"] == 7 and out.state["export"] == {"data": "15 videos"}
+    for k, v in net.state_dict().items():
+        assert torch.equal(out.weights[k], v)
+    assert dst.stat().st_size < src.stat().st_size
