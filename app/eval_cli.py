@@ -39,9 +39,8 @@ def _run(args: argparse.Namespace) -> int:
     from model.checkpoint import CheckpointError
     from model.dataset import DatasetError, PreparedDataset
     from model.evaluate import EvalSettings, evaluate, format_table, model_generator
-    from model.variant import demo_checkpoint, load_trained
-
     from model.runtime import resolve_device
+    from model.variant import demo_checkpoint, load_trained
 
     try:
         device = resolve_device(args.device)

@@ -40,23 +40,21 @@ class RingBuffer(Generic[T]):
     def get_nowait(self) -> T | None:
         """The oldest item, or None when empty (the render loop must never block)."""
         with self._cond:
-            if not self._items:
-                return None
-            item = self._items.popleft()
-            self.consumed += 1
-            self._cond.notify_all()
-            return item
+            return self._pop_locked()
 
     def get(self, timeout: float | None = None) -> T | None:
         """The oldest item, waiting up to `timeout`; None if closed and empty, or timed out."""
         with self._cond:
             self._cond.wait_for(lambda: self._closed or bool(self._items), timeout)
-            if not self._items:
-                return None
-            item = self._items.popleft()
-            self.consumed += 1
-            self._cond.notify_all()
-            return item
+            return self._pop_locked()
+
+    def _pop_locked(self) -> T | None:
+        if not self._items:
+            return None
+        item = self._items.popleft()
+        self.consumed += 1
+        self._cond.notify_all()  # a producer waiting for room may go on
+        return item
 
     def close(self) -> None:
         """Wake everyone; later puts fail, gets drain what is left."""

@@ -51,9 +51,8 @@ def _run(args: argparse.Namespace) -> int:
     from model.config import get_config
     from model.dataset import DatasetError
     from model.run import RunSettings, TrainError, train
-    from model.train import TrainOptions
-
     from model.runtime import resolve_device
+    from model.train import TrainOptions
 
     try:
         device = resolve_device(args.device)
