@@ -174,8 +174,9 @@ def training_step(model: nn.Module, sampling_model: nn.Module, batch: TrainBatch
         pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag)
     pred = MPIPrediction(*(p.float() for p in pred))
     rendering = render_in_targets(pred, batch)
+    weights = opts.loss_weights if opts.variant.alpha_source == "network" else opts.loss_weights.for_fixed_geometry()
     loss, terms = mpi_losses(rendering, batch.target.flatten(0, 1), batch.matte.flatten(0, 1),
-                             batch.mesh_disparity.flatten(0, 1), batch.mesh_coverage.flatten(0, 1), lpips, opts.loss_weights)
+                             batch.mesh_disparity.flatten(0, 1), batch.mesh_coverage.flatten(0, 1), lpips, weights)
     terms["total"] = float(loss.detach())
     shape = (B, T, *rendering.rgb.shape[1:])
     return StepOutput(loss, terms, MPIPrediction(*(p.detach() for p in pred)), rendering.rgb.detach().reshape(shape), t)

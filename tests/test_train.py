@@ -101,9 +101,14 @@ def test_steps_update_the_right_parts(data, tmp_path_factory):
         moved = {part: _changed(b, net, part) for part, b in before.items()}
         if stage == "bootstrap":
             assert moved == {"colour": True, "colour_head": True, "geometry": False, "geometry_head": False}
+            # fixed, fully opaque geometry: only the full rendering is judged (fg / mask terms could not be met)
+            assert abs(out.terms["total"] - out.terms["l2_full"]) < 1e-6 and out.terms["mask"] > 0
         else:
             assert moved == {"colour": False, "colour_head": True, "geometry": True, "geometry_head": True}
             assert int(out.t) >= schedule.num_timesteps // 2  # late-stage noise
+            w = opts.loss_weights
+            expected = sum(getattr(w, k) * out.terms[k] for k in ("l2_full", "l2_foreground", "mask", "smoothness", "disparity"))
+            assert abs(out.terms["total"] - expected) < 1e-5
             # the rendering compared with the real frames is the MPI seen from the target cameras
             assert out.rendering.shape == batch.target.shape
 
