@@ -88,6 +88,18 @@ class MPIFrame:
             out["background"] = torch.from_numpy(self.background).float().div(255.0)[None]
         return out
 
+    def render_reference(self, K: np.ndarray, T_view_from_head: np.ndarray, size: tuple[int, int] | None = None) -> "mpi.Rendering":
+        """This frame seen by a camera (K (3, 3), T_view_from_head (4, 4), size (w, h); default the
+        MPI's own size) with the torch reference renderer: batch-of-1 tensors, colours in [0, 1].
+        What the GL renderer (app/renderer.py) must reproduce."""
+        t = self.tensors()
+        T_view_from_mpi = np.asarray(T_view_from_head, np.float64) @ np.linalg.inv(np.asarray(self.T_cam_from_head, np.float64))
+        h, w = self.size if size is None else (size[1], size[0])
+        with torch.no_grad():
+            return mpi.render(t["frontal"], t["residual"], t["alpha"], t["depths"], t["K_src"],
+                              torch.from_numpy(np.asarray(K, np.float32))[None],
+                              torch.from_numpy(T_view_from_mpi.astype(np.float32))[None], t.get("background"), (h, w))
+
 
 @dataclass
 class MPIClip:

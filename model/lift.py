@@ -169,9 +169,6 @@ def lift_clip(image: str | Path | np.ndarray, res: int = 256, num_planes: int = 
 def render_view(frame: MPIFrame, yaw: float = 0.0, pitch: float = 0.0) -> np.ndarray:
     """The frame rendered (torch reference renderer) from its camera orbited by yaw / pitch radians
     about the head joint: (H, W, 3) uint8."""
-    t = frame.tensors()
     T = torch.from_numpy(np.asarray(frame.T_cam_from_head, np.float32))[None]
-    T_side = camera.orbit(T, yaw, pitch)
-    T_rel = camera.relative_pose(T, T_side)
-    out = mpi.render(t["frontal"], t["residual"], t["alpha"], t["depths"], t["K_src"], t["K_src"], T_rel, t.get("background"))
+    out = frame.render_reference(frame.K, camera.orbit(T, yaw, pitch)[0].numpy())
     return np.clip(np.round(out.rgb[0].permute(1, 2, 0).numpy() * 255.0), 0, 255).astype(np.uint8)

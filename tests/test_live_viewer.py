@@ -43,14 +43,7 @@ def _step_until(viewer, condition, timeout: float = 60.0) -> None:
 
 
 def _reference(frame, K, T_view_from_head, size) -> np.ndarray:
-    from model import mpi
-
-    t = frame.tensors()
-    T_rel = np.asarray(T_view_from_head, np.float64) @ np.linalg.inv(np.asarray(frame.T_cam_from_head, np.float64))
-    with torch.no_grad():
-        out = mpi.render(t["frontal"], t["residual"], t["alpha"], t["depths"], t["K_src"],
-                         torch.from_numpy(np.asarray(K, np.float32))[None], torch.from_numpy(T_rel.astype(np.float32))[None],
-                         t.get("background"), (size[1], size[0]))
+    out = frame.render_reference(K, T_view_from_head, size)
     return np.clip(np.round(out.rgb[0].permute(1, 2, 0).numpy() * 255.0), 0, 255)
 
 

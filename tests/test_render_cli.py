@@ -11,7 +11,7 @@ import torch
 from app import render_cli
 from app.cli import main
 from app.stereo import ANAGLYPH_LEFT
-from model import camera, mpi
+from model import camera
 from model.clip import MPIClip, MPIFrame, save_clip
 from model.synthetic import head_mpi
 from model.video import read_video
@@ -32,10 +32,7 @@ def _clip() -> MPIClip:
 
 def _reference(frame: MPIFrame, K: np.ndarray, T_view_from_head: np.ndarray, out_wh: tuple[int, int]) -> np.ndarray:
     """Torch reference render (h, w, 3) in [0, 1]."""
-    t = frame.tensors()
-    T_view_from_cam = torch.as_tensor(np.asarray(T_view_from_head, np.float64) @ np.linalg.inv(np.asarray(frame.T_cam_from_head, np.float64)), dtype=torch.float32)
-    out = mpi.render(t["frontal"], t["residual"], t["alpha"], t["depths"], t["K_src"], torch.as_tensor(np.asarray(K, np.float32))[None],
-                     T_view_from_cam[None], t["background"], out_hw=(out_wh[1], out_wh[0]))
+    out = frame.render_reference(K, T_view_from_head, out_wh)
     return out.rgb[0].permute(1, 2, 0).numpy()
 
 

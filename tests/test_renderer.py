@@ -5,19 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from model import camera, mpi, synthetic
+from model import camera, synthetic
 
 moderngl = pytest.importorskip("moderngl")
 from app.renderer import MPIRenderer, occupied_tiles  # noqa: E402
 
 
 def _reference(frame, K, T_view_from_head, size, background=True) -> np.ndarray:
-    t = frame.tensors()
-    T_rel = np.asarray(T_view_from_head, np.float64) @ np.linalg.inv(np.asarray(frame.T_cam_from_head, np.float64))
-    with torch.no_grad():
-        out = mpi.render(t["frontal"], t["residual"], t["alpha"], t["depths"], t["K_src"],
-                         torch.from_numpy(np.asarray(K, np.float32))[None], torch.from_numpy(T_rel.astype(np.float32))[None],
-                         t.get("background"), (size[1], size[0]))
+    out = frame.render_reference(K, T_view_from_head, size)
     img = out.rgb if background else out.foreground
     return img[0].permute(1, 2, 0).numpy()
 
