@@ -28,6 +28,22 @@ def astronaut_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of the `tiny` config with random weights (seed 0), for pipeline / viewer tests."""
+    import torch
+
+    from model.checkpoint import save_checkpoint
+    from model.config import get_config
+    from model.unet import MPIUNet
+
+    cfg = get_config("tiny")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, MPIUNet(cfg), cfg, {"step": 0})
+    return path
+
+
+@pytest.fixture(scope="session")
 def gl_context():
     """A headless moderngl context (EGL; Mesa llvmpipe on this machine)."""
     moderngl = pytest.importorskip("moderngl")

@@ -12,10 +12,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from tests.test_worker import tiny_checkpoint  # noqa: E402,F401 - the shared session fixture
 
 
-def test_bench_viewer_json(xvfb_display, tiny_checkpoint):  # noqa: F811
+def test_bench_viewer_json(xvfb_display, tiny_checkpoint):
     repo = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "app.cli", "bench", "viewer", "--json", "--checkpoint", str(tiny_checkpoint),
            "--seconds", "3", "--steps", "1", "--eye", "128", "--threads", "1"]

@@ -11,21 +11,16 @@ pytest.importorskip("mediapipe")
 
 from app.cli import main  # noqa: E402
 from model import camera, mpi  # noqa: E402
-from model.checkpoint import save_checkpoint  # noqa: E402
 from model.clip import load_clip  # noqa: E402
 from model.config import TINY  # noqa: E402
-from model.unet import MPIUNet  # noqa: E402
 
 PORTRAIT = "images/LivePortrait/s12.jpg"
 DRIVING = "videos/dreamtalk/W009_front_neutral_level1_001.mp4"  # another person, 25 fps
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(path, MPIUNet(TINY), TINY, {"step": 0})
-    return path
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(autouse=True)

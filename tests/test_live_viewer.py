@@ -24,7 +24,6 @@ pytest.importorskip("imgui_bundle")
 from app.live import LiveSession  # noqa: E402
 from app.worker import GenerationJob  # noqa: E402
 from model.driving import ParametricDriving, default_driving  # noqa: E402
-from tests.test_worker import tiny_checkpoint  # noqa: E402,F401 - the shared session fixture
 
 SIZE = (900, 520)  # the view gets 570 x 520 px beside the panel
 
@@ -55,7 +54,7 @@ def _no_worker_threads() -> bool:
     return not [t for t in threading.enumerate() if t.name == "imp-generation"]
 
 
-def test_live_plays_what_the_worker_generates_and_saves_it(xvfb_display, tiny_checkpoint, astronaut_path, tmp_path):  # noqa: F811
+def test_live_plays_what_the_worker_generates_and_saves_it(xvfb_display, tiny_checkpoint, astronaut_path, tmp_path):
     from model.clip import load_clip
 
     save = tmp_path / "live.mpi"
@@ -92,7 +91,7 @@ def test_live_plays_what_the_worker_generates_and_saves_it(xvfb_display, tiny_ch
     assert not list(tmp_path.glob(".*partial"))
 
 
-def test_closing_mid_generation_stops_the_worker_and_leaves_no_file(xvfb_display, tiny_checkpoint, astronaut_path, tmp_path):  # noqa: F811
+def test_closing_mid_generation_stops_the_worker_and_leaves_no_file(xvfb_display, tiny_checkpoint, astronaut_path, tmp_path):
     save = tmp_path / "never.mpi"
     job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p: ParametricDriving(p.track), steps=500, threads=1)
     live = LiveSession(job, save=save)
@@ -107,7 +106,7 @@ def test_closing_mid_generation_stops_the_worker_and_leaves_no_file(xvfb_display
     assert not save.exists() and not list(tmp_path.iterdir())  # no frame was shown: nothing saved, no partial
 
 
-def test_worker_error_reaches_the_panel_and_the_window_stays_usable(xvfb_display, tiny_checkpoint, astronaut_path, tmp_path):  # noqa: F811
+def test_worker_error_reaches_the_panel_and_the_window_stays_usable(xvfb_display, tiny_checkpoint, astronaut_path, tmp_path):
     from model.driving import VideoDriving
 
     bad = tmp_path / "corrupt.mp4"
@@ -148,7 +147,7 @@ def test_default_launch_without_model_shows_a_head_and_falls_back_from_xr(xvfb_d
     assert abs(centre[0] - view.shape[1] / 2) < 0.2 * view.shape[1] and abs(centre[1] - view.shape[0] / 2) < 0.3 * view.shape[0]
 
 
-def test_cli_webcam_without_camera_falls_back_to_sliders_and_saves(xvfb_display, tiny_checkpoint, tmp_path, capsys):  # noqa: F811
+def test_cli_webcam_without_camera_falls_back_to_sliders_and_saves(xvfb_display, tiny_checkpoint, tmp_path, capsys):
     from app.viewer_cli import main
     from model.clip import load_clip
 

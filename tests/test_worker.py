@@ -17,21 +17,11 @@ torch = pytest.importorskip("torch")
 
 from app.ring_buffer import RingBuffer  # noqa: E402
 from app.worker import GenerationJob, GenerationWorker  # noqa: E402
-from model.checkpoint import save_checkpoint  # noqa: E402
 from model.config import get_config  # noqa: E402
 from model.driving import ParametricDriving, default_driving  # noqa: E402
-from model.unet import MPIUNet  # noqa: E402
 
 TINY = get_config("tiny")
 VIDEO = "videos/dreamtalk/M030_front_happy_level3_001.mp4"
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(path, MPIUNet(TINY), TINY, {"step": 0})
-    return path
 
 
 def _drain(buffer: RingBuffer, worker: GenerationWorker, timeout: float = 60.0) -> list:
