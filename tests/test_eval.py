@@ -34,6 +34,13 @@ def test_image_metrics():
     assert psnr(a, b) == pytest.approx(10 * math.log10(1 / mse))
     noisy = (a + 0.3 * torch.randn(a.shape, generator=g)).clamp(-1, 1)
     assert ssim(a, noisy) < ssim(a, (a + 0.05 * torch.randn(a.shape, generator=g)).clamp(-1, 1)) < 1.0
+    # masked: only the pixels inside count (the side check's face figures)
+    mask = torch.zeros(2, 1, 32, 32, dtype=torch.bool)
+    mask[:, :, 8:24, 8:24] = True
+    spoiled = torch.where(mask, a, -a)
+    assert l1(spoiled, a, mask) == 0 and psnr(spoiled, a, mask) == math.inf and psnr(spoiled, a) < 10
+    assert psnr(b, a, mask) == pytest.approx(10 * math.log10(1 / float(((a - b) / 2).square()[mask.expand_as(a)].mean())))
+    assert math.isnan(psnr(b, a, torch.zeros_like(mask)))
 
 
 def test_oracle_on_real_footage_stereo_and_side(data):
@@ -43,6 +50,7 @@ def test_oracle_on_real_footage_stereo_and_side(data):
     assert r["frontal"]["l1"] < 1e-5 and r["frontal"]["ssim"] > 0.9999
     assert r["stereo"]["disparity_error_px"] < 0.5 and r["stereo"]["matched_fraction"] > 0.8
     assert 20 < r["side"]["psnr"] < 80 and len(r["per_video"]) == 2
+    assert 10 < r["side"]["face_psnr"] < 80 and 0 < r["side"]["face_l1"] < 0.5
 
 
 def test_landmark_distance_measures_a_shift(data):
@@ -74,7 +82,8 @@ def test_eval_cli_with_a_checkpoint(data, tmp_path, tmp_path_factory, capsys):
     assert result["videos"] == [vid] and result["stage"] == "bootstrap" and result["step"] == 1
     assert set(result) >= {"frontal", "side", "stereo", "landmarks"}
     assert 0 < result["frontal"]["l1"] < 1 and result["frontal"]["psnr"] > 0 and -1 <= result["frontal"]["ssim"] <= 1
-    assert result["side"]["psnr"] > 0
+    assert result["side"]["psnr"] > 0 and result["side"]["face_psnr"] > 0
+    assert "face PSNR" in table
     code = cli.main(["eval", "--checkpoint", str(run.checkpoint), "--data", str(data), "--videos", "nope", "--quiet"])
     assert code == 2 and "nope" in capsys.readouterr().err
 
