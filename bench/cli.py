@@ -12,6 +12,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "render": ("bench.render", "GL MPI renderer vs the torch reference: views/s, stereo pairs/s"),
     "model": ("bench.model", "denoiser speed and memory per config: s/step, s/frame, peak RSS"),
     "conditions": ("bench.conditions", "mesh conditions ms/frame (torch z-buffer rasteriser) at 512^2 and 128^2"),
+    "train": ("bench.train", "training throughput per config: samples/s of bootstrap, stage-2 L_mpi and L_side steps"),
     "viewer": ("bench.viewer", "live viewer: stereo fps at 512^2 per eye while generating, generated fps, first frame s"),
 }
 
