@@ -23,6 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def row_name(path: Path, state: dict, taken) -> str:
+    """A table row name: RUN/stage@step for a run's checkpoint, FILE-STEM@step for another file;
+    numbered when already `taken` (two checkpoints must never share a row)."""
+    from model.run import CHECKPOINT
+
+    step = state.get("step")
+    base = f"{path.parent.parent.name}/{path.parent.name}@{step}" if path.name == CHECKPOINT else f"{path.stem}@{step}"
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base} ({n})", n + 1
+    return name
+
+
 def run(args: argparse.Namespace) -> int:
     from model.runtime import torch_threads
 
@@ -74,8 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         result["stage"], result["step"] = state.get("stage"), state.get("step")
         result["variant"] = state.get("variant")
         result["sample_steps"] = steps
-        name = f"{path.parent.parent.name}/{path.parent.name}@{state.get('step')}" if path.parent.parent.name else path.name
-        rows[name] = result
+        rows[row_name(path, state, rows)] = result
         outputs[str(path)] = result
     print(format_table(rows))
     if args.json:

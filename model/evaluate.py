@@ -310,12 +310,13 @@ def evaluate(data: str, cfg, generate: Generator, videos: list[str] | None = Non
 
 def format_table(rows: dict[str, dict]) -> str:
     """A table like the paper's table 1: one row per method (name -> `evaluate` result)."""
-    head = (f"{'method':<28} | {'L1':>6} {'PSNR':>6} {'SSIM':>6} | {'side L1':>7} {'side PSNR':>9} {'face PSNR':>9} | "
+    w = max([28] + [len(name) for name in rows])
+    head = (f"{'method':<{w}} | {'L1':>6} {'PSNR':>6} {'SSIM':>6} | {'side L1':>7} {'side PSNR':>9} {'face PSNR':>9} | "
             f"{'SGBM err px':>11} | {'LMD px':>6}")
     f = lambda v, d=3: "   n/a" if v is None else f"{v:.{d}f}"
     lines = [head, "-" * len(head)]
     for name, r in rows.items():
-        lines.append(f"{name[:28]:<28} | {f(r['frontal']['l1']):>6} {f(r['frontal']['psnr'], 2):>6} {f(r['frontal']['ssim']):>6} | "
+        lines.append(f"{name:<{w}} | {f(r['frontal']['l1']):>6} {f(r['frontal']['psnr'], 2):>6} {f(r['frontal']['ssim']):>6} | "
                      f"{f(r['side']['l1']):>7} {f(r['side']['psnr'], 2):>9} {f(r['side'].get('face_psnr'), 2):>9} | {f(r['stereo']['disparity_error_px'], 2):>11} | "
                      f"{f(r.get('landmarks', {}).get('distance_px'), 2):>6}")
     return "\n".join(lines)

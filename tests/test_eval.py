@@ -94,3 +94,14 @@ def test_eval_without_weights_says_so(data, capsys, monkeypatch):
     monkeypatch.setattr(model.variant, "DEMO_CHECKPOINT", "no-such-demo-model.safetensors")
     assert cli.main(["eval", "--data", str(data)]) == 2
     assert "no trained weights are available" in capsys.readouterr().err
+
+
+def test_row_names_never_collide(tmp_path):
+    from app.eval_cli import row_name
+
+    state = {"step": 100}
+    rows: dict = {}
+    for path in (tmp_path / "runA" / "alternating" / "latest.safetensors", tmp_path / "snap-1.safetensors",
+                 tmp_path / "other" / "snap-1.safetensors", tmp_path / "runA" / "alternating" / "latest.safetensors"):
+        rows[row_name(path, state, rows)] = {}
+    assert list(rows) == ["runA/alternating@100", "snap-1@100", "snap-1@100 (2)", "runA/alternating@100 (2)"]
