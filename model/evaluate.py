@@ -12,8 +12,10 @@ For each video the first frame is the portrait and the video's own track drives 
   background in the real frame do not; the face figures isolate the head;
 - stereo: each frontal MPI rendered as a 5 cm stereo pair (model.camera.stereo_pair); OpenCV
   StereoSGBM's disparity against the MPI's own expected disparity f * b / z in the left view,
-  mean |difference| in pixels inside the face (the driving mesh's coverage). It checks that what a
-  viewer's eyes fuse is the depth the MPI claims;
+  mean |difference| in pixels inside the face (the driving mesh's coverage, seen by the left eye). It checks that what a
+  viewer's eyes fuse is the depth the MPI claims. A flat MPI passes that check perfectly, so the
+  same SGBM disparity is also compared with the tracked mesh's f * b / z (`mesh_error_px`): whether
+  the eyes fuse the shape of the face;
 - landmarks: MediaPipe face mesh on generated and on real frames (both upscaled to
   LANDMARK_SIZE px, the same detector), mean distance of the 468 mesh points in model pixels.
 
@@ -41,6 +43,7 @@ from model.unet import MPIPrediction
 from model.variant import mesh_alpha_with_back_plane
 
 STEREO_BASELINE = 0.05  # m, the paper's stereo experiment
+STEREO_SIZE = 256  # px: the stereo pair is rendered at about this size (as a viewer would), errors reported in MPI px
 LANDMARK_SIZE = 256  # px: MediaPipe needs a face larger than the training crops
 MESH_POINTS = 468
 
@@ -133,24 +136,40 @@ def sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: float) ->
     return d
 
 
-def stereo_check(frame: MPIPrediction, depths: Tensor, K: Tensor, face: Tensor, baseline: float = STEREO_BASELINE,
-                 background: Tensor | None = None) -> tuple[float, float]:
-    """(mean |SGBM - expected| px inside `face`, share of face pixels SGBM matched) for one MPI
-    frame: frontal, residual (3, H, W), alpha (D, H, W); depths (D,); K (3, 3); face (H, W) bool."""
+def stereo_check(frame: MPIPrediction, depths: Tensor, K: Tensor, mesh_alpha: Tensor, baseline: float = STEREO_BASELINE,
+                 background: Tensor | None = None) -> tuple[float, float, float]:
+    """One MPI frame's stereo figures, inside the face as the left eye sees it:
+    (mean |SGBM - MPI's expected disparity| px, share of face pixels SGBM matched,
+    mean |SGBM - tracked mesh's disparity| px).
+
+    frame: frontal, residual (3, H, W), alpha (D, H, W); depths (D,); K (3, 3); mesh_alpha (D, H, W)
+    the driving mesh's alpha planes in the MPI camera. SGBM's map lives on the left image's pixels,
+    so the face and the mesh's disparity are rendered into the left eye too (as an MPI: the mesh's
+    alpha planes composite to its coverage and, over an opaque back plane, to its disparity)."""
     eye = torch.eye(4)
     T_left, T_right = camera.stereo_pair(eye, baseline)
-    args = [t[None] for t in frame] + [depths[None], K[None], K[None]]
+    H, W = frame.alpha.shape[-2:]
+    s = max(1, STEREO_SIZE // W)
+    K_eye = camera.scale_intrinsics(K, s)
+    hw = (H * s, W * s)
+    cams = [depths[None], K[None], K_eye[None]]
     bg = None if background is None else background[None]
-    left = mpi.render(*args, T_left[None], bg)
-    right = mpi.render(*args, T_right[None], bg)
-    expected = (K[0, 0] * baseline * left.disparity[0, 0]).numpy()
+    left = mpi.render(*(t[None] for t in frame), *cams, T_left[None], bg, out_hw=hw)
+    right = mpi.render(*(t[None] for t in frame), *cams, T_right[None], bg, out_hw=hw)
+    blank = torch.zeros_like(frame.frontal)[None]
+    mesh_left = mpi.render(blank, blank, mesh_alpha[None], *cams, T_left[None], out_hw=hw)
+    mesh_disp_left = mpi.render(blank, blank, mesh_alpha_with_back_plane(mesh_alpha)[None], *cams, T_left[None], out_hw=hw).disparity
+    fb = float(K_eye[0, 0]) * baseline
+    expected = (fb * left.disparity[0, 0]).numpy()
+    mesh_expected = (fb * mesh_disp_left[0, 0]).numpy()
     to_u8 = lambda x: np.ascontiguousarray(((x[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy())
-    measured = sgbm_disparity(to_u8(left.rgb), to_u8(right.rgb), float(expected.max()))
-    face = face.numpy().astype(bool)
+    measured = sgbm_disparity(to_u8(left.rgb), to_u8(right.rgb), float(max(expected.max(), mesh_expected.max())))
+    face = (mesh_left.mask[0, 0] > 0.5).numpy()
     valid = face & np.isfinite(measured)
     if not valid.any():
-        return math.nan, 0.0
-    return float(np.abs(measured[valid] - expected[valid]).mean()), float(valid.sum() / max(1, face.sum()))
+        return math.nan, 0.0, math.nan
+    return (float(np.abs(measured[valid] - expected[valid]).mean()) / s, float(valid.sum() / max(1, face.sum())),
+            float(np.abs(measured[valid] - mesh_expected[valid]).mean()) / s)
 
 
 # --------------------------------------------------------------------------------------- landmarks
@@ -248,14 +267,16 @@ def evaluate_video(video: PreparedVideo, vid: str, cfg, generate: Generator, set
     frames = frames.clamp(-1, 1)
     out.frontal = {"l1": l1(frames[1:], real[1:]), "psnr": psnr(frames[1:], real[1:]), "ssim": ssim(frames[1:], real[1:])}
 
-    errors, matched = [], []
+    errors, matched, mesh_errors = [], [], []
     for i in range(1, n):
         frame = MPIPrediction(mpis.frontal[0, i], mpis.residual[0, i], mpis.alpha[0, i])
-        e, m = stereo_check(frame, front.depths[i], src.K, front.face[i], background=front.cond.background[0])
+        e, m, me = stereo_check(frame, front.depths[i], src.K, front.cond.mesh_alpha[0, i], background=front.cond.background[0])
         if not math.isnan(e):
             errors.append(e)
+            mesh_errors.append(me)
         matched.append(m)
-    out.stereo = {"disparity_error_px": float(np.mean(errors)) if errors else math.nan, "matched_fraction": float(np.mean(matched))}
+    out.stereo = {"disparity_error_px": float(np.mean(errors)) if errors else math.nan, "matched_fraction": float(np.mean(matched)),
+                  "mesh_error_px": float(np.mean(mesh_errors)) if mesh_errors else math.nan}
 
     side = video_conditions(src, n, reference_camera=True)
     # an oracle sees the real frames, which are not aligned with the reference camera: that is the
@@ -301,7 +322,7 @@ def evaluate(data: str, cfg, generate: Generator, videos: list[str] | None = Non
         "videos": chosen,
         "frontal": {k: mean("frontal", k) for k in ("l1", "psnr", "ssim")},
         "side": {k: mean("side", k) for k in ("l1", "psnr", "face_l1", "face_psnr")},
-        "stereo": {k: mean("stereo", k) for k in ("disparity_error_px", "matched_fraction")},
+        "stereo": {k: mean("stereo", k) for k in ("disparity_error_px", "matched_fraction", "mesh_error_px")},
         "landmarks": {k: mean("landmarks", k) for k in ("distance_px", "detected_fraction")} if settings.landmarks else {},
         "per_video": [{"video": r.video, "frames": r.frames, "frontal": clean(r.frontal), "side": clean(r.side),
                        "stereo": clean(r.stereo), "landmarks": clean(r.landmarks)} for r in results],
@@ -312,11 +333,12 @@ def format_table(rows: dict[str, dict]) -> str:
     """A table like the paper's table 1: one row per method (name -> `evaluate` result)."""
     w = max([28] + [len(name) for name in rows])
     head = (f"{'method':<{w}} | {'L1':>6} {'PSNR':>6} {'SSIM':>6} | {'side L1':>7} {'side PSNR':>9} {'face PSNR':>9} | "
-            f"{'SGBM err px':>11} | {'LMD px':>6}")
+            f"{'SGBM err px':>11} {'vs mesh':>7} | {'LMD px':>6}")
     f = lambda v, d=3: "   n/a" if v is None else f"{v:.{d}f}"
     lines = [head, "-" * len(head)]
     for name, r in rows.items():
         lines.append(f"{name:<{w}} | {f(r['frontal']['l1']):>6} {f(r['frontal']['psnr'], 2):>6} {f(r['frontal']['ssim']):>6} | "
-                     f"{f(r['side']['l1']):>7} {f(r['side']['psnr'], 2):>9} {f(r['side'].get('face_psnr'), 2):>9} | {f(r['stereo']['disparity_error_px'], 2):>11} | "
+                     f"{f(r['side']['l1']):>7} {f(r['side']['psnr'], 2):>9} {f(r['side'].get('face_psnr'), 2):>9} | {f(r['stereo']['disparity_error_px'], 2):>11} "
+                     f"{f(r['stereo'].get('mesh_error_px'), 2):>7} | "
                      f"{f(r.get('landmarks', {}).get('distance_px'), 2):>6}")
     return "\n".join(lines)

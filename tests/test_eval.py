@@ -105,3 +105,21 @@ def test_row_names_never_collide(tmp_path):
                  tmp_path / "other" / "snap-1.safetensors", tmp_path / "runA" / "alternating" / "latest.safetensors"):
         rows[row_name(path, state, rows)] = {}
     assert list(rows) == ["runA/alternating@100", "snap-1@100", "snap-1@100 (2)", "runA/alternating@100 (2)"]
+
+
+def test_stereo_against_the_mesh_tells_a_flat_mpi_from_a_shaped_one(data):
+    """A flat MPI (real frames on one plane) is perfectly self-consistent in stereo but its fused
+    disparity misses the face's relief; the oracle with the tracked mesh's depth matches both."""
+    from model.unet import MPIPrediction
+
+    def flat(cond, real):
+        alpha = torch.zeros_like(cond.mesh_alpha)
+        alpha[:, :, alpha.shape[2] // 2] = 1.0
+        return MPIPrediction(real, real, alpha)
+
+    settings = EvalSettings(max_frames=6, landmarks=False, progress=False)
+    shaped = evaluate(str(data), get_config("tiny"), oracle_generator, None, settings)["stereo"]
+    flat_r = evaluate(str(data), get_config("tiny"), flat, None, settings)["stereo"]
+    assert flat_r["disparity_error_px"] < shaped["disparity_error_px"] < 0.2  # one plane: nothing to get wrong
+    assert shaped["mesh_error_px"] == pytest.approx(shaped["disparity_error_px"])  # its depth is the mesh's
+    assert flat_r["mesh_error_px"] > 2 * shaped["mesh_error_px"]  # no relief
