@@ -12,10 +12,10 @@ For each video the first frame is the portrait and the video's own track drives 
   background in the real frame do not; the face figures isolate the head;
 - stereo: each frontal MPI rendered as a 5 cm stereo pair (model.camera.stereo_pair); OpenCV
   StereoSGBM's disparity against the MPI's own expected disparity f * b / z in the left view,
-  mean |difference| in pixels inside the face (the driving mesh's coverage, seen by the left eye). It checks that what a
-  viewer's eyes fuse is the depth the MPI claims. A flat MPI passes that check perfectly, so the
-  same SGBM disparity is also compared with the tracked mesh's f * b / z (`mesh_error_px`): whether
-  the eyes fuse the shape of the face;
+  mean |difference| in pixels inside the face (the driving mesh's coverage, seen by the left eye).
+  It checks that what a viewer's eyes fuse is the depth the MPI claims. A flat MPI passes that check
+  perfectly, so the same SGBM disparity is also compared with the tracked mesh's f * b / z
+  (`mesh_error_px`): whether the eyes fuse the shape of the face;
 - landmarks: MediaPipe face mesh on generated and on real frames (both upscaled to
   LANDMARK_SIZE px, the same detector), mean distance of the 468 mesh points in model pixels.
 
@@ -201,7 +201,6 @@ class VideoConditions:
     cond: Conditions  # batch of 1, all frames
     depths: Tensor  # (N, D) plane depths of each frame's MPI camera
     T_tgt_from_mpi: Tensor  # (N, 4, 4)
-    face: Tensor  # (N, H, W) bool: the driving mesh's coverage in the MPI camera
 
 
 def video_conditions(src: VideoSource, n: int, reference_camera: bool) -> VideoConditions:
@@ -225,7 +224,7 @@ def video_conditions(src: VideoSource, n: int, reference_camera: bool) -> VideoC
     cond = Conditions(coords=coordinate_channels(coords, cov, cfg.coord_channels)[None],
                       mesh_alpha=conditions.alpha_planes(disp, cov, depths)[None], portrait=portrait,
                       first_frame=portrait_img, first_frame_flag=torch.ones(1), background=src.background()[None])
-    return VideoConditions(cond, depths, T_rel.contiguous(), cov[:, 0] > 0.5)
+    return VideoConditions(cond, depths, T_rel.contiguous())
 
 
 def model_generator(model: torch.nn.Module, sample_steps: int, seed: int, progress: bool = False) -> Generator:
