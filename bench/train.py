@@ -39,13 +39,11 @@ def _dataset(cfg, data: Path | None, tmp: Path) -> Path:
         return data
     if not DEFAULT_VIDEO.is_file():
         raise FileNotFoundError(f"{DEFAULT_VIDEO}: no default video (../shared/data beside the checkout); pass --data DATASET")
-    from app import cli
+    from model.prepare import PrepareConfig, prepare_dataset
 
     out = tmp / f"data-{cfg.res}"
-    code = cli.main(["prepare", str(DEFAULT_VIDEO), "-o", str(out), "--res", str(cfg.res),
-                     "--max-frames", str(max(2 * cfg.frames, 48)), "--quiet"])
-    if code != 0:
-        raise RuntimeError(f"imp prepare {DEFAULT_VIDEO} failed (exit {code})")
+    prepare_dataset([DEFAULT_VIDEO], out, PrepareConfig(res=cfg.res, max_frames=max(2 * cfg.frames, 48)), progress=False,
+                    log=lambda msg: None)
     return out
 
 
@@ -64,15 +62,14 @@ def measure(name: str, data: Path | None, steps: int | None, threads: int) -> di
     with tempfile.TemporaryDirectory(prefix="imp-bench-train-") as tmp:
         tmp = Path(tmp)
         ds = _dataset(cfg, data, tmp)
-        cache = tmp / "cache"
+        # one conditions cache for all runs; no progress, logs or checkpoints before the end
+        settings = lambda out, init=None: RunSettings(out=tmp / out, data=ds, init=init, progress=False, tensorboard=False,
+                                                      cache_dir=tmp / "cache", checkpoint_every=10 ** 9)
         quiet = lambda msg: None
-        boot = train(cfg, TrainOptions(stage="bootstrap", steps=n), RunSettings(out=tmp / "boot", data=ds, progress=False,
-                     tensorboard=False, cache_dir=cache, checkpoint_every=10 ** 9), quiet)
-        rows["bootstrap"] = boot
+        rows["bootstrap"] = train(cfg, TrainOptions(stage="bootstrap", steps=n), settings("bootstrap"), quiet)
         for branch, p_side in (("alternating_mpi", 0.0), ("alternating_side", 1.0)):
             rows[branch] = train(cfg, TrainOptions(stage="alternating", steps=n, p_side=p_side),
-                                 RunSettings(out=tmp / branch, data=ds, init=boot.checkpoint, progress=False, tensorboard=False,
-                                             cache_dir=cache, checkpoint_every=10 ** 9), quiet)
+                                 settings(branch, rows["bootstrap"].checkpoint), quiet)
     out = {"config": name, "res": cfg.res, "frames": cfg.frames, "planes": cfg.planes, "timed_steps": n - 1, "threads": threads}
     for branch, r in rows.items():
         out[f"{branch}_samples_s"] = round(r.samples_per_second, 3)

@@ -145,7 +145,7 @@ def stereo_check(frame: MPIPrediction, depths: Tensor, K: Tensor, mesh_alpha: Te
     frame: frontal, residual (3, H, W), alpha (D, H, W); depths (D,); K (3, 3); mesh_alpha (D, H, W)
     the driving mesh's alpha planes in the MPI camera. SGBM's map lives on the left image's pixels,
     so the face and the mesh's disparity are rendered into the left eye too (as an MPI: the mesh's
-    alpha planes composite to its coverage and, over an opaque back plane, to its disparity)."""
+    alpha planes composite to its coverage and to its disparity, the far plane's where uncovered)."""
     eye = torch.eye(4)
     T_left, T_right = camera.stereo_pair(eye, baseline)
     H, W = frame.alpha.shape[-2:]
@@ -158,10 +158,9 @@ def stereo_check(frame: MPIPrediction, depths: Tensor, K: Tensor, mesh_alpha: Te
     right = mpi.render(*(t[None] for t in frame), *cams, T_right[None], bg, out_hw=hw)
     blank = torch.zeros_like(frame.frontal)[None]
     mesh_left = mpi.render(blank, blank, mesh_alpha[None], *cams, T_left[None], out_hw=hw)
-    mesh_disp_left = mpi.render(blank, blank, mesh_alpha_with_back_plane(mesh_alpha)[None], *cams, T_left[None], out_hw=hw).disparity
     fb = float(K_eye[0, 0]) * baseline
     expected = (fb * left.disparity[0, 0]).numpy()
-    mesh_expected = (fb * mesh_disp_left[0, 0]).numpy()
+    mesh_expected = (fb * mesh_left.disparity[0, 0]).numpy()
     to_u8 = lambda x: np.ascontiguousarray(((x[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy())
     measured = sgbm_disparity(to_u8(left.rgb), to_u8(right.rgb), float(max(expected.max(), mesh_expected.max())))
     face = (mesh_left.mask[0, 0] > 0.5).numpy()
