@@ -9,7 +9,7 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DATASET", help="dataset folder written by `imp prepare`")
-    parser.add_argument("--config", default="tiny", metavar="NAME", help="model config: tiny, small or paper (default tiny)")
+    parser.add_argument("--config", default="tiny", metavar="NAME", help="model config: tiny, small, demo or paper (default tiny)")
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder: checkpoints, config, TensorBoard logs, caches")
     parser.add_argument("--stage", choices=("bootstrap", "alternating"), default="bootstrap",
                         help="bootstrap: colour branch with L_mpi; alternating: geometry branch with L_mpi / L_side (default bootstrap)")

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.portrait_warp import IDENTITY_CHANNELS
+
 
 @dataclass(frozen=True)
 class DiffusionConfig:
@@ -51,6 +53,11 @@ class ModelConfig:
     head_frames: int = 8  # frames per call of the full-resolution heads (bounds their memory)
     norm_groups: int = 32
     time_channels: int = 512  # timestep embedding width
+    # Beyond the paper: the portrait's colours carried into the MPI camera through the tracked
+    # meshes (model/portrait_warp.py) as an input, and a full-resolution path from it (and x_t)
+    # into the colour output, so that a model trained on few videos can keep an identity.
+    identity_warp: bool = False
+    detail_channels: int = 16  # hidden channels of that full-resolution path
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
     def __post_init__(self) -> None:
@@ -78,9 +85,15 @@ class ModelConfig:
         return 2 ** sum(bool(d) for d in self.temporal_downsample)
 
     @property
+    def identity_channels(self) -> int:
+        """Channels of the identity condition per frame (0 when the switch is off)."""
+        return IDENTITY_CHANNELS if self.identity_warp else 0
+
+    @property
     def in_channels(self) -> int:
-        """Per-frame input channels: noisy RGB, coordinates, mesh alphas, first frame RGB + flag."""
-        return 3 + self.coord_channels + self.planes + 4
+        """Per-frame input channels: noisy RGB, coordinates, mesh alphas, first frame RGB + flag,
+        and the identity condition when it is on."""
+        return 3 + self.coord_channels + self.planes + 4 + self.identity_channels
 
     @property
     def portrait_channels(self) -> int:
@@ -142,7 +155,18 @@ TINY = ModelConfig(
     norm_groups=8, time_channels=64,
 )
 
-CONFIGS: dict[str, ModelConfig] = {c.name: c for c in (TINY, SMALL, PAPER)}
+# The shipped demo model: 128^2, 8 frames, 12 planes, with the identity condition. The U-Net runs
+# at 1/8 of the image (16, 8, 4) and stays narrow: detail comes from the portrait's pixels through
+# the full-resolution path, and live generation on a CPU needs a light network.
+DEMO = ModelConfig(
+    name="demo", res=128, frames=8, planes=12,
+    stem_strides=(4, 2), stem_channels=32, coord_channels=4,
+    colour_channels=(48, 64, 96), colour_blocks=(1, 1, 1), geometry_channels=(16, 24, 32),
+    attention_head_channels=16, portrait_blocks=1, colour_head_channels=8, geometry_head_channels=(16, 8),
+    norm_groups=8, time_channels=64, identity_warp=True, detail_channels=16,
+)
+
+CONFIGS: dict[str, ModelConfig] = {c.name: c for c in (TINY, SMALL, DEMO, PAPER)}
 
 
 def get_config(name: str) -> ModelConfig:

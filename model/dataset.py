@@ -5,6 +5,7 @@ Layout (written by `model/prepare.py`, `imp prepare`):
     DATASET/manifest.json          {"version": 1, "res": R, "videos": [{"id", "source", "status":
                                     "ok" | "skipped", "reason", "frames"}, ...]}
     DATASET/<id>/frames.npy        (N, R, R, 3) uint8 RGB: the fixed square head crop of every frame
+                                   (black outside the source frame; PreparedVideo.images fills it)
     DATASET/<id>/mattes.npy        (N, R, R) uint8: foreground matte (255 = person)
     DATASET/<id>/track.npz         the face track (model.tracking.track.Track), source-image pixels
     DATASET/<id>/background.png    (R, R) RGB: the scene with the person removed, in the crop
@@ -147,13 +148,26 @@ class PreparedVideo:
 
     @cached_property
     def background(self) -> np.ndarray:
-        """(R, R, 3) uint8 RGB."""
+        """(R, R, 3) uint8 RGB, covering the whole crop: where the crop leaves the source frame the
+        background is inpainted outwards (older datasets stored black there)."""
         import cv2
+
+        from model import matting
 
         img = cv2.imread(str(self.path / "background.png"), cv2.IMREAD_COLOR)
         if img is None:
             raise DatasetError(f"{self.path / 'background.png'} is missing or unreadable")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return matting.inpaint(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), ~self.valid_mask)
+
+    def images(self, indices) -> np.ndarray:
+        """Frames `indices` (n, R, R, 3) uint8 with the crop filled: outside the source frame (black
+        in frames.npy) the background shows; `valid_mask` says which pixels are real."""
+        frames = np.asarray(self.frames[np.asarray(indices, dtype=np.int64)])
+        invalid = ~self.valid_mask
+        if invalid.any():
+            frames = frames.copy()
+            frames[:, invalid] = self.background[invalid]
+        return frames
 
     @cached_property
     def track(self):
@@ -191,7 +205,7 @@ class PreparedVideo:
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"{self.path.name}: frame indices must be in [0, {len(self)}), got {idx.min()}..{idx.max()}")
-        frames = np.asarray(self.frames[idx], np.float32)  # one gather from the memory map
+        frames = self.images(idx).astype(np.float32)  # one gather from the memory map
         return {
             "images": frames.transpose(0, 3, 1, 2) / 127.5 - 1.0,
             "mattes": np.asarray(self.mattes[idx], np.float32)[:, None] / 255.0,

@@ -79,7 +79,10 @@ class Conditions:
     coords (B, T, Cc, H, W) and mesh_alpha (B, T, D, H, W): the driving mesh in the MPI camera;
     portrait (B, 3+Cc, H, W): O^ref and its coordinate map (all zeros when dropped);
     first_frame (B, 3, H, W) with first_frame_flag (B,) (1 = given, 0 = dropped);
-    background (B, 3, H, W) or None: composited behind the MPI (eq. 5)."""
+    background (B, 3, H, W) or None: composited behind the MPI (eq. 5);
+    identity (B, T, 5, H, W) or None: the portrait carried through the meshes into the MPI camera
+    (model/portrait_warp.py; configs with identity_warp). It is the portrait's, so it is dropped
+    with the portrait."""
 
     coords: Tensor
     mesh_alpha: Tensor
@@ -87,13 +90,15 @@ class Conditions:
     first_frame: Tensor
     first_frame_flag: Tensor
     background: Tensor | None = None
+    identity: Tensor | None = None
 
     @property
     def frames(self) -> int:
         return int(self.coords.shape[1])
 
     def without_portrait(self) -> "Conditions":
-        return dataclasses.replace(self, portrait=torch.zeros_like(self.portrait))
+        return dataclasses.replace(self, portrait=torch.zeros_like(self.portrait),
+                                   identity=None if self.identity is None else torch.zeros_like(self.identity))
 
     def without_first_frame(self) -> "Conditions":
         return dataclasses.replace(self, first_frame=torch.zeros_like(self.first_frame),
@@ -105,12 +110,14 @@ class Conditions:
     def frame_range(self, start: int, stop: int) -> "Conditions":
         """Frames [start, stop) of the per-frame conditions; past the end the last frame repeats."""
         idx = torch.arange(start, stop).clamp(max=self.frames - 1)
-        return dataclasses.replace(self, coords=self.coords[:, idx], mesh_alpha=self.mesh_alpha[:, idx])
+        return dataclasses.replace(self, coords=self.coords[:, idx], mesh_alpha=self.mesh_alpha[:, idx],
+                                   identity=None if self.identity is None else self.identity[:, idx])
 
 
 def drop_conditions(cond: Conditions, generator: torch.Generator, p_first_frame: float, p_portrait: float) -> Conditions:
     """Training-time condition dropout (supp. A: first frame 0.7, portrait 0.1), independently per
-    sample; dropped first frames become zeros with flag 0, dropped portraits become zeros."""
+    sample; dropped first frames become zeros with flag 0, dropped portraits become zeros (and so
+    does the identity condition made from them)."""
     B = cond.portrait.shape[0]
     drop_f = torch.rand(B, generator=generator) < p_first_frame
     drop_p = torch.rand(B, generator=generator) < p_portrait
@@ -121,6 +128,7 @@ def drop_conditions(cond: Conditions, generator: torch.Generator, p_first_frame:
         first_frame=cond.first_frame * keep_f.view(B, 1, 1, 1),
         first_frame_flag=cond.first_frame_flag * keep_f,
         portrait=cond.portrait * keep_p.view(B, 1, 1, 1),
+        identity=None if cond.identity is None else cond.identity * keep_p.view(B, 1, 1, 1, 1),
     )
 
 
@@ -141,5 +149,5 @@ def render_frontal(pred: MPIPrediction, background: Tensor | None, chunk: int = 
 
 def denoise(model: MPIUNet, x_t: Tensor, t: Tensor, cond: Conditions) -> tuple[MPIPrediction, Tensor]:
     """One network evaluation: (S, x0_hat = R(S) over the background)."""
-    pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag)
+    pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag, cond.identity)
     return pred, render_frontal(pred, cond.background)

@@ -59,6 +59,15 @@ def disparity_loss(disparity: Tensor, mesh_disparity: Tensor, coverage: Tensor) 
     return (rel * weight).sum() / weight.sum().clamp_min(1.0)
 
 
+def masked_mse(a: Tensor, b: Tensor, weight: Tensor | None) -> Tensor:
+    """Mean squared error of (B, C, H, W) images over the pixels weighted by weight (B, 1, H, W)
+    (all pixels when None: then it is F.mse_loss)."""
+    if weight is None:
+        return F.mse_loss(a, b)
+    w = weight.expand_as(a)
+    return ((a - b).square() * w).sum() / w.sum().clamp_min(1.0)
+
+
 def mpi_losses(
     render: Rendering,
     target: Tensor,
@@ -67,18 +76,21 @@ def mpi_losses(
     mesh_coverage: Tensor | None = None,
     lpips=None,
     weights: LossWeights = LossWeights(),
+    valid: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Weighted sum of the losses of one rendering against its target frame, and each term.
 
     render: model.mpi.Rendering in the target camera (rgb with background, premultiplied
     foreground, mask, disparity); target (B, 3, H, W); matte (B, 1, H, W) foreground matte of the
     target; mesh_disparity / mesh_coverage from the conditions (optional); lpips: a model.lpips.LPIPS
-    or None (then that term is left out)."""
+    or None (then that term is left out); valid (B, 1, H, W): 1 where the target's pixels are real
+    (inside the source video's frame), 0 where the crop was filled; the image terms count real
+    pixels only."""
     target_fg = target * matte
     terms = {
-        "l2_full": F.mse_loss(render.rgb, target),
-        "l2_foreground": F.mse_loss(render.foreground, target_fg),
-        "mask": F.mse_loss(render.mask, matte),
+        "l2_full": masked_mse(render.rgb, target, valid),
+        "l2_foreground": masked_mse(render.foreground, target_fg, valid),
+        "mask": masked_mse(render.mask, matte, valid),
         "smoothness": edge_aware_smoothness(render.disparity, target),
     }
     if lpips is not None:

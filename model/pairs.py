@@ -39,6 +39,8 @@ from tqdm import tqdm
 from model import camera, conditions
 from model.config import ModelConfig
 from model.dataset import DatasetError, PreparedDataset, PreparedVideo
+from model.portrait_warp import portrait_warp
+from model.tracking.facemesh import mouth_faces
 
 RASTER_CHUNK = 32  # frames per rasteriser call when filling the cache (bounds its memory)
 
@@ -79,6 +81,9 @@ class TrainBatch:
     T_tgt_from_mpi (B, T, 4, 4): identity for L_mpi, target from reference camera for L_side;
     T_mpi_from_head (B, T, 4, 4): the head pose in the MPI camera;
     mesh_disparity, mesh_coverage (B, T, 1, R, R): the target meshes in the target cameras;
+    valid (B, 1, R, R): 1 where the crop's pixels are real (inside the source video's frame);
+    identity (B, T, 5, R, R) or None: the reference frame carried through the meshes into the MPI
+        camera (model/portrait_warp.py), for configs with identity_warp;
     side: which loss the batch was drawn for; videos / ref_index / start: where it came from."""
 
     portrait: Tensor
@@ -93,10 +98,12 @@ class TrainBatch:
     T_mpi_from_head: Tensor
     mesh_disparity: Tensor
     mesh_coverage: Tensor
+    valid: Tensor
     side: bool
     videos: list[str]
     ref_index: list[int]
     start: list[int]
+    identity: Tensor | None = None
 
     def to(self, device: torch.device | str) -> "TrainBatch":
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -116,6 +123,7 @@ class VideoSource:
         self.vertices = torch.from_numpy(np.ascontiguousarray(track.vertices_head(), np.float32))
         self.faces = torch.from_numpy(np.asarray(track.faces)).long()
         self.code = mesh_code(track.template)
+        self.mouth = torch.from_numpy(mouth_faces())
         self.K = camera.scale_intrinsics(torch.from_numpy(video.K.copy()), self.res / video.res)
         self.cache_dir = cache_dir
         self._progress = progress
@@ -134,9 +142,14 @@ class VideoSource:
         return np.stack([cv2.resize(np.asarray(im), (self.res, self.res), interpolation=flag) for im in images])
 
     def frames(self, idx: np.ndarray) -> Tensor:
-        """(n, 3, R, R) in [-1, 1]."""
-        x = self._resize(self.video.frames[idx])
+        """(n, 3, R, R) in [-1, 1], filled with the background outside the source frame."""
+        x = self._resize(self.video.images(idx))
         return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    def valid(self) -> Tensor:
+        """(1, R, R) float: 1 where the crop shows the source frame (the loss counts only these)."""
+        m = self._resize(self.video.valid_mask[None].astype(np.uint8) * 255)[0]
+        return torch.from_numpy(m >= 128).float()[None]
 
     def mattes(self, idx: np.ndarray) -> Tensor:
         """(n, 1, R, R) in [0, 1]."""
@@ -191,6 +204,13 @@ class VideoSource:
             out["coverage"][s:e] = c.coverage.numpy()
             out["disparity"][s:e] = c.disparity.numpy()
         return out
+
+    def identity(self, ref: int, vertices_head: Tensor, T_mpi_from_head: Tensor) -> Tensor:
+        """(n, 5, R, R): frame `ref` (image, matte, its own mesh and pose) carried onto the meshes
+        vertices_head (n, V, 3) posed at T_mpi_from_head (n, 4, 4) in the MPI camera."""
+        i = np.array([ref])
+        return portrait_warp(self.frames(i)[0], self.mattes(i)[0], self.vertices[ref], self.T[ref], vertices_head,
+                             T_mpi_from_head, self.faces, self.mouth, self.K, (self.res, self.res))
 
     def own(self, idx: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
         """(coords (n, 3, R, R), coverage (n, 1, R, R), disparity (n, 1, R, R)) float32 of frames idx."""
@@ -249,8 +269,9 @@ class PairSampler:
     def make_batch(self, picks: list[tuple[int, int, int]], side: bool) -> TrainBatch:
         cfg = self.cfg
         Tn, D = cfg.frames, cfg.planes
-        parts: dict[str, list[Tensor]] = {k: [] for k in ("portrait", "target", "matte", "background", "coords", "mesh_alpha",
-                                                           "depths", "K", "T_tgt_from_mpi", "T_mpi_from_head", "mesh_disparity", "mesh_coverage")}
+        names = ("portrait", "target", "matte", "background", "coords", "mesh_alpha", "depths", "K", "T_tgt_from_mpi",
+                 "T_mpi_from_head", "mesh_disparity", "mesh_coverage", "valid") + (("identity",) if cfg.identity_warp else ())
+        parts: dict[str, list[Tensor]] = {k: [] for k in names}
         for v, ref, start in picks:
             src = self.sources[v]
             clip = np.arange(start, start + Tn)
@@ -260,6 +281,7 @@ class PairSampler:
             parts["target"].append(src.frames(clip))
             parts["matte"].append(src.mattes(clip))
             parts["background"].append(src.background())
+            parts["valid"].append(src.valid())
             coords, cov, disp = src.own(clip)
             parts["mesh_disparity"].append(disp)
             parts["mesh_coverage"].append(cov)
@@ -280,6 +302,8 @@ class PairSampler:
             parts["K"].append(src.K)
             parts["T_tgt_from_mpi"].append(T_rel.contiguous())
             parts["T_mpi_from_head"].append(T_mpi.contiguous())
+            if cfg.identity_warp:
+                parts["identity"].append(src.identity(ref, src.vertices[clip], T_mpi.contiguous()))
         stacked = {k: torch.stack(v) for k, v in parts.items()}
         return TrainBatch(**stacked, side=side, videos=[self.sources[v].id for v, _, _ in picks],
                           ref_index=[r for _, r, _ in picks], start=[s for _, _, s in picks])

@@ -2,12 +2,14 @@
 DESIGN.md Pipeline 1-4).
 
 1. `prepare_portrait`: track the portrait, cut the tracker's fixed head crop at the model's
-   resolution (the MPI camera is that crop camera, f = 2.5 res; outside the source image the crop
-   is black, as in the training data), matte it, inpaint the background, and rasterise the
-   portrait's own mesh into its coordinate map (the identity input O^ref + C^ref).
+   resolution (the MPI camera is that crop camera, f = 2.5 res), matte it, inpaint the background
+   (also over the part of the crop outside the source image, which the portrait then shows, as
+   the training frames do), and rasterise the portrait's own mesh into its coordinate map (the
+   identity input O^ref + C^ref).
 2. Per clip of cfg.frames frames, the driving frames (model/driving.py) are rasterised in the MPI
    camera (`mesh_inputs`): coordinate map and D mesh alpha planes at the plane depths of each
-   frame's MPI (near / far from the head distance r, model.mpi.near_far).
+   frame's MPI (near / far from the head distance r, model.mpi.near_far); with the identity
+   condition also the portrait carried onto them (model/portrait_warp.py).
 3. DDIM with two-scale guidance (model/sampler.py) from seeded noise. Clips are chained through the
    first frame: the last generated frame of clip k is the first-frame condition of clip k+1, whose
    first frame repeats it and is dropped. The first clip's first-frame condition is the portrait
@@ -95,6 +97,7 @@ class Portrait:
     K: np.ndarray  # (3, 3) float32: crop_intrinsics(R)
     code: Tensor  # (478, 3) canonical code of the portrait's template (model.pairs.mesh_code)
     reference: Tensor  # (3 + Cc, R, R): portrait in [-1, 1] and its coordinate map (O^ref, C^ref)
+    valid: np.ndarray  # (R, R) bool: crop pixels inside the source image (elsewhere: the background)
 
     @property
     def T_cam_from_head(self) -> np.ndarray:
@@ -104,6 +107,16 @@ class Portrait:
     @property
     def res(self) -> int:
         return int(self.image.shape[0])
+
+    def identity(self, frames: DrivingFrames) -> Tensor:
+        """(n, 5, R, R): the identity condition of driving frames (model/portrait_warp.py)."""
+        from model.portrait_warp import portrait_warp
+        from model.tracking.facemesh import mesh_faces, mouth_faces
+
+        return portrait_warp(image_to_model(self.image), torch.from_numpy(self.matte)[None], torch.from_numpy(self.track.vertices_head(0)),
+                             torch.from_numpy(self.T_cam_from_head), torch.from_numpy(frames.vertices_head),
+                             torch.from_numpy(frames.T_cam_from_head), torch.from_numpy(mesh_faces()).long(),
+                             torch.from_numpy(mouth_faces()), torch.from_numpy(self.K), (self.res, self.res))
 
 
 def read_portrait_image(image: str | Path | np.ndarray) -> np.ndarray:
@@ -121,20 +134,22 @@ def prepare_portrait(image: str | Path | np.ndarray, cfg: ModelConfig) -> Portra
     Raises model.tracking.TrackingError when it has no face, ValueError when it is no image."""
     from model import matting
     from model.pairs import mesh_code
-    from model.prepare import crop_affine, crop_image
+    from model.prepare import crop_affine, crop_image, valid_mask
     from model.tracking import track_image
 
     rgb = read_portrait_image(image)
     track = track_image(rgb)
     res = cfg.res
     A = crop_affine(track.K, res)
-    crop = crop_image(rgb, A, res)  # black outside the source image, like the prepared training frames
+    crop = crop_image(rgb, A, res)  # black outside the source image ...
+    valid = valid_mask(A, track.image_size, res)
     matte = np.clip(crop_image(matting.matte_image(rgb), A, res), 0.0, 1.0).astype(np.float32)
-    background = matting.inpaint_background(crop, matte)
+    background = matting.inpaint(crop, matting.person_mask(matte) | ~valid)
+    crop = np.where(valid[..., None], crop, background)  # ... filled with the background, as training frames are
     code = mesh_code(track.template)
     coords, _, _ = mesh_inputs(track.vertices_head(0)[None], track.T_cam_from_head[:1], code, cfg)
     reference = torch.cat([image_to_model(crop), coords[0]], 0)
-    return Portrait(track, crop, matte, background, camera.crop_intrinsics(res).numpy(), code, reference)
+    return Portrait(track, crop, matte, background, camera.crop_intrinsics(res).numpy(), code, reference, valid)
 
 
 # -------------------------------------------------------------------------------------- generator
@@ -198,6 +213,7 @@ class Generator:
             first_frame=(first_frame if given else torch.zeros(3, R, R))[None].to(dev),
             first_frame_flag=torch.tensor([1.0 if given else 0.0], device=dev),
             background=image_to_model(p.background)[None].to(dev),
+            identity=p.identity(frames)[None].to(dev) if self.cfg.identity_warp else None,
         )
 
     def sample(self, cond: Conditions, scheduler: DDIMScheduler, guidance: Guidance, generator: torch.Generator,

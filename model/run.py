@@ -39,6 +39,7 @@ from model.config import ModelConfig
 from model.dataset import write_json_atomic
 from model.diffusion import make_schedule
 from model.pairs import PairSampler, TrainBatch
+from model.portrait_warp import warp_composite
 from model.train import StepOutput, TrainOptions, chooses_side, set_stage, step_seed, training_step
 from model.unet import MPIUNet
 from model.variant import VariantModel
@@ -188,7 +189,9 @@ def _initial_weights(net: MPIUNet, cfg: ModelConfig, opts: TrainOptions, setting
 
 def _log_images(writer, step: int, batch: TrainBatch, out: StepOutput) -> None:
     """Frame 0 of sample 0: real target | rendering in the target camera | a side view (15 deg
-    orbit of the MPI camera about the head joint) | the MPI's disparity in the side view."""
+    orbit of the MPI camera about the head joint) | the MPI's disparity in the side view, and with
+    the identity condition a second row: the reference frame | the condition over the background |
+    its confidence | its alpha."""
     pred = out.pred
     K = batch.K[:1]
     T_head = batch_T_mpi_from_head(batch)[:1]
@@ -197,8 +200,12 @@ def _log_images(writer, step: int, batch: TrainBatch, out: StepOutput) -> None:
     r = mpi.render(pred.frontal[:1, 0], pred.residual[:1, 0], pred.alpha[:1, 0], depths, K, K, T_side, batch.background[:1])
     disp = r.disparity[0]
     disp = (disp - disp.min()) / (disp.max() - disp.min()).clamp_min(1e-6) * 2 - 1
-    tiles = [batch.target[0, 0], out.rendering[0, 0], r.rgb[0], disp.expand(3, -1, -1)]
-    grid = torch.cat([tile.clamp(-1, 1) for tile in tiles], -1) * 0.5 + 0.5
+    rows = [[batch.target[0, 0], out.rendering[0, 0], r.rgb[0], disp.expand(3, -1, -1)]]
+    if batch.identity is not None:
+        ident = batch.identity[0, :1]
+        rows.append([batch.portrait[0, :3], warp_composite(ident, batch.background[:1])[0],
+                     ident[0, 4:5].expand(3, -1, -1) * 2 - 1, ident[0, 3:4].expand(3, -1, -1) * 2 - 1])
+    grid = torch.cat([torch.cat([tile.clamp(-1, 1) for tile in row], -1) for row in rows], -2) * 0.5 + 0.5
     writer.add_image("samples/target_front_side_disparity", grid.cpu(), step)
 
 

@@ -156,7 +156,7 @@ def training_step(model: nn.Module, sampling_model: nn.Module, batch: TrainBatch
     device = batch.target.device
     cond = Conditions(coords=batch.coords, mesh_alpha=batch.mesh_alpha, portrait=batch.portrait,
                       first_frame=batch.target[:, 0], first_frame_flag=torch.ones(B, device=device),
-                      background=batch.background)
+                      background=batch.background, identity=batch.identity)
     N = schedule.num_timesteps
     if batch.side:
         x0 = pseudo_ground_truth(sampling_model, cond, schedule, opts.k_steps, generator)
@@ -171,12 +171,13 @@ def training_step(model: nn.Module, sampling_model: nn.Module, batch: TrainBatch
     x_t = q_sample(x0, t, noise, schedule)
     use_amp = opts.amp and device.type == "cuda"
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-        pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag)
+        pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag, cond.identity)
     pred = MPIPrediction(*(p.float() for p in pred))
     rendering = render_in_targets(pred, batch)
     weights = opts.loss_weights if opts.variant.alpha_source == "network" else opts.loss_weights.for_fixed_geometry()
+    valid = batch.valid[:, None].expand(B, T, *batch.valid.shape[1:]).flatten(0, 1)
     loss, terms = mpi_losses(rendering, batch.target.flatten(0, 1), batch.matte.flatten(0, 1),
-                             batch.mesh_disparity.flatten(0, 1), batch.mesh_coverage.flatten(0, 1), lpips, weights)
+                             batch.mesh_disparity.flatten(0, 1), batch.mesh_coverage.flatten(0, 1), lpips, weights, valid)
     terms["total"] = float(loss.detach())
     shape = (B, T, *rendering.rgb.shape[1:])
     return StepOutput(loss, terms, MPIPrediction(*(p.detach() for p in pred)), rendering.rgb.detach().reshape(shape), t)

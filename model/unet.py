@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.attention import CrossAttention, SpatialSelfAttention, TemporalSelfAttention
-from model.blocks import Downsample, InflationBlock, PixelShuffleUp, ResBlock2D, TimestepEmbedding, Upsample, zero_init
+from model.blocks import Downsample, InflationBlock, PixelShuffleUp, ResBlock2D, TimestepEmbedding, Upsample, group_norm, zero_init
 from model.config import ModelConfig
 
 
@@ -144,23 +144,58 @@ class PortraitEncoder(nn.Module):
         return tokens
 
 
-def _frame_chunks(x: Tensor, skip: Tensor, chunk: int):
-    for i in range(0, x.shape[0], chunk):
-        yield x[i:i + chunk], skip[i:i + chunk]
+def _frame_chunks(chunk: int, *tensors: Tensor | None):
+    """Slices of `chunk` frames of each tensor (None stays None)."""
+    for i in range(0, tensors[0].shape[0], chunk):
+        yield tuple(None if t is None else t[i:i + chunk] for t in tensors)
+
+
+class DetailHead(nn.Module):
+    """The full-resolution path of the identity condition (beyond the paper): the colour head's
+    full-resolution features, the identity condition and x_t -> frontal + residual. A 1x1 skip
+    starts out copying the condition's colours into both images, so that from the first step the
+    portrait's pixels reach the output without passing through the U-Net."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c, g = cfg.colour_head_channels, cfg.norm_groups
+        extra = cfg.identity_channels + 3
+        self.conv1 = nn.Conv2d(c + extra, cfg.detail_channels, 3, padding=1)
+        self.norm = group_norm(cfg.detail_channels, min(g, cfg.detail_channels))
+        self.conv2 = nn.Conv2d(cfg.detail_channels, 6, 3, padding=1)
+        self.skip = nn.Conv2d(c + extra, 6, 1)
+        with torch.no_grad():
+            self.skip.weight.zero_()
+            self.skip.bias.zero_()
+            for k in range(3):  # identity RGB (the first channels after the features) -> frontal, residual
+                self.skip.weight[k, c + k] = 1.0
+                self.skip.weight[3 + k, c + k] = 1.0
+
+    def forward(self, features: Tensor, full: Tensor) -> Tensor:
+        x = torch.cat([features, full], 1)
+        return self.skip(x) + self.conv2(F.silu(self.norm(self.conv1(x))))
 
 
 class ColourHead(nn.Module):
-    """64 -> 128 (pixel shuffle + conv, plus the stem's 128 features) -> full res -> frontal, residual."""
+    """64 -> 128 (pixel shuffle + conv, plus the stem's 128 features) -> full res -> frontal, residual;
+    with the identity condition, through the full-resolution DetailHead."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         s0, s1 = cfg.stem_strides
         g = cfg.norm_groups
         self.up1 = PixelShuffleUp(cfg.colour_channels[0], cfg.stem_channels, cfg.stem_channels, s1, g)
-        self.up2 = PixelShuffleUp(cfg.stem_channels, cfg.colour_head_channels, 6, s0, g)
+        out = cfg.colour_head_channels if cfg.identity_warp else 6
+        self.up2 = PixelShuffleUp(cfg.stem_channels, cfg.colour_head_channels, out, s0, g)
+        self.detail = DetailHead(cfg) if cfg.identity_warp else None
 
-    def forward(self, x: Tensor, stem_mid: Tensor) -> Tensor:
-        return torch.tanh(self.up2(F.silu(self.up1(x) + stem_mid)))
+    def forward(self, x: Tensor, stem_mid: Tensor, full: Tensor | None = None) -> Tensor:
+        """x (N, C0, h, w) U-Net features, stem_mid (N, stem_channels, ...) the stem's first level;
+        full (N, identity_channels + 3, H, W): the identity condition and x_t (identity_warp only)."""
+        h = self.up2(F.silu(self.up1(x) + stem_mid))
+        if self.detail is not None:
+            h = self.detail(F.silu(h), full)
+        return torch.tanh(h)
 
 
 class GeometryHead(nn.Module):
@@ -198,35 +233,49 @@ class MPIUNet(nn.Module):
         self.geometry = SpaceTimeUNet(cfg, cfg.geometry_channels, cfg.geometry_blocks, attention=False, inject_channels=stage_widths)
         self.geometry_head = GeometryHead(cfg)
 
-    def network_input(self, x_t: Tensor, coords: Tensor, mesh_alpha: Tensor, first_frame: Tensor, first_frame_flag: Tensor) -> Tensor:
+    def network_input(self, x_t: Tensor, coords: Tensor, mesh_alpha: Tensor, first_frame: Tensor, first_frame_flag: Tensor,
+                      identity: Tensor | None = None) -> Tensor:
         """(B*T, in_channels, H, W): per-frame channels; the first frame and its flag sit at frame 0
-        only (Lumiere-style conditioning frames + mask), zero elsewhere or when dropped."""
+        only (Lumiere-style conditioning frames + mask), zero elsewhere or when dropped; the identity
+        condition (zeros when dropped or not given) last."""
         B, T, _, H, W = x_t.shape
         flag = first_frame_flag.to(x_t).view(B, 1, 1, 1)
         ff = torch.zeros(B, T, 4, H, W, dtype=x_t.dtype, device=x_t.device)
         ff[:, 0, :3] = first_frame * flag
         ff[:, 0, 3:] = flag.expand(B, 1, H, W)
-        return torch.cat([x_t, coords.to(x_t), mesh_alpha.to(x_t), ff], 2).flatten(0, 1)
+        parts = [x_t, coords.to(x_t), mesh_alpha.to(x_t), ff]
+        if self.cfg.identity_warp:
+            parts.append(self._identity(identity, x_t))
+        return torch.cat(parts, 2).flatten(0, 1)
+
+    def _identity(self, identity: Tensor | None, x_t: Tensor) -> Tensor:
+        B, T, _, H, W = x_t.shape
+        if identity is None:
+            return x_t.new_zeros(B, T, self.cfg.identity_channels, H, W)
+        return identity.to(x_t)
 
     def forward(self, x_t: Tensor, t: Tensor, coords: Tensor, mesh_alpha: Tensor, portrait: Tensor,
-                first_frame: Tensor, first_frame_flag: Tensor) -> MPIPrediction:
+                first_frame: Tensor, first_frame_flag: Tensor, identity: Tensor | None = None) -> MPIPrediction:
         """x_t (B, T, 3, H, W); t (B,); coords (B, T, Cc, H, W); mesh_alpha (B, T, D, H, W);
-        portrait (B, 3+Cc, H, W); first_frame (B, 3, H, W); first_frame_flag (B,) (1 = given)."""
+        portrait (B, 3+Cc, H, W); first_frame (B, 3, H, W); first_frame_flag (B,) (1 = given);
+        identity (B, T, 5, H, W) the identity condition (model/portrait_warp.py; configs with
+        identity_warp only, None = dropped)."""
         cfg = self.cfg
         B, T, _, H, W = x_t.shape
         if (H, W) != (cfg.res, cfg.res) or mesh_alpha.shape[2] != cfg.planes or T % cfg.temporal_stride:
             raise ValueError(f"config {cfg.name!r} takes {cfg.res}x{cfg.res} frames, {cfg.planes} planes and a multiple of "
                              f"{cfg.temporal_stride} frames; got x_t {tuple(x_t.shape)}, mesh_alpha {tuple(mesh_alpha.shape)}")
         emb = self.time_embed(t)
-        inp = self.network_input(x_t, coords, mesh_alpha, first_frame, first_frame_flag)
+        inp = self.network_input(x_t, coords, mesh_alpha, first_frame, first_frame_flag, identity)
+        full = torch.cat([self._identity(identity, x_t), x_t], 2).flatten(0, 1) if cfg.identity_warp else None
         h, colour_mid = self.colour_stem(inp)
         h, colour_stages = self.colour(h, emb, T, self.portrait_encoder(portrait.to(x_t), emb))
-        rgb = torch.cat([self.colour_head(a, b) for a, b in _frame_chunks(h, colour_mid, cfg.head_frames)])
+        rgb = torch.cat([self.colour_head(*c) for c in _frame_chunks(cfg.head_frames, h, colour_mid, full)])
         g, geometry_mid = self.geometry_stem(inp)
         del inp
         g, _ = self.geometry(g, emb, T, injected=colour_stages)
         del colour_stages
-        alpha = torch.cat([self.geometry_head(a, b) for a, b in _frame_chunks(g, geometry_mid, cfg.head_frames)])
+        alpha = torch.cat([self.geometry_head(*c) for c in _frame_chunks(cfg.head_frames, g, geometry_mid)])
         rgb = rgb.reshape(B, T, 6, H, W)
         return MPIPrediction(rgb[:, :, :3], rgb[:, :, 3:], alpha.reshape(B, T, cfg.planes, H, W))
 

@@ -82,7 +82,12 @@ def test_prepare_writes_dataset_and_skips_bad_videos(shared_data, tmp_path):
         assert (v.frames[:, outside] == 0).all() and (v.mattes[:, outside] == 0).all()
         batch = v.read([3, 4, 5, 6])
         assert batch["images"].shape == (4, 3, 64, 64) and batch["mattes"].shape == (4, 1, 64, 64)
-        assert np.allclose(batch["images"][0], v.frames[3].transpose(2, 0, 1) / 127.5 - 1.0, atol=1e-6)
+        real = v.frames[3].transpose(2, 0, 1) / 127.5 - 1.0
+        assert np.allclose(batch["images"][0][:, valid], real[:, valid], atol=1e-6)
+        # ... and the model sees no black frame: outside the source the background, extended over the crop
+        bg = v.background.transpose(2, 0, 1) / 127.5 - 1.0
+        assert np.allclose(batch["images"][0][:, ~valid], bg[:, ~valid], atol=1e-6)
+        assert (v.background[outside] > 0).any(-1).mean() > 0.99  # inpainted, not the black fill
         assert -1.0 <= batch["images"].min() and batch["images"].max() <= 1.0
         assert np.allclose(batch["vertices_head"], track.vertices_head()[3:7])
         with pytest.raises(IndexError):

@@ -132,6 +132,31 @@ def mesh_faces() -> np.ndarray:
     return faces[:, ::-1].copy() if _FLIP_WINDING else faces
 
 
+@functools.cache
+def mouth_faces() -> np.ndarray:
+    """(F,) bool over `mesh_faces()`: the triangles that close the inner mouth (zipped between the
+    lips). They stand for the mouth's inside, which a closed-mouth photo does not show."""
+    faces = mesh_faces()
+    edges = _tessellation_edges()
+    hole = _inner_mouth_loop()
+    # zipped triangles use only inner-lip vertices and cross the mouth with an edge MediaPipe lacks
+    return np.array([all(v in hole for v in t) and any(tuple(sorted(e)) not in edges for e in itertools.combinations(t, 2))
+                     for t in faces.tolist()])
+
+
+@functools.cache
+def _inner_mouth_loop() -> frozenset[int]:
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
+
+    # the inner lip contour: the lip loop through the inner mouth corners
+    lips = {tuple(sorted(e)) for e in FACEMESH_LIPS}
+    loop = _boundary_loop(lips, MOUTH_INNER_CORNERS[0])
+    inner = set(loop)
+    if MOUTH_INNER_CORNERS[1] not in inner or MOUTH_CORNERS[0] in inner:
+        raise RuntimeError("MediaPipe's lip contours changed: cannot find the inner-lip loop")
+    return frozenset(inner)
+
+
 class FaceMeshRunner:
     """MediaPipe FaceMesh for one image or one video (use as a context manager).
 
