@@ -1,4 +1,4 @@
-"""`imp bench conditions`: speed of the mesh conditions (model/conditions.py, torch z-buffer) per
+"""`imp bench conditions`: speed of the mesh conditions (model/geometry/conditions.py, torch z-buffer) per
 frame, batched as training uses them.
 
 The mesh is the real face mesh tracked on assets/astronaut.png (478 vertices, the tracker's
@@ -38,8 +38,8 @@ def measure(res_list: list[int], batch: int, planes: int, repeats: int) -> dict:
     import numpy as np
     import torch
 
-    from model import camera, conditions
-    from model.raster import rasterize
+    from model.geometry import camera, conditions
+    from model.geometry.raster import rasterize
     from model.resources import asset_path
     from model.tracking.track import track_image
 

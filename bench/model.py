@@ -36,10 +36,10 @@ def measure(name: str, steps: int | None, timed_steps: int | None, guidance: str
 
     import torch
 
-    from model.config import get_config
-    from model.diffusion import Conditions, make_schedule
-    from model.sampler import DDIMScheduler, Guidance, guided_prediction
-    from model.unet import MPIUNet, count_parameters, format_parameter_counts
+    from model.net.config import get_config
+    from model.diffusion.process import Conditions, make_schedule
+    from model.diffusion.sampler import DDIMScheduler, Guidance, guided_prediction
+    from model.net.unet import MPIUNet, count_parameters, format_parameter_counts
 
     torch.set_num_threads(threads)
     cfg = get_config(name)
@@ -97,7 +97,7 @@ def _run_child(name: str, args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.config import CONFIGS
+    from model.net.config import CONFIGS
 
     names = args.config or DEFAULT_CONFIGS
     unknown = [n for n in names if n not in CONFIGS]

@@ -47,7 +47,7 @@ def _orbit_views(T_cam_from_head, count: int = 16) -> list:
     import numpy as np
     import torch
 
-    from model import camera
+    from model.geometry import camera
 
     T = torch.from_numpy(np.asarray(T_cam_from_head, np.float32))
     angles = np.deg2rad(10.0) * np.sin(np.linspace(0.0, 2.0 * np.pi, count, endpoint=False))
@@ -60,8 +60,9 @@ def measure(res: int, planes: int, seconds: float, warmup: int, cpu_ms: list | N
     import numpy as np
     import torch
 
-    from app.renderer import MPIRenderer
-    from model import camera, mpi, synthetic
+    from app.gl.renderer import MPIRenderer
+    from model.geometry import camera, mpi
+    from bench import synthetic
 
     ctx = moderngl.create_standalone_context(backend="egl")
     try:

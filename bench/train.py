@@ -1,7 +1,7 @@
 """`imp bench train`: training throughput per config on this machine (issue 5's figure).
 
 For each config it runs, in a temporary run folder and with the real training loop
-(`model.run.train`, one process, no TensorBoard): the bootstrap stage (L_mpi), then from that
+(`model.training.loop.train`, one process, no TensorBoard): the bootstrap stage (L_mpi), then from that
 checkpoint the alternating stage with L_mpi only (`p_side` 0) and with L_side on every step
 (`p_side` 1, k pseudo-ground-truth steps). It prints samples/s (wall clock) and process CPU seconds
 per step, both without the first step (caches, allocations), and the expected stage-2 rate at the
@@ -39,7 +39,7 @@ def _dataset(cfg, data: Path | None, tmp: Path) -> Path:
         return data
     if not DEFAULT_VIDEO.is_file():
         raise FileNotFoundError(f"{DEFAULT_VIDEO}: no default video (../shared/data beside the checkout); pass --data DATASET")
-    from model.prepare import PrepareConfig, prepare_dataset
+    from model.data.prepare import PrepareConfig, prepare_dataset
 
     out = tmp / f"data-{cfg.res}"
     prepare_dataset([DEFAULT_VIDEO], out, PrepareConfig(res=cfg.res, max_frames=max(2 * cfg.frames, 48)), progress=False,
@@ -51,9 +51,9 @@ def measure(name: str, data: Path | None, steps: int | None, threads: int) -> di
     """Samples/s and CPU s/step of bootstrap, alternating L_mpi and alternating L_side for `name`."""
     import torch
 
-    from model.config import get_config
-    from model.run import RunSettings, train
-    from model.train import TrainOptions
+    from model.net.config import get_config
+    from model.training.loop import RunSettings, train
+    from model.training.step import TrainOptions
 
     torch.set_num_threads(threads)
     cfg = get_config(name)

@@ -44,10 +44,10 @@ def _drive(viewer, seconds: float) -> float:
 
 def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: int | None, threads: int | None,
             timeout: float) -> dict:
-    from app.live import LiveSession
-    from app.viewer import Viewer
-    from app.worker import GenerationJob
-    from model.driving import default_driving
+    from app.live.session import LiveSession
+    from app.viewer.viewer import Viewer
+    from app.live.worker import GenerationJob
+    from model.data.driving import default_driving
 
     launched = time.perf_counter()
     job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=lambda p: default_driving(p.track),
@@ -78,8 +78,8 @@ def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: i
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.variant import resolve_checkpoint
-    from app.viewer_cli import virtual_display
+    from model.net.variant import resolve_checkpoint
+    from app.cli.viewer import virtual_display
     from model.resources import asset_path
 
     try:

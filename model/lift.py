@@ -9,7 +9,7 @@ Steps (all real parts: tracking, rasterising, MediaPipe matte, OpenCV inpainting
    the neck and torso sit `TORSO_BEFORE_JOINT` in front of it; near the face the guess blends
    into the depth of the nearest face pixel, so the face's outline does not tear in side views;
 3. alpha planes: the matte split between the two MPI planes around each pixel's disparity
-   (model.conditions.alpha_planes, "over"-consistent), so the frontal composite has exactly the
+   (model.geometry.conditions.alpha_planes, "over"-consistent), so the frontal composite has exactly the
    matte as coverage;
 4. colours: the foreground colour solves the matting equation I = m F + (1 - m) B against the
    inpainted background B, so that the MPI rendered from its own camera over B gives back the
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model import camera, conditions, mpi
-from model.clip import MPIClip, MPIFrame
+from model.geometry import camera, conditions, mpi
+from model.formats.clip import MPIClip, MPIFrame
 
 HAIR_BEHIND_JOINT = 0.01  # m: hair / back of the head, just behind the joint's depth
 TORSO_BEFORE_JOINT = 0.02  # m: neck and shoulders, a little in front of it
@@ -115,8 +115,8 @@ def unmix_foreground(image: np.ndarray, matte: np.ndarray, background: np.ndarra
 def lift_portrait(image: str | Path | np.ndarray, res: int = 256, num_planes: int = 24) -> MPIFrame:
     """Lift a portrait (path or RGB uint8 array) into an MPIFrame of res x res and num_planes planes,
     in the tracker's head-crop camera (K = crop_intrinsics(res), T_cam_from_head tracked)."""
-    from model import matting
-    from model.prepare import crop_affine, crop_image
+    from model.data import matting
+    from model.tracking.crop import crop_affine, crop_image
     from model.tracking.track import track_image
 
     rgb = _read_rgb(image)

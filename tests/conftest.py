@@ -32,9 +32,9 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     """A checkpoint of the `tiny` config with random weights (seed 0), for pipeline / viewer tests."""
     import torch
 
-    from model.checkpoint import save_checkpoint
-    from model.config import get_config
-    from model.unet import MPIUNet
+    from model.net.checkpoint import save_checkpoint
+    from model.net.config import get_config
+    from model.net.unet import MPIUNet
 
     cfg = get_config("tiny")
     torch.manual_seed(0)

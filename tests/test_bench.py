@@ -27,7 +27,7 @@ def test_bench_render_json(gl_context):  # gl_context: skips where there is no E
 
 
 def test_bench_lists_render():
-    from app.cli import build_parser
+    from app.cli.imp import build_parser
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "nope"])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app import cli
+from app.cli import imp as cli
 from tests.train_fixtures import one_torch_thread, prepared_dataset  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

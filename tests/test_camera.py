@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from model import camera
+from model.geometry import camera
 
 
 def test_crop_intrinsics_default_focal_and_centre():

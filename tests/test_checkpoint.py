@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.checkpoint import CheckpointError, load_checkpoint, load_model, read_config, save_checkpoint
-from model.config import get_config
-from model.unet import MPIUNet
+from model.net.checkpoint import CheckpointError, load_checkpoint, load_model, read_config, save_checkpoint
+from model.net.config import get_config
+from model.net.unet import MPIUNet
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +60,9 @@ def test_non_checkpoint_files_are_clear_errors(tmp_path) -> None:
 def test_export_weights_drops_optimiser_tensors_keeps_state(tmp_path):
     import torch
 
-    from model.checkpoint import export_weights, load_checkpoint, save_checkpoint
-    from model.config import get_config
-    from model.unet import MPIUNet
+    from model.net.checkpoint import export_weights, load_checkpoint, save_checkpoint
+    from model.net.config import get_config
+    from model.net.unet import MPIUNet
 
     cfg = get_config("tiny")
     torch.manual_seed(0)

@@ -1,13 +1,13 @@
-"""Clip files (model.clip): exact lossless round trip, compact quality, atomic writing, clear errors."""
+"""Clip files (model.formats.clip): exact lossless round trip, compact quality, atomic writing, clear errors."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from model import mpi
-from model.clip import ClipError, ClipReader, ClipWriter, MPIClip, MPIFrame, load_clip, open_clip, save_clip
-from model.synthetic import head_mpi, random_mpi
+from model.geometry import mpi
+from model.formats.clip import ClipError, ClipReader, ClipWriter, MPIClip, MPIFrame, load_clip, open_clip, save_clip
+from bench.synthetic import head_mpi, random_mpi
 
 
 def _random_clip(n: int = 3, size: tuple[int, int] = (20, 28), planes: int = 5, background: bool = True, seed: int = 0) -> MPIClip:
@@ -149,7 +149,7 @@ def test_corrupt_bytes_fail_the_checksum(tmp_path):
 def test_foreign_and_missing_files_are_named(tmp_path):
     from PIL import Image
 
-    from model.video import VideoWriter
+    from model.formats.video import VideoWriter
 
     png = tmp_path / "picture.mpi"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png, format="PNG")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from model import camera, conditions, mpi
-from model.raster import ellipsoid_mesh, rasterize
+from model.geometry import camera, conditions, mpi
+from model.geometry.raster import ellipsoid_mesh, rasterize
 
 
 def _quad(corners: list[list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,8 +147,8 @@ def test_rasterize_drops_geometry_behind_the_camera():
 @pytest.fixture(scope="module")
 def tracked_clip(shared_data):
     """20 real frames of two videos, tracked, with the crop camera at 128 px."""
-    from model import video
-    from model.prepare import crop_affine
+    from model.formats import video
+    from model.tracking.crop import crop_affine
     from model.tracking.track import track_video
 
     clips = []
@@ -170,7 +170,7 @@ def _face_oval_loop() -> list[int]:
 
 def test_conditions_land_on_the_face_in_real_frames(tracked_clip):
     """Tracking -> conditions -> MPI render on real footage: the coordinate map's coverage and the
-    mesh alpha planes rendered by model.mpi.render from the same (crop) camera cover the face.
+    mesh alpha planes rendered by model.geometry.mpi.render from the same (crop) camera cover the face.
 
     The face matte is the polygon of MediaPipe's face-oval landmarks as the detector gave them
     (raw_landmarks: before smoothing, the metric fit and the pose solve), mapped into the crop. It
@@ -210,7 +210,7 @@ def test_conditions_land_on_the_face_in_real_frames(tracked_clip):
 def test_alpha_planes_of_one_camera_render_to_the_mesh_seen_from_another(tracked_clip):
     """The conditions of the reference camera, rendered as an MPI into a camera orbited 8 degrees
     about the head joint, cover what the rasteriser sees directly from that camera: the plane
-    geometry of model.mpi and of the conditions agree."""
+    geometry of model.geometry.mpi and of the conditions agree."""
     S = 128
     _, track, _ = tracked_clip[1]
     verts = torch.from_numpy(track.vertices_head(0))[None]

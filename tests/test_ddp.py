@@ -23,9 +23,9 @@ def _worker(rank: int, world: int, port: int, data: str, out: str, cache: str, r
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from model.pairs import PairSampler
-    from model.run import RunSettings, train
-    from model.train import TrainOptions
+    from model.data.pairs import PairSampler
+    from model.training.loop import RunSettings, train
+    from model.training.step import TrainOptions
 
     opts = TrainOptions(stage="bootstrap", steps=2, lr=1e-3)
     result = train(MICRO, opts, RunSettings(out=Path(out), data=Path(data), progress=False, tensorboard=False,
@@ -38,7 +38,7 @@ def _worker(rank: int, world: int, port: int, data: str, out: str, cache: str, r
 def test_two_gloo_replicas_stay_identical(shared_data, tmp_path_factory, tmp_path):
     data = prepared_dataset(shared_data, tmp_path_factory)
     cache = conditions_cache(tmp_path_factory)
-    from model.pairs import PairSampler
+    from model.data.pairs import PairSampler
 
     PairSampler(data, MICRO, cache).prepare_cache()  # so the two ranks do not both rasterise
     mp.spawn(_worker, args=(2, _free_port(), str(data), str(tmp_path / "run"), str(cache), str(tmp_path)), nprocs=2, join=True)
@@ -47,9 +47,9 @@ def test_two_gloo_replicas_stay_identical(shared_data, tmp_path_factory, tmp_pat
     assert r0["picks"] != r1["picks"]  # different data on each replica ...
     assert r0["digest"] == r1["digest"]  # ... yet the same weights: gradients were averaged
 
-    from model.checkpoint import load_checkpoint
-    from model.run import weights_digest
-    from model.unet import MPIUNet
+    from model.net.checkpoint import load_checkpoint
+    from model.training.loop import weights_digest
+    from model.net.unet import MPIUNet
 
     ckpt = load_checkpoint(tmp_path / "run" / "bootstrap" / "latest.safetensors")
     assert ckpt.state["world_size"] == 2

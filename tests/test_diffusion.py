@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from model import camera, mpi
-from model.config import DiffusionConfig, get_config
-from model.diffusion import Conditions, denoise, drop_conditions, eps_from_x0, make_schedule, q_sample, render_frontal
-from model.unet import MPIUNet
+from model.geometry import camera, mpi
+from model.net.config import DiffusionConfig, get_config
+from model.diffusion.process import Conditions, denoise, drop_conditions, eps_from_x0, make_schedule, q_sample, render_frontal
+from model.net.unet import MPIUNet
 
 
 def make_conditions(cfg, batch: int = 1, seed: int = 0, frames: int | None = None) -> Conditions:

@@ -1,4 +1,4 @@
-"""Driving sources (model/driving.py): pose transfer, the parametric expression / head-pose controls
+"""Driving sources (model/data/driving.py): pose transfer, the parametric expression / head-pose controls
 on a real portrait's mesh, the built-in animation, and video driving on real footage (cross-identity
 and self-driving, checked in the MPI camera)."""
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 pytest.importorskip("mediapipe")
 cv2 = pytest.importorskip("cv2")
 
-from model import camera, mpi  # noqa: E402
-from model.config import TINY  # noqa: E402
-from model.driving import (ANIMATION_PERIOD, DrivingFrames, DrivingParams, ParametricDriving, VideoDriving,  # noqa: E402
+from model.geometry import camera, mpi  # noqa: E402
+from model.net.config import TINY  # noqa: E402
+from model.data.driving import (ANIMATION_PERIOD, DrivingFrames, DrivingParams, ParametricDriving, VideoDriving,  # noqa: E402
                            default_driving, transfer_pose)
 from model.tracking import track_image, track_video  # noqa: E402
 
@@ -168,10 +168,10 @@ def test_video_driving_cross_identity_uses_the_portraits_template(shared_data, a
 def test_self_driving_lands_on_the_drivers_face_in_the_mpi_camera(shared_data):
     """The portrait is the driving video's first frame: the retargeted meshes, rasterised in the
     portrait's crop camera (the MPI camera), cover the driver's tracked face in every frame."""
-    from model.pipeline import mesh_inputs
-    from model.conditions import canonical_code
-    from model.prepare import crop_affine
-    from model.video import iter_frames
+    from model.diffusion.pipeline import mesh_inputs
+    from model.geometry.conditions import canonical_code
+    from model.tracking.crop import crop_affine
+    from model.formats.video import iter_frames
 
     first = next(iter_frames(shared_data / MOVING_DRIVER))
     portrait = track_image(first)

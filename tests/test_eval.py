@@ -1,4 +1,4 @@
-"""`imp eval` and model/evaluate.py: the image metrics, the SGBM stereo check and the side check on
+"""`imp eval` and model/evaluation/reenactment.py: the image metrics, the SGBM stereo check and the side check on
 real footage with an oracle MPI (real frames over the tracked mesh depth), the landmark distance,
 and the command end to end with a trained checkpoint."""
 from __future__ import annotations
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from app import cli
-from model.config import get_config
-from model.evaluate import EvalSettings, evaluate, l1, landmark_distance, oracle_generator, psnr, ssim
-from model.pairs import VideoSource
-from model.dataset import PreparedDataset
+from app.cli import imp as cli
+from model.net.config import get_config
+from model.evaluation.reenactment import EvalSettings, evaluate, l1, landmark_distance, oracle_generator, psnr, ssim
+from model.data.pairs import VideoSource
+from model.data.dataset import PreparedDataset
 from tests.train_fixtures import one_torch_thread, MICRO, conditions_cache, prepared_dataset  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -64,8 +64,8 @@ def test_landmark_distance_measures_a_shift(data):
 
 
 def test_eval_cli_with_a_checkpoint(data, tmp_path, tmp_path_factory, capsys):
-    from model.run import RunSettings, train
-    from model.train import TrainOptions
+    from model.training.loop import RunSettings, train
+    from model.training.step import TrainOptions
 
     run = train(MICRO, TrainOptions(steps=1, lr=1e-3), RunSettings(out=tmp_path / "run", data=data, progress=False,
                                                                    tensorboard=False, cache_dir=conditions_cache(tmp_path_factory)))
@@ -89,15 +89,15 @@ def test_eval_cli_with_a_checkpoint(data, tmp_path, tmp_path_factory, capsys):
 
 
 def test_eval_without_weights_says_so(data, capsys, monkeypatch):
-    import model.variant
+    import model.net.variant
 
-    monkeypatch.setattr(model.variant, "DEMO_CHECKPOINT", "no-such-demo-model.safetensors")
+    monkeypatch.setattr(model.net.variant, "DEMO_CHECKPOINT", "no-such-demo-model.safetensors")
     assert cli.main(["eval", "--data", str(data)]) == 2
     assert "no trained weights are available" in capsys.readouterr().err
 
 
 def test_row_names_never_collide(tmp_path):
-    from app.eval_cli import row_name
+    from app.cli.eval import row_name
 
     state = {"step": 100}
     rows: dict = {}
@@ -110,7 +110,7 @@ def test_row_names_never_collide(tmp_path):
 def test_stereo_against_the_mesh_tells_a_flat_mpi_from_a_shaped_one(data):
     """A flat MPI (real frames on one plane) is perfectly self-consistent in stereo but its fused
     disparity misses the face's relief; the oracle with the tracked mesh's depth matches both."""
-    from model.unet import MPIPrediction
+    from model.net.unet import MPIPrediction
 
     def flat(cond, real):
         alpha = torch.zeros_like(cond.mesh_alpha)

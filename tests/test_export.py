@@ -1,4 +1,4 @@
-"""`imp export` / model.gltf: an MPI frame as a GLB of textured planes, reloaded with trimesh."""
+"""`imp export` / model.formats.gltf: an MPI frame as a GLB of textured planes, reloaded with trimesh."""
 from __future__ import annotations
 
 import json
@@ -7,10 +7,11 @@ import struct
 import numpy as np
 import pytest
 
-from app.cli import main
-from model import gltf, mpi
-from model.clip import MPIClip, MPIFrame, save_clip
-from model.synthetic import head_mpi
+from app.cli.imp import main
+from model.formats import gltf
+from model.geometry import mpi
+from model.formats.clip import MPIClip, MPIFrame, save_clip
+from bench.synthetic import head_mpi
 
 S, D = 24, 6
 

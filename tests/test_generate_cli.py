@@ -9,10 +9,10 @@ import torch
 
 pytest.importorskip("mediapipe")
 
-from app.cli import main  # noqa: E402
-from model import camera, mpi  # noqa: E402
-from model.clip import load_clip  # noqa: E402
-from model.config import TINY  # noqa: E402
+from app.cli.imp import main  # noqa: E402
+from model.geometry import camera, mpi  # noqa: E402
+from model.formats.clip import load_clip  # noqa: E402
+from model.net.config import TINY  # noqa: E402
 
 PORTRAIT = "images/LivePortrait/s12.jpg"
 DRIVING = "videos/dreamtalk/W009_front_neutral_level1_001.mp4"  # another person, 25 fps
@@ -79,8 +79,8 @@ def test_animate_without_driving_video(shared_data, checkpoint, tmp_path):
 
 
 def test_generated_clip_renders_with_imp_render(cross_clip, tmp_path, gl_context):
-    pytest.importorskip("app.render_cli")
-    from model.video import probe
+    pytest.importorskip("app.cli.render")
+    from model.formats.video import probe
 
     out = tmp_path / "front.mp4"
     assert main(["render", str(cross_clip), "-o", str(out)]) == 0

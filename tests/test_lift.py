@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from app import cli
-from model import camera, lift, mpi
-from model.prepare import crop_affine, crop_image
+from app.cli import imp as cli
+from model.geometry import camera, mpi
+from model import lift
+from model.tracking.crop import crop_affine, crop_image
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def test_depth_guess_and_unmixing():
 
 
 def test_lift_cli_writes_a_clip(astronaut_path, tmp_path, capsys):
-    from model.clip import load_clip
+    from model.formats.clip import load_clip
 
     out = tmp_path / "astronaut.clip"
     preview = tmp_path / "views.png"

@@ -21,15 +21,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("imgui_bundle")
 
-from app.live import LiveSession  # noqa: E402
-from app.worker import GenerationJob  # noqa: E402
-from model.driving import ParametricDriving, default_driving  # noqa: E402
+from app.live.session import LiveSession  # noqa: E402
+from app.live.worker import GenerationJob  # noqa: E402
+from model.data.driving import ParametricDriving, default_driving  # noqa: E402
 
 SIZE = (900, 520)  # the view gets 570 x 520 px beside the panel
 
 
 def _viewer(live, **kw):
-    from app.viewer import Viewer
+    from app.viewer.viewer import Viewer
 
     return Viewer(None, "test", size=SIZE, vsync=False, live=live, max_fps=None, **kw)
 
@@ -55,7 +55,7 @@ def _no_worker_threads() -> bool:
 
 
 def test_live_plays_what_the_worker_generates_and_saves_it(xvfb_display, tiny_checkpoint, astronaut_path, tmp_path):
-    from model.clip import load_clip
+    from model.formats.clip import load_clip
 
     save = tmp_path / "live.mpi"
     job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p: default_driving(p.track, max_frames=15),
@@ -107,7 +107,7 @@ def test_closing_mid_generation_stops_the_worker_and_leaves_no_file(xvfb_display
 
 
 def test_worker_error_reaches_the_panel_and_the_window_stays_usable(xvfb_display, tiny_checkpoint, astronaut_path, tmp_path):
-    from model.driving import VideoDriving
+    from model.data.driving import VideoDriving
 
     bad = tmp_path / "corrupt.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
@@ -125,11 +125,11 @@ def test_worker_error_reaches_the_panel_and_the_window_stays_usable(xvfb_display
 
 
 def test_default_launch_without_model_shows_a_head_and_falls_back_from_xr(xvfb_display, tmp_path, monkeypatch, capsys):
-    import model.variant
-    from app.viewer_cli import main
+    import model.net.variant
+    from app.cli.viewer import main
     from model.tracking.facemesh import FaceMeshRunner
 
-    monkeypatch.setattr(model.variant, "DEMO_CHECKPOINT", "no-such-demo-model.safetensors")
+    monkeypatch.setattr(model.net.variant, "DEMO_CHECKPOINT", "no-such-demo-model.safetensors")
     shot = tmp_path / "shot.png"
     assert main(["--display", "xr", "--frames", "3", "--no-vsync", "--size", "900x520", "--screenshot", str(shot)]) == 0
     out = capsys.readouterr().out
@@ -148,8 +148,8 @@ def test_default_launch_without_model_shows_a_head_and_falls_back_from_xr(xvfb_d
 
 
 def test_cli_webcam_without_camera_falls_back_to_sliders_and_saves(xvfb_display, tiny_checkpoint, tmp_path, capsys):
-    from app.viewer_cli import main
-    from model.clip import load_clip
+    from app.cli.viewer import main
+    from model.formats.clip import load_clip
 
     save = tmp_path / "cli.mpi"
     code = main(["webcam", "--checkpoint", str(tiny_checkpoint), "--steps", "1", "--max-frames", "8", "--threads", "1",
@@ -165,10 +165,10 @@ XR_LOOP = r"""
 import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-from app import xr_math
-from app.viewer import Viewer
-from app.xr_view import XRViewer
-from model.scenes import astronaut_clip
+from app.xr import poses as xr_math
+from app.viewer.viewer import Viewer
+from app.xr.view import XRViewer
+from tests.scenes import astronaut_clip
 from tests.test_live_viewer import SIZE, _psnr, _reference
 from tests.test_xr import gl_session
 
@@ -211,7 +211,7 @@ print("XR-RESULT " + json.dumps(result))
 
 
 def test_xr_loop_draws_the_placed_head_in_each_eye(xvfb_display):
-    """The viewer's XR loop (app/xr_view.py) on the recording double, GLX path with the mirror
+    """The viewer's XR loop (app/xr/view.py) on the recording double, GLX path with the mirror
     window's GL context (own process: PyOpenGL picks GLX or EGL once per process): each eye's
     swapchain image is the MPI rendered by the torch reference from that eye with the head placed
     `distance` in front of the initial head pose, and the mirror's distance slider moves it."""
@@ -236,7 +236,7 @@ def test_xr_loop_draws_the_placed_head_in_each_eye(xvfb_display):
 def test_fullscreen_is_side_by_side_on_the_whole_screen(xvfb_display, tmp_path):
     from PIL import Image
 
-    from app.viewer_cli import main
+    from app.cli.viewer import main
 
     shot = tmp_path / "full.png"
     assert main(["--lift", "--fullscreen", "--display", "desktop", "--frames", "2", "--no-vsync", "--screenshot", str(shot)]) == 0
@@ -254,7 +254,7 @@ def test_default_demo_model_shows_a_generated_head(xvfb_display, astronaut_path)
     478-point mesh is not asked for)."""
     import mediapipe as mp
 
-    from model.variant import demo_checkpoint
+    from model.net.variant import demo_checkpoint
 
     job = GenerationJob(demo_checkpoint(), astronaut_path, lambda p: default_driving(p.track, max_frames=8),
                         seed=0, steps=10, threads=1)

@@ -1,7 +1,8 @@
 import torch
 import pytest
 
-from model import camera, lpips, losses, mpi
+from model.geometry import camera, mpi
+from model.training import losses, lpips
 
 
 def _render(alpha, frontal=None, bg=None):

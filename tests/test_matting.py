@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import matting, video
+from model.data import matting
+from model.formats import video
 
 
 def _chroma_person(frame: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from model import camera, mpi
+from model.geometry import camera, mpi
 
 
 def _random_mpi(B=2, D=6, H=24, W=32, seed=0):

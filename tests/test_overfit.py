@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.config import get_config
-from model.diffusion import Conditions, denoise, make_schedule, q_sample
-from model.sampler import DDIMScheduler, Guidance, sample_clip
-from model.unet import MPIUNet
-from model.video import read_video
+from model.net.config import get_config
+from model.diffusion.process import Conditions, denoise, make_schedule, q_sample
+from model.diffusion.sampler import DDIMScheduler, Guidance, sample_clip
+from model.net.unet import MPIUNet
+from model.formats.video import read_video
 
 CFG = dataclasses.replace(get_config("tiny"), name="tiny32", res=32, frames=4, planes=4)
 STEPS = 150

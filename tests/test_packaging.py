@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app import cli
+from app.cli import imp as cli
 from model import resources
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,4 +44,4 @@ def test_wheel_contains_shaders_and_assets(tmp_path):
             assert rel in names, f"{rel} missing from the wheel"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "imp-viewer = app.viewer_cli:main" in text and "imp = app.cli:main" in text
+    assert "imp-viewer = app.cli.viewer:main" in text and "imp = app.cli.imp:main" in text

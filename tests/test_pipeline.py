@@ -1,4 +1,4 @@
-"""Generation pipeline (model/pipeline.py) with a randomly initialised tiny model on a real portrait:
+"""Generation pipeline (model/diffusion/pipeline.py) with a randomly initialised tiny model on a real portrait:
 portrait preparation, clip chaining and its frame counts, equality with the sampler's own chained
 sampling, seeded reproducibility, and the MPI frames' cameras."""
 from __future__ import annotations
@@ -9,13 +9,13 @@ import torch
 
 pytest.importorskip("mediapipe")
 
-from model import camera, mpi  # noqa: E402
-from model.config import TINY  # noqa: E402
-from model.diffusion import Conditions  # noqa: E402
-from model.driving import DrivingFrames, default_driving  # noqa: E402
-from model.pipeline import Generator, alpha_to_uint8, image_to_model, mesh_inputs, model_to_uint8  # noqa: E402
-from model.sampler import DDIMScheduler, Guidance, sample_video  # noqa: E402
-from model.unet import MPIUNet  # noqa: E402
+from model.geometry import camera, mpi  # noqa: E402
+from model.net.config import TINY  # noqa: E402
+from model.diffusion.process import Conditions  # noqa: E402
+from model.data.driving import DrivingFrames, default_driving  # noqa: E402
+from model.diffusion.pipeline import Generator, alpha_to_uint8, image_to_model, mesh_inputs, model_to_uint8  # noqa: E402
+from model.diffusion.sampler import DDIMScheduler, Guidance, sample_video  # noqa: E402
+from model.net.unet import MPIUNet  # noqa: E402
 
 PORTRAIT = "images/LivePortrait/s12.jpg"
 
@@ -72,7 +72,7 @@ def test_chained_clips_have_the_right_frame_counts(generator):
 
 
 def test_generator_equals_the_samplers_chained_video(generator):
-    """Clip by clip from a driving stream gives exactly model.sampler.sample_video on the whole
+    """Clip by clip from a driving stream gives exactly model.diffusion.sampler.sample_video on the whole
     sequence: same noise draws, same first-frame chaining, same dropped frames."""
     n, seed, steps = TINY.frames + 3, 7, 2
     ours = [f for clip in _run(generator, n, seed=seed, steps=steps) for f in clip]

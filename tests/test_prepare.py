@@ -7,9 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from app import cli
-from model import camera, dataset, matting, prepare, video
-from model.prepare import PrepareConfig, PrepareError, crop_affine, crop_image, prepare_dataset
+from app.cli import imp as cli
+from model.geometry import camera
+from model.atomic_write import write_json_atomic
+from model.data import dataset, matting, prepare
+from model.formats import video
+from model.data.prepare import PrepareConfig, PrepareError, prepare_dataset
+from model.tracking.crop import crop_affine, crop_image
 
 SHORT = dict(max_frames=20, min_frames=8)
 
@@ -151,7 +155,7 @@ def test_inputs_errors(tmp_path, capsys):
         prepare.find_videos([tmp_path / "missing.mp4"])
     # an existing dataset at another resolution is not silently mixed
     (tmp_path / "ds2").mkdir()
-    dataset.write_json_atomic(tmp_path / "ds2" / "manifest.json", {"version": 1, "res": 64, "videos": []})
+    write_json_atomic(tmp_path / "ds2" / "manifest.json", {"version": 1, "res": 64, "videos": []})
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"")
     with pytest.raises(PrepareError, match="--res 64"):

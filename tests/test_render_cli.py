@@ -1,5 +1,5 @@
 """`imp render`: every view of a small synthetic clip through the GL renderer into an mp4, decoded
-and compared with the torch reference renderer (model.mpi.render) within H.264's tolerance."""
+and compared with the torch reference renderer (model.geometry.mpi.render) within H.264's tolerance."""
 from __future__ import annotations
 
 import math
@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from app import render_cli
-from app.cli import main
-from app.stereo import ANAGLYPH_LEFT
-from model import camera
-from model.clip import MPIClip, MPIFrame, save_clip
-from model.synthetic import head_mpi
-from model.video import read_video
+from app.cli import render as render_cli
+from app.cli.imp import main
+from app.gl.stereo import ANAGLYPH_LEFT
+from model.geometry import camera
+from model.formats.clip import MPIClip, MPIFrame, save_clip
+from bench.synthetic import head_mpi
+from model.formats.video import read_video
 
 N, S, D = 4, 48, 8  # frames, MPI size, planes: small, but the head spans ~30 px
 

@@ -1,14 +1,15 @@
-"""The GL MPI renderer against the torch reference (model.mpi.render), on EGL / llvmpipe."""
+"""The GL MPI renderer against the torch reference (model.geometry.mpi.render), on EGL / llvmpipe."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from model import camera, synthetic
+from model.geometry import camera
+from bench import synthetic
 
 moderngl = pytest.importorskip("moderngl")
-from app.renderer import MPIRenderer, occupied_tiles  # noqa: E402
+from app.gl.renderer import MPIRenderer, occupied_tiles  # noqa: E402
 
 
 def _reference(frame, K, T_view_from_head, size, background=True) -> np.ndarray:

@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from app.ring_buffer import FramePacer, RingBuffer
+from app.live.ring_buffer import FramePacer, RingBuffer
 
 
 def test_concurrent_producer_consumer_no_lost_or_repeated_frames():

@@ -6,11 +6,11 @@ import dataclasses
 import pytest
 import torch
 
-from model.config import DiffusionConfig, get_config
-from model.diffusion import denoise, make_schedule, q_sample
-from model.sampler import (DDIMScheduler, Guidance, chain_clips, clip_starts, first_frame_guidance_scales,
+from model.net.config import DiffusionConfig, get_config
+from model.diffusion.process import denoise, make_schedule, q_sample
+from model.diffusion.sampler import (DDIMScheduler, Guidance, chain_clips, clip_starts, first_frame_guidance_scales,
                            guided_prediction, sample_clip, sample_video)
-from model.unet import MPIUNet
+from model.net.unet import MPIUNet
 from tests.test_diffusion import make_conditions
 
 MICRO = dataclasses.replace(get_config("tiny"), name="micro", res=32, frames=4, planes=4)

@@ -16,7 +16,7 @@ from model.tracking.facemesh import MESH_POINTS, STABLE_POINTS, mesh_faces  # no
 from model.tracking.pose import project_points, solve_poses, yaw_pitch_roll  # noqa: E402
 from model.tracking.shape import EYE_DISTANCE, STABLE_RMS, eye_centres  # noqa: E402
 from model.tracking.smoothing import jitter  # noqa: E402
-from model.video import VideoError, VideoWriter  # noqa: E402
+from model.formats.video import VideoError, VideoWriter  # noqa: E402
 
 DRIVER = "videos/LivePortrait/d9.mp4"  # real head turns, 30 fps; a fast turn around frames 305-330
 DRIVER_FRAMES = 360
@@ -91,7 +91,7 @@ def test_portrait_track_is_metric_and_consistent(astronaut_track, astronaut):
 
 
 def test_crop_camera_is_the_default_crop_intrinsics(astronaut_track):
-    from model.camera import crop_intrinsics
+    from model.geometry.camera import crop_intrinsics
 
     for res in (64, 256, 512):
         assert np.allclose(astronaut_track.crop_camera(res), crop_intrinsics(res).numpy(), atol=1e-3)
@@ -288,7 +288,7 @@ def test_retarget_cross_identity_uses_the_portraits_template(astronaut_track, dr
 
 def test_cli_writes_track_and_mesh(astronaut_path, tmp_path, capsys):
     trimesh = pytest.importorskip("trimesh")
-    from app.cli import main
+    from app.cli.imp import main
 
     out, mesh = tmp_path / "a.npz", tmp_path / "a.ply"
     assert main(["track", str(astronaut_path), "-o", str(out), "--mesh", str(mesh)]) == 0

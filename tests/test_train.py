@@ -1,4 +1,4 @@
-"""Training (model/train.py, model/run.py, `imp train`) on a tiny prepared dataset of real footage:
+"""Training (model/training/step.py, model/training/loop.py, `imp train`) on a tiny prepared dataset of real footage:
 which parts each stage trains, the L_side step, late-stage noise, the ablation variants, bit-exact
 resume, checkpoints on SIGTERM and crash safety of the latest checkpoint."""
 from __future__ import annotations
@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from app import cli
-from model.checkpoint import load_checkpoint
-from model.config import get_config
-from model.diffusion import make_schedule
-from model.pairs import PairSampler
-from model.run import RunSettings, train
-from model.train import TrainOptions, sample_timesteps, set_stage, training_step
-from model.unet import MPIPrediction, MPIUNet
-from model.variant import Variant, VariantModel, apply_variant
+from app.cli import imp as cli
+from model.net.checkpoint import load_checkpoint
+from model.net.config import get_config
+from model.diffusion.process import make_schedule
+from model.data.pairs import PairSampler
+from model.training.loop import RunSettings, train
+from model.training.step import TrainOptions, sample_timesteps, set_stage, training_step
+from model.net.unet import MPIPrediction, MPIUNet
+from model.net.variant import Variant, VariantModel, apply_variant
 from tests.train_fixtures import one_torch_thread, MICRO, conditions_cache, prepared_dataset  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -63,7 +63,7 @@ def test_variants_bootstrap_alpha_and_no_residual():
     assert torch.equal(out.alpha[:, :, 0], torch.ones(B, T, R, R)) and torch.equal(out.alpha[:, :, 1:], mesh[:, :, 1:])
     assert torch.equal(out.residual, pred.residual)
     # off the mesh only the opaque back plane is seen, and with nothing in front it shows the frontal image
-    from model.diffusion import render_frontal
+    from model.diffusion.process import render_frontal
 
     x0 = render_frontal(out, torch.zeros(B, 3, R, R))
     assert torch.allclose(x0[..., 0, 0], pred.frontal[..., 0, 0], atol=1e-6)
@@ -132,7 +132,7 @@ def _assert_same(a: Path, b: Path) -> None:
 def test_resume_is_bit_exact(data, tmp_path, tmp_path_factory, cfg, opts):
     """K + M steps in one run == K steps, stop, --resume, M more steps: weights and Adam moments
     bit-equal. The alternating case draws L_side at least once (pseudo ground truth included)."""
-    from model.train import chooses_side
+    from model.training.step import chooses_side
 
     cache = conditions_cache(tmp_path_factory)
     init = None
@@ -212,7 +212,7 @@ def test_cli_sigterm_saves_and_resume_continues(data, tmp_path):
 def test_training_learns_on_real_footage(data, tmp_path, tmp_path_factory):
     """60 bootstrap steps on one real clip: the L_mpi loss at fixed (batch, t, noise, dropout) falls
     well below where it started."""
-    from model.variant import VariantModel
+    from model.net.variant import VariantModel
 
     cache = conditions_cache(tmp_path_factory)
     vid = "dreamtalk-W009_front_neutral_level1_001"
@@ -245,7 +245,7 @@ def test_lpips_term_only_with_weights(data, tmp_path, tmp_path_factory):
     ones cannot be downloaded); without it the run says once that the term is off."""
     from safetensors.torch import save_file
 
-    from model.lpips import LPIPS
+    from model.training.lpips import LPIPS
 
     torch.manual_seed(0)
     path = tmp_path / "lpips_alex.safetensors"

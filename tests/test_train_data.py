@@ -1,4 +1,4 @@
-"""Training pairs (model/pairs.py) on real footage: shapes, alignment of the mesh conditions with
+"""Training pairs (model/data/pairs.py) on real footage: shapes, alignment of the mesh conditions with
 the frames, the reference-camera geometry of L_side batches, determinism and the conditions cache."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from model import camera, mpi
-from model.config import get_config
-from model.dataset import DatasetError
-from model.pairs import PairSampler
+from model.geometry import camera, mpi
+from model.net.config import get_config
+from model.data.dataset import DatasetError
+from model.data.pairs import PairSampler
 from tests.train_fixtures import one_torch_thread, MICRO, conditions_cache, prepared_dataset  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

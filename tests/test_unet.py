@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.config import CONFIGS, ModelConfig, config_differences, get_config
-from model.unet import MPIUNet, count_parameters
+from model.net.config import CONFIGS, ModelConfig, config_differences, get_config
+from model.net.unet import MPIUNet, count_parameters
 
 
 def random_inputs(cfg: ModelConfig, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:

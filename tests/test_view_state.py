@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from app import stereo
-from app import view_state as vs
-from model import camera
+from app.gl import stereo
+from app.viewer import view_state as vs
+from model.geometry import camera
 
 S = 512
 
@@ -68,7 +68,7 @@ def test_dolly_zoom_keeps_the_head_size_and_matches_model_camera(change):
     uva, uvb = _project(Ka, Ta, HEAD_POINTS), _project(Kb, Tb, HEAD_POINTS)
     np.testing.assert_allclose(uvb[0], uva[0], atol=1e-3)
     assert np.ptp(uvb[:, 0]) == pytest.approx(np.ptp(uva[:, 0]), rel=1e-5)
-    # ... and the rig is exactly model.camera.dolly_zoom of the previous one
+    # ... and the rig is exactly model.geometry.camera.dolly_zoom of the previous one
     K2, T2 = camera.dolly_zoom(torch.as_tensor(Ka), torch.as_tensor(Ta), moved.distance)
     np.testing.assert_allclose(Kb, K2.numpy(), rtol=1e-5)
     np.testing.assert_allclose(Tb, T2.numpy(), atol=1e-5)

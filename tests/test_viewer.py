@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import view_state as vs
-from model import camera
+from app.viewer import view_state as vs
+from model.geometry import camera
 
 SIZE = (1300, 560)  # window units; the panel takes 330, each sbs eye gets 485 x 560 px
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -23,8 +23,8 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 @pytest.fixture(scope="module")
 def viewer(xvfb_display):
-    from app.viewer import Viewer
-    from model.scenes import astronaut_clip
+    from app.viewer.viewer import Viewer
+    from tests.scenes import astronaut_clip
 
     with Viewer(astronaut_clip(), "astronaut", size=SIZE, vsync=False) as v:
         yield v
@@ -126,7 +126,7 @@ def test_side_by_side_shows_each_layer_with_its_own_disparity(viewer):
 
 
 def test_anaglyph_puts_the_left_eye_in_red_and_the_right_eye_in_cyan(viewer):
-    from app.stereo import compose
+    from app.gl.stereo import compose
 
     image = _shot(viewer, stereo="anaglyph", converge="off")
     red, green = image[..., 0].astype(np.float32), image[..., 1].astype(np.float32)
@@ -173,7 +173,7 @@ def test_mouse_drag_orbits_the_view_but_not_from_the_panel(viewer):
 
 def _solid_clip(colours, size: int = 32):
     """One frame per colour: two opaque planes of that colour, head 1 m in front of the camera."""
-    from model.clip import MPIClip, MPIFrame
+    from model.formats.clip import MPIClip, MPIFrame
 
     K = camera.crop_intrinsics(size).numpy()
     T = np.eye(4, dtype=np.float32)
@@ -185,7 +185,7 @@ def _solid_clip(colours, size: int = 32):
 
 
 def test_frame_slider_shows_that_frame(xvfb_display):
-    from app.viewer import Viewer
+    from app.viewer.viewer import Viewer
 
     colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
     with Viewer(_solid_clip(colours), "synthetic", size=(700, 400), vsync=False) as v:
@@ -205,11 +205,11 @@ def test_frame_slider_shows_that_frame(xvfb_display):
 def test_command_plays_a_clip_file_at_the_chosen_frame(xvfb_display, tmp_path):
     from PIL import Image
 
-    from app.viewer_cli import main
-    from model import clip as clip_io
+    from app.cli.viewer import main
+    from model.formats import clip as clip_io
 
     if not hasattr(clip_io, "save_clip"):
-        pytest.skip("model.clip has no clip files yet")
+        pytest.skip("model.formats.clip has no clip files yet")
     colours = [(220, 40, 40), (40, 220, 40), (40, 40, 220)]
     path = tmp_path / "three.mpi"
     clip_io.save_clip(_solid_clip(colours), path)
@@ -234,7 +234,7 @@ def test_command_without_display_runs_on_its_own_xvfb_and_saves_the_window(tmp_p
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (scripts/setup.sh installs it)")
     exe = Path(sys.executable).with_name("imp-viewer")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "app.viewer_cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "app.cli.viewer"]
     shot = tmp_path / "window.png"
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     proc = subprocess.run(cmd + ["--lift", "--display", "xr", "--frames", "3", "--size", "800x450",

@@ -1,4 +1,4 @@
-"""The viewer's generation worker (app/worker.py) and the webcam driving source (app/webcam.py),
+"""The viewer's generation worker (app/live/worker.py) and the webcam driving source (app/live/webcam.py),
 with a randomly initialised tiny checkpoint, the shipped astronaut portrait and real footage.
 
 The worker is checked against the sampler run directly (same frames, same order: it adds no
@@ -15,10 +15,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from app.ring_buffer import RingBuffer  # noqa: E402
-from app.worker import GenerationJob, GenerationWorker  # noqa: E402
-from model.config import get_config  # noqa: E402
-from model.driving import ParametricDriving, default_driving  # noqa: E402
+from app.live.ring_buffer import RingBuffer  # noqa: E402
+from app.live.worker import GenerationJob, GenerationWorker  # noqa: E402
+from model.net.config import get_config  # noqa: E402
+from model.data.driving import ParametricDriving, default_driving  # noqa: E402
 
 TINY = get_config("tiny")
 VIDEO = "videos/dreamtalk/M030_front_happy_level3_001.mp4"
@@ -36,7 +36,7 @@ def _drain(buffer: RingBuffer, worker: GenerationWorker, timeout: float = 60.0) 
 
 
 def test_worker_delivers_exactly_the_sampler_frames(tiny_checkpoint, astronaut_path):
-    from model.pipeline import Generator
+    from model.diffusion.pipeline import Generator
 
     buffer = RingBuffer(4)  # smaller than the output: the worker must block and resume, losing nothing
     job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p: default_driving(p.track, max_frames=10),
@@ -80,7 +80,7 @@ def test_stop_ends_the_thread_between_sampler_steps(tiny_checkpoint, astronaut_p
 
 
 def test_corrupt_driving_video_becomes_a_status_message(tiny_checkpoint, astronaut_path, tmp_path):
-    from model.driving import VideoDriving
+    from model.data.driving import VideoDriving
 
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
@@ -93,7 +93,7 @@ def test_corrupt_driving_video_becomes_a_status_message(tiny_checkpoint, astrona
 
 
 def test_no_webcam_is_one_clear_message():
-    from app.webcam import WebcamUnavailable, open_capture, parse_webcam
+    from app.live.webcam import WebcamUnavailable, open_capture, parse_webcam
 
     assert parse_webcam("webcam") == 0 and parse_webcam("webcam:2") == 2 and parse_webcam("clip.mp4") is None
     try:
@@ -110,8 +110,8 @@ def test_webcam_path_on_a_real_video_matches_the_offline_tracker(shared_data, as
     same file: head rotations relative to the first frame agree to a few degrees, and the mouth
     opens and closes the same way, up to one constant: the live neutral template is the first
     batch's median face (the future is unknown live), the offline one the whole video's."""
-    from app.webcam import WebcamDriving
-    from model.driving import VideoDriving
+    from app.live.webcam import WebcamDriving
+    from model.data.driving import VideoDriving
     from model.tracking import track_image
 
     portrait = track_image(astronaut_path)

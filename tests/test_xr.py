@@ -16,7 +16,7 @@ import pytest
 
 xr = pytest.importorskip("xr")
 
-from app import xr_display, xr_math  # noqa: E402
+from app.xr import poses as xr_math, session as xr_display  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +374,7 @@ def test_frames_the_runtime_says_not_to_render(gl_context):
 
 GLX_PROBE = """
 import glfw, xr
-from app import xr_display
+from app.xr import session as xr_display
 assert glfw.init()
 glfw.window_hint(glfw.VISIBLE, False)
 glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, 3)

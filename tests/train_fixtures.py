@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from model.config import get_config
+from model.net.config import get_config
 
 VIDEOS = ("videos/dreamtalk/W009_front_neutral_level1_001.mp4", "videos/LivePortrait/d18.mp4")
 FRAMES = 24
@@ -33,7 +33,7 @@ def one_torch_thread():
 
 def prepared_dataset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """DATASET folder (made on first use in this session)."""
-    from app import cli
+    from app.cli import imp as cli
 
     root = tmp_path_factory.getbasetemp() / "train-dataset"
     if not (root / "manifest.json").exists():

@@ -2,14 +2,18 @@
 
 Tight, as in the paper's supplement (fig. B): the crop spans `CROP_SPAN` metres at the head, i.e.
 the head (~23 cm chin to crown) fills ~60 % of it with a little hair and shoulder room, centred
-just below the eyes. With the crop camera's f = 2.5 · S (model.camera.crop_intrinsics) a crop of
+just below the eyes. With the crop camera's f = 2.5 · S (model.geometry.camera.crop_intrinsics) a crop of
 0.4 m at the head puts the head at 2.5 · 0.4 = 1 m, the viewing distance of DESIGN.md. When the
-head moves, the crop grows to hold every frame's centre span, so it never follows the head."""
+head moves, the crop grows to hold every frame's centre span, so it never follows the head.
+
+Cutting images with it: `crop_affine` (source pixels -> crop pixels at any resolution),
+`crop_image` (the warp, alias-free when shrinking) and `valid_mask` (which crop pixels the source
+image covers)."""
 from __future__ import annotations
 
 import numpy as np
 
-from model.camera import DEFAULT_FOCAL_FACTOR
+from model.geometry.camera import DEFAULT_FOCAL_FACTOR, crop_intrinsics
 
 CROP_SPAN = 0.40  # m across the crop at the head's distance
 CENTRE_BELOW_EYES = 0.01  # m: the crop centre sits this far below the eye line
@@ -45,3 +49,44 @@ def resized_crop_K(K: np.ndarray, crop: np.ndarray, res: int) -> np.ndarray:
     # resizing by s with pixel centres kept: u' = s u + (s - 1) / 2
     scale = np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5], [0, 0, 1]], dtype=np.float64)
     return (scale @ shift @ K.astype(np.float64)).astype(np.float32)
+
+
+def crop_affine(K_source: np.ndarray, res: int) -> np.ndarray:
+    """(3, 3) affine map from source pixels to crop pixels: crop_intrinsics(res) @ K_source^-1.
+
+    K_source is the tracker's source-frame intrinsics (f = 2.5 * crop size, principal point at the
+    crop centre), so the resized crop's camera is exactly crop_intrinsics(res)."""
+    A = crop_intrinsics(res).double().numpy() @ np.linalg.inv(np.asarray(K_source, np.float64))
+    if abs(A[0, 1]) > 1e-9 or abs(A[1, 0]) > 1e-9 or abs(A[0, 0] - A[1, 1]) > 1e-6 * abs(A[0, 0]):
+        raise ValueError("the source intrinsics are not a square-pixel crop camera (f_x != f_y or skew)")
+    return A
+
+
+def crop_image(image: np.ndarray, A: np.ndarray, res: int, border: str = "constant") -> np.ndarray:
+    """Warp an image (H, W[, C]) by the crop affine A (3, 3) into (res, res[, C]), same dtype.
+
+    Downscaling goes through an integer multiple m * res with bilinear sampling and an exact m x m
+    box filter (cv2.INTER_AREA), so a 4x reduction does not alias. Where the crop reaches beyond
+    the image, border "constant" fills 0 (the dataset: nothing made up, `valid_mask` tells where)
+    and "replicate" repeats the edge pixels (a still portrait to look at)."""
+    import cv2
+
+    modes = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE}
+    if border not in modes:
+        raise ValueError(f"border must be one of {sorted(modes)}, got {border!r}")
+
+    scale = float(A[0, 0])
+    m = max(1, int(round(1.0 / scale))) if scale < 1.0 else 1
+    # pixel u of the res-crop is the centre of the m x m block starting at m*u: u_m = m u + (m-1)/2
+    S = np.array([[m, 0.0, (m - 1) / 2.0], [0.0, m, (m - 1) / 2.0], [0.0, 0.0, 1.0]])
+    Am = (S @ A)[:2].astype(np.float64)
+    out = cv2.warpAffine(image, Am, (m * res, m * res), flags=cv2.INTER_LINEAR, borderMode=modes[border], borderValue=0)
+    if m > 1:
+        out = cv2.resize(out, (res, res), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def valid_mask(A: np.ndarray, image_size: tuple[int, int], res: int) -> np.ndarray:
+    """(res, res) bool: crop pixels that lie inside the source image of size (W, H)."""
+    W, H = image_size
+    return crop_image(np.ones((H, W), np.float32), A, res) > 0.5

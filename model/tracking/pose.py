@@ -54,9 +54,9 @@ def project_points(K: np.ndarray, x_cam: np.ndarray) -> np.ndarray:
 
 
 def yaw_pitch_roll(T: np.ndarray) -> np.ndarray:
-    """(yaw, pitch, roll) (..., 3) in degrees of poses T (..., 4, 4), as model.camera.rotation_to_euler."""
+    """(yaw, pitch, roll) (..., 3) in degrees of poses T (..., 4, 4), as model.geometry.camera.rotation_to_euler."""
     import torch
 
-    from model.camera import rotation_to_euler
+    from model.geometry.camera import rotation_to_euler
 
     return np.degrees(rotation_to_euler(torch.from_numpy(np.asarray(T[..., :3, :3], dtype=np.float64))).numpy())

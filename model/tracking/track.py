@@ -150,10 +150,10 @@ def track_image(path_or_array: str | Path | np.ndarray) -> Track:
 def track_video(path: str | Path, progress: bool = True, max_frames: int | None = None) -> Track:
     """Track the face through a video (MediaPipe in video mode). Frames without a face are
     interpolated from their neighbours and flagged in `found`; raises TrackingError when no frame
-    has a face and model.video.VideoError when the file cannot be decoded."""
+    has a face and model.formats.video.VideoError when the file cannot be decoded."""
     from tqdm import tqdm
 
-    from model.video import VideoError, iter_frames, probe
+    from model.formats.video import VideoError, iter_frames, probe
 
     path = Path(path)
     if path.is_dir():

@@ -1,0 +1,80 @@
+"""`imp train --data DATASET --config NAME --out RUN [--stage bootstrap|alternating] [--resume] ...`:
+train the MPI diffusion model on prepared monocular videos (paper sec. 3.3; recipe in
+docs/training.md). Works alone on a CPU / GPU or under `torchrun` (DistributedDataParallel)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, metavar="DATASET", help="dataset folder written by `imp prepare`")
+    parser.add_argument("--config", default="tiny", metavar="NAME", help="model config: tiny, small, demo or paper (default tiny)")
+    parser.add_argument("--out", required=True, metavar="RUN", help="run folder: checkpoints, config, TensorBoard logs, caches")
+    parser.add_argument("--stage", choices=("bootstrap", "alternating"), default="bootstrap",
+                        help="bootstrap: colour branch with L_mpi; alternating: geometry branch with L_mpi / L_side (default bootstrap)")
+    parser.add_argument("--resume", action="store_true", help="continue RUN/<stage>/latest.safetensors bit-exactly")
+    parser.add_argument("--init", metavar="CKPT", help="alternating stage: start from this checkpoint (default RUN/bootstrap/latest.safetensors)")
+    parser.add_argument("--steps", type=int, default=1000, help="total iterations of this stage (default 1000)")
+    parser.add_argument("--batch", type=int, default=1, help="clips per process and iteration (default 1)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    parser.add_argument("--lpips", metavar="PATH", help="LPIPS-alex weights (model/training/lpips.py says how to make them); without it no LPIPS term")
+    parser.add_argument("--p-side", type=float, default=0.2, help="probability of L_side per iteration in the alternating stage (default 0.2; 0 = ablation 'no L_side')")
+    parser.add_argument("--k-steps", type=int, default=4, help="DDIM steps for the pseudo ground truth (default 4)")
+    parser.add_argument("--no-residual", action="store_true", help="ablation: residual image = frontal (single-image MPI)")
+    parser.add_argument("--no-late-stage-noise", action="store_true", help="ablation: L_side draws t from [0, T] instead of [T/2, T]")
+    parser.add_argument("--videos", nargs="+", metavar="ID", help="train on these dataset video ids only")
+    parser.add_argument("--exclude", nargs="+", metavar="ID", default=[], help="leave these video ids out (held out for `imp eval`)")
+    parser.add_argument("--checkpoint-every", type=int, default=200, help="save every N steps (default 200; also at the end and on Ctrl-C / SIGTERM)")
+    parser.add_argument("--image-every", type=int, default=100, help="TensorBoard sample renders every N steps (default 100; 0 = never)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and of every random draw (default 0)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only; ignored on CPU)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads per process (default 1: on a busy CPU more threads spin-wait and a step "
+                             "can get 10-100x slower; for parallelism on a CPU start processes with torchrun)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from model.runtime import torch_threads
+
+    with torch_threads(args.threads):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from model.net.checkpoint import CheckpointError
+    from model.net.config import get_config
+    from model.data.dataset import DatasetError
+    from model.training.loop import RunSettings, TrainError, train
+    from model.runtime import resolve_device
+    from model.training.step import TrainOptions
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        print(f"imp train: {exc}", file=sys.stderr)
+        return 2
+    try:
+        cfg = get_config(args.config)
+        opts = TrainOptions(stage=args.stage, steps=args.steps, batch=args.batch, lr=args.lr, p_side=args.p_side,
+                            k_steps=args.k_steps, late_stage_noise=not args.no_late_stage_noise, residual=not args.no_residual,
+                            lpips=args.lpips, seed=args.seed, amp=args.amp and device.startswith("cuda"),
+                            videos=tuple(args.videos) if args.videos else None, exclude=tuple(args.exclude))
+        settings = RunSettings(out=Path(args.out), data=Path(args.data), resume=args.resume,
+                               init=Path(args.init) if args.init else None, checkpoint_every=max(1, args.checkpoint_every),
+                               image_every=args.image_every, device=device, progress=not args.quiet)
+        log = lambda msg: print(f"imp train: {msg}", file=sys.stderr)
+        result = train(cfg, opts, settings, log)
+    except (KeyError, ValueError, TrainError, CheckpointError, DatasetError, FileNotFoundError) as exc:
+        print(f"imp train: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 reports for all
+        return 130 if result.interrupted else 0
+    print(f"{result.checkpoint}: step {result.step}/{opts.steps}, last loss {result.losses[-1] if result.losses else float('nan'):.4f}, "
+          f"{result.samples_per_second:.2f} samples/s ({result.cpu_seconds_per_step:.1f} CPU s/step)")
+    return 130 if result.interrupted else 0

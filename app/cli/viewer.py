@@ -1,0 +1,357 @@
+"""`imp-viewer`: talking portraits in 3D, generated live, in an OpenXR headset or a desktop window.
+
+    imp-viewer [PORTRAIT] [DRIVING] [--checkpoint CKPT] [--display auto|xr|desktop]
+               [--stereo mono|sbs|anaglyph] [--clip CLIP] [--save CLIP] [--fullscreen]
+
+Live (no --clip): a background worker samples the model clip after clip into a ring buffer that
+the window plays at the driving source's fps (app/live/session.py). PORTRAIT defaults to the shipped
+astronaut, the checkpoint to the shipped demo model, DRIVING to `sliders` (the built-in animation
+plus expression / head-pose sliders on the portrait's own mesh); DRIVING may also be a video file
+or `webcam[:N]` (tracked live; without a camera: one line, then sliders). Without any checkpoint
+it says so and shows the portrait lifted into a (non-learned) MPI (model/lift.py). --clip plays a
+saved MPI clip instead. --display auto tries OpenXR first and falls back to the desktop window
+with a one-line reason. Without a display (no
+DISPLAY / WAYLAND_DISPLAY, as on a server) it starts a private virtual X server (Xvfb), plays the
+clip there for a bounded time, writes what the window shows to a PNG whose path it prints, stops
+Xvfb and exits: the command works everywhere, and on a headless machine it shows you something.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HEADLESS_SCREENSHOT = Path(tempfile.gettempdir()) / "imp-viewer.png"
+HEADLESS_SAVE_EVERY = 2.0  # seconds between screenshots while running on a virtual display
+HEADLESS_LIVE_SECONDS = 20.0  # live generation on a virtual display: stop this long after the first frame
+WINDOW_SIZE = (1280, 720)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="imp-viewer",
+        description="View MPI videos of talking heads in a desktop stereo window (mono, side by side, anaglyph).",
+        epilog="In the window: drag to orbit (small angles), the wheel moves the camera, H hides the panel, "
+               "space plays / pauses, Esc quits.",
+    )
+    p.add_argument("portrait", nargs="?", type=Path, help="portrait image (default: the shipped astronaut)")
+    p.add_argument("driving", nargs="?", help="driving video file, `webcam` / `webcam:N`, or `sliders` "
+                   "(default: the built-in animation + expression / head-pose sliders)")
+    p.add_argument("--checkpoint", type=Path, help="model checkpoint (.safetensors; default: the shipped demo model)")
+    p.add_argument("--display", choices=("auto", "xr", "desktop"), default="auto",
+                   help="where to show: OpenXR headset (mirrored on the desktop) or desktop window (default auto: "
+                        "the headset when an OpenXR runtime is found)")
+    p.add_argument("--stereo", choices=("mono", "sbs", "anaglyph"), default=None,
+                   help="desktop stereo mode (default mono; sbs with --fullscreen)")
+    p.add_argument("--fullscreen", action="store_true", help="full screen on the primary monitor, side by side "
+                   "and without the panel unless asked (phone VR viewers)")
+    p.add_argument("--clip", type=Path, help="MPI clip to play instead of generating (written by imp generate or --save)")
+    p.add_argument("--lift", action="store_true", help="no model: show PORTRAIT lifted into an MPI (model/lift.py), "
+                   "what runs when no checkpoint is available")
+    p.add_argument("--save", type=Path, metavar="CLIP", help="save the generated frames shown to this MPI clip "
+                   "(finalised when the window closes)")
+    p.add_argument("--steps", type=int, help="DDIM steps per clip (default: the checkpoint's)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--max-frames", type=int, help="generate at most this many frames")
+    p.add_argument("--buffer", type=int, default=32, help="ring buffer size in MPI frames (default %(default)s)")
+    p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                   help="torch threads of the generation worker (default: all cores but one, which the window keeps; %(default)s here)")
+    p.add_argument("--size", default=f"{WINDOW_SIZE[0]}x{WINDOW_SIZE[1]}", help="window size WxH (default %(default)s)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a panel control at start, e.g. distance=1.5, focal=5, dolly=on, baseline=0.065, "
+                        "stereo=sbs, converge=off, yaw=10, pitch=-5 (degrees), frame=12, play=off, panel=off")
+    p.add_argument("--frames", type=int, help="quit after drawing this many window frames (0: never)")
+    p.add_argument("--screenshot", type=Path, help="save the window as PNG here when quitting")
+    p.add_argument("--no-vsync", action="store_true", help="draw as fast as possible (benchmarks)")
+    return p
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"imp-viewer: --size must look like 1280x720, got {text!r}") from None
+    if w < 64 or h < 64:
+        raise SystemExit(f"imp-viewer: --size {text} is too small (at least 64x64)")
+    return w, h
+
+
+def _load(args) -> tuple[object, str]:
+    """(clip, its name for the panel) of --clip, or of the portrait lifted without a model."""
+    if args.clip is None:
+        from model.lift import lift_clip
+        from model.resources import asset_path
+
+        portrait = args.portrait or asset_path("astronaut.png")
+        try:
+            return lift_clip(portrait), f"{Path(portrait).name} lifted into an MPI (no model: model/lift.py)"
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise SystemExit(f"imp-viewer: cannot lift the portrait {portrait}: {exc}") from None
+    if not args.clip.exists():
+        raise SystemExit(f"imp-viewer: clip not found: {args.clip}")
+    from model.formats.clip import load_clip
+
+    try:
+        return load_clip(args.clip), str(args.clip)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"imp-viewer: cannot read MPI clip {args.clip}: {exc}") from None
+
+
+@contextlib.contextmanager
+def virtual_display(size: tuple[int, int]):
+    """Run a private Xvfb for the duration of the block, with DISPLAY pointing at it."""
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        raise SystemExit("imp-viewer: no display found and Xvfb is not installed: run scripts/setup.sh "
+                         "(it installs xvfb), or connect a display (e.g. ssh -X)")
+    read_fd, write_fd = os.pipe()
+    # -displayfd: Xvfb picks a free display number itself and writes it once it accepts clients
+    proc = subprocess.Popen([xvfb, "-displayfd", str(write_fd), "-screen", "0", f"{size[0]}x{size[1]}x24", "-nolisten", "tcp"],
+                            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    old = os.environ.get("DISPLAY")
+    try:
+        with os.fdopen(read_fd) as pipe:
+            number = pipe.readline().strip()
+        if not number:
+            raise SystemExit(f"imp-viewer: Xvfb failed to start (exit code {proc.wait(timeout=10)})")
+        os.environ["DISPLAY"] = f":{number}"
+        yield os.environ["DISPLAY"]
+    finally:
+        if old is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = old
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _save_png(image, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    Image.fromarray(image).save(tmp)
+    tmp.replace(path)  # a viewer of the file never sees half a PNG
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+
+
+def _looks_like_driving(text: str) -> bool:
+    """A lone positional that names a driving source rather than a portrait."""
+    from app.live.webcam import parse_webcam
+
+    return text == "sliders" or parse_webcam(text) is not None or Path(text).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _driving_factory(args):
+    """(driving(portrait) for the worker, its label, sliders shown?). A missing webcam falls back
+    to the sliders with one line; a missing video file is an error."""
+    from model.data.driving import default_driving
+
+    spec = args.driving or "sliders"
+    if spec == "sliders":
+        return (lambda portrait: default_driving(portrait.track)), "built-in animation + sliders", True
+    from app.live.webcam import WebcamDriving, WebcamUnavailable, open_capture, parse_webcam
+
+    index = parse_webcam(spec)
+    if index is not None:
+        try:
+            cap, _ = open_capture(index)
+            cap.release()
+        except WebcamUnavailable as exc:
+            print(f"imp-viewer: {exc}; driving with the sliders instead", flush=True)
+            return (lambda portrait: default_driving(portrait.track)), "built-in animation + sliders (no webcam found)", True
+        return (lambda portrait: WebcamDriving(index, portrait.track)), f"webcam {index}", False
+    path = Path(spec)
+    if not path.is_file():
+        raise SystemExit(f"imp-viewer: {spec}: no such driving video (or use `webcam`, `webcam:N`, `sliders`)")
+    from model.data.driving import VideoDriving
+
+    return (lambda portrait: VideoDriving(path, portrait.track, progress=False)), path.name, False
+
+
+def _live_session(args, checkpoint: Path):
+    """(LiveSession (not started), panel label, sliders?)."""
+    from app.live.session import LiveSession
+    from app.live.worker import GenerationJob
+    from model.resources import asset_path
+
+    portrait = args.portrait or asset_path("astronaut.png")
+    if not Path(portrait).is_file():
+        raise SystemExit(f"imp-viewer: {portrait}: no such portrait image")
+    driving, label, sliders = _driving_factory(args)
+    job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=driving, seed=args.seed, steps=args.steps,
+                        max_frames=args.max_frames, threads=args.threads)
+    return LiveSession(job, capacity=args.buffer, save=args.save), f"{Path(portrait).name} driven by {label} ({checkpoint.name})", sliders
+
+
+def _choose_checkpoint(args) -> Path | None:
+    """--checkpoint, else the shipped demo model, else None (with one line saying so)."""
+    from model.net.variant import DEMO_CHECKPOINT, resolve_checkpoint
+
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        raise SystemExit(f"imp-viewer: {args.checkpoint}: no such checkpoint file")
+    try:
+        return resolve_checkpoint(args.checkpoint)
+    except FileNotFoundError:
+        print(f"imp-viewer: no demo model (assets/{DEMO_CHECKPOINT}) in this installation and no --checkpoint: "
+              "showing the portrait lifted into an MPI without a model", flush=True)
+        return None
+
+
+def _open_viewer(args, clip, source: str, headless: bool, live=None, sliders: bool = False):
+    from app.viewer.viewer import Viewer
+
+    stereo = args.stereo or ("sbs" if args.fullscreen else "mono")
+    return Viewer(clip, source, size=_parse_size(args.size), vsync=not (headless or args.no_vsync), stereo=stereo,
+                  show_panel=not args.fullscreen, live=live, sliders=sliders, fullscreen=args.fullscreen and not headless)
+
+
+def _try_xr(args, viewer) -> bool:
+    """Run the headset loop if --display allows and a runtime answers; False: use the desktop."""
+    if args.display == "desktop":
+        return False
+    from app.xr.session import XRUnavailable, probe_runtime
+
+    try:
+        probe_runtime()
+    except XRUnavailable as exc:
+        print(f"imp-viewer: {exc}; using the desktop window", flush=True)
+        return False
+    from app.xr.view import run_xr
+
+    try:
+        run_xr(viewer, max_frames=args.frames)
+    except XRUnavailable as exc:
+        print(f"imp-viewer: {exc}; using the desktop window", flush=True)
+        return False
+    return True
+
+
+def run_viewer(args, clip, source: str, headless: bool, live=None, sliders: bool = False) -> int:
+    size = _parse_size(args.size)
+    frames = args.frames
+    screenshot = args.screenshot
+    if headless and live is not None:
+        screenshot = screenshot or HEADLESS_SCREENSHOT
+        print(f"imp-viewer: Xvfb on DISPLAY={os.environ.get('DISPLAY')}: generating live until {frames or 'the end'} "
+              f"(at most {HEADLESS_LIVE_SECONDS:g} s after the first frame); the window is saved to {screenshot}", flush=True)
+    elif headless:
+        # one pass through the clip (at least 2 s), unless asked otherwise
+        frames = frames if frames is not None else max(120, math.ceil(len(clip) / clip.fps * 60.0))
+        screenshot = screenshot or HEADLESS_SCREENSHOT
+        print(f"imp-viewer: Xvfb on DISPLAY={os.environ.get('DISPLAY')}: drawing {frames or 'unlimited'} frames, "
+              f"the window is saved to {screenshot}", flush=True)
+    del size
+    with _open_viewer(args, clip, source, headless, live, sliders) as viewer:
+        if live is not None:
+            live.start()  # once the window is open: a display error must not leave a worker behind
+        for setting in args.settings:
+            name, sep, value = setting.partition("=")
+            if not sep:
+                raise SystemExit(f"imp-viewer: --set wants NAME=VALUE, got {setting!r}")
+            try:
+                viewer.set(name.strip(), value)
+            except ValueError as exc:
+                raise SystemExit(f"imp-viewer: --set {setting}: {exc}") from None
+        if _try_xr(args, viewer):
+            return 0
+        last_save = time.monotonic()
+        image = None
+        # the end of a live stream ends the program only when automated (headless or --frames);
+        # a user keeps the window and its last frame
+        automated = headless or args.frames is not None
+        while not viewer.should_close and (not frames or viewer.frames_drawn < frames) and not (automated and _live_over(live, headless)):
+            last = bool(frames) and viewer.frames_drawn == frames - 1
+            periodic = headless and (viewer.frames_drawn == 1 or time.monotonic() - last_save > HEADLESS_SAVE_EVERY)
+            image = viewer.step(capture=bool(screenshot) and (last or periodic))
+            if periodic and image is not None:
+                _save_png(image, screenshot)
+                last_save = time.monotonic()
+        if screenshot:
+            if not (frames and viewer.frames_drawn >= frames and image is not None):
+                image = viewer.step(capture=True)  # closed by the user: capture what it shows now
+            _save_png(image, screenshot)
+            print(f"imp-viewer: saved the window ({image.shape[1]}x{image.shape[0]}) to {screenshot}", flush=True)
+        if live is not None:
+            for line in live.state.lines:
+                print(f"imp-viewer: {line}", flush=True)
+    if live is not None:
+        state = live.state
+        if state.saved:
+            print(f"imp-viewer: {state.saved}", flush=True)
+        if state.error:
+            print(f"imp-viewer: generation failed: {state.error}", file=sys.stderr, flush=True)
+    return 0
+
+
+def _live_over(live, headless: bool) -> bool:
+    """A live session with nothing more to show (the worker ended, the buffer is drained), or, on a
+    virtual display, HEADLESS_LIVE_SECONDS after its first frame."""
+    if live is None:
+        return False
+    state = live.state
+    if state.finished or (state.error and state.fill == 0):
+        return True
+    return headless and live.first_shown_at is not None and time.perf_counter() - live.first_shown_at > HEADLESS_LIVE_SECONDS
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.driving is None and args.portrait is not None and _looks_like_driving(str(args.portrait)):
+        args.portrait, args.driving = None, str(args.portrait)  # `imp-viewer webcam`: the astronaut, driven
+    for name in ("steps", "max_frames", "buffer", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise SystemExit(f"imp-viewer: --{name.replace('_', '-')} must be at least 1, got {value}")
+    live, sliders, clip = None, False, None
+    if args.clip is None and not args.lift:
+        checkpoint = _choose_checkpoint(args)
+        if checkpoint is not None:
+            live, source, sliders = _live_session(args, checkpoint)
+    if live is None:
+        if args.driving or args.save:
+            print("imp-viewer: DRIVING / --save need a model; ignoring them", flush=True)
+        clip, source = _load(args)
+
+    from app.viewer.window import DisplayError
+
+    try:
+        if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+            try:
+                return run_viewer(args, clip, source, headless=False, live=live, sliders=sliders)
+            except DisplayError as exc:
+                print(f"imp-viewer: cannot open a window on the display ({exc}); "
+                      "starting a virtual X server (Xvfb) instead", flush=True)
+        else:
+            print("imp-viewer: no display found (DISPLAY and WAYLAND_DISPLAY are unset); "
+                  "starting a virtual X server (Xvfb)", flush=True)
+        os.environ.pop("WAYLAND_DISPLAY", None)
+        # `kill` must unwind like Ctrl-C does, so that the Xvfb started here is stopped too
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        with virtual_display(_parse_size(args.size)):
+            return run_viewer(args, clip, source, headless=True, live=live, sliders=sliders)
+    except DisplayError as exc:
+        print(f"imp-viewer: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("imp-viewer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

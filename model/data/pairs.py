@@ -1,0 +1,309 @@
+"""Training data of sec. 3.3 / supp. A: reference / target pairs drawn from one prepared video.
+
+A training sample is a reference frame (the portrait O^ref, with its coordinate map in its own
+camera) and a clip of `cfg.frames` consecutive target frames of the same video, with their mattes,
+the video's background and the face meshes from tracking. Its MPI camera depends on the loss:
+
+- L_mpi (`side=False`): the MPI camera is each target frame's own camera (the fixed crop camera
+  with that frame's head pose); the mesh conditions are the target meshes seen from there;
+- L_side (`side=True`): the MPI camera is the reference camera: the target *expressions* are
+  posed with the reference head pose and rasterised there; the MPIs are then rendered into each
+  target camera, T_tgt_from_mpi = T_tgt_from_head @ inv(T_ref_from_head) (the head is rigid, so a
+  head pose change is a camera move around it).
+
+The losses always compare with the real target frames, in the target cameras, so the mesh
+disparity / coverage used by the disparity loss are the target camera's ones.
+
+Speed: rasterising the mesh costs about as much as a network step on a CPU, so every frame's
+conditions in its own camera (coordinate code, coverage, disparity) are computed once per video
+and kept as memory-mapped .npy files in a cache folder (alpha planes are re-binned from the
+disparity per batch, which is cheap and exact). Side conditions (a pose/expression pair that
+never occurs in the video) are rasterised per batch; they are needed only for the 20 % of L_side
+steps.
+
+Determinism: a batch is a pure function of (seed, step, rank, side), so resuming at step k draws
+the same batches as an uninterrupted run, whatever happened before.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from model.geometry import camera, conditions
+from model.net.config import ModelConfig
+from model.data.dataset import DatasetError, PreparedDataset, PreparedVideo
+from model.geometry.portrait_warp import portrait_warp
+from model.tracking.facemesh import mouth_faces
+
+RASTER_CHUNK = 32  # frames per rasteriser call when filling the cache (bounds its memory)
+
+
+def mesh_code(template: np.ndarray) -> Tensor:
+    """Per-vertex canonical code (V, 3) of an identity: its neutral template normalised to [-1, 1]
+    per axis (conditions.canonical_code). Training and inference must use the same code: generate
+    with the portrait's track.template."""
+    return conditions.canonical_code(torch.as_tensor(np.asarray(template, np.float32)))
+
+
+def coordinate_channels(coords: Tensor, coverage: Tensor, channels: int) -> Tensor:
+    """The network's coordinate input (..., channels, H, W) from code (..., 3, H, W) and coverage
+    (..., 1, H, W): the code alone (3) or code + coverage (4), as the config asks."""
+    if channels == 3:
+        return coords
+    if channels == 4:
+        return torch.cat([coords, coverage], -3)
+    raise ValueError(f"coord_channels must be 3 or 4, got {channels}")
+
+
+def rasterise(vertices_head: Tensor, faces: Tensor, code: Tensor, K: Tensor, T_cam_from_head: Tensor, res: int,
+              planes: int) -> conditions.MeshConditions:
+    """Mesh conditions of B posed meshes (vertices (B, V, 3), poses (B, 4, 4)) at res x res; no
+    supersampling (training and inference must agree on this)."""
+    return conditions.mesh_conditions(vertices_head, faces, code, K, T_cam_from_head, (res, res), planes)
+
+
+@dataclass
+class TrainBatch:
+    """A batch of B clips of T frames at R x R, colours in [-1, 1].
+
+    portrait (B, 3+Cc, R, R): reference frame + its coordinate map (in the reference camera);
+    target (B, T, 3, R, R), matte (B, T, 1, R, R), background (B, 3, R, R);
+    coords (B, T, Cc, R, R), mesh_alpha (B, T, D, R, R), depths (B, T, D): the driving mesh in the
+        MPI camera and that camera's plane depths;
+    K (B, 3, 3): the crop camera (MPI and target cameras share it);
+    T_tgt_from_mpi (B, T, 4, 4): identity for L_mpi, target from reference camera for L_side;
+    T_mpi_from_head (B, T, 4, 4): the head pose in the MPI camera;
+    mesh_disparity, mesh_coverage (B, T, 1, R, R): the target meshes in the target cameras;
+    valid (B, 1, R, R): 1 where the crop's pixels are real (inside the source video's frame);
+    identity (B, T, 5, R, R) or None: the reference frame carried through the meshes into the MPI
+        camera (model/geometry/portrait_warp.py), for configs with identity_warp;
+    side: which loss the batch was drawn for; videos / ref_index / start: where it came from."""
+
+    portrait: Tensor
+    target: Tensor
+    matte: Tensor
+    background: Tensor
+    coords: Tensor
+    mesh_alpha: Tensor
+    depths: Tensor
+    K: Tensor
+    T_tgt_from_mpi: Tensor
+    T_mpi_from_head: Tensor
+    mesh_disparity: Tensor
+    mesh_coverage: Tensor
+    valid: Tensor
+    side: bool
+    videos: list[str]
+    ref_index: list[int]
+    start: list[int]
+    identity: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "TrainBatch":
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return TrainBatch(**{k: v.to(device) if isinstance(v, Tensor) else v for k, v in values.items()})
+
+
+class VideoSource:
+    """One prepared video at the model's resolution, with its per-frame conditions cached."""
+
+    def __init__(self, video: PreparedVideo, vid: str, cfg: ModelConfig, cache_dir: Path | None, progress: bool = False):
+        self.video = video
+        self.id = vid
+        self.cfg = cfg
+        self.res = cfg.res
+        track = video.track
+        self.T = torch.from_numpy(video.T_cam_from_head.copy())
+        self.vertices = torch.from_numpy(np.ascontiguousarray(track.vertices_head(), np.float32))
+        self.faces = torch.from_numpy(np.asarray(track.faces)).long()
+        self.code = mesh_code(track.template)
+        self.mouth = torch.from_numpy(mouth_faces())
+        self.K = camera.scale_intrinsics(torch.from_numpy(video.K.copy()), self.res / video.res)
+        self.cache_dir = cache_dir
+        self._progress = progress
+        self._cache: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    # -------------------------------------------------------------------- images at the model res
+    def _resize(self, images: np.ndarray) -> np.ndarray:
+        if self.video.res == self.res:
+            return np.asarray(images)
+        import cv2
+
+        flag = cv2.INTER_AREA if self.res < self.video.res else cv2.INTER_LINEAR
+        return np.stack([cv2.resize(np.asarray(im), (self.res, self.res), interpolation=flag) for im in images])
+
+    def frames(self, idx: np.ndarray) -> Tensor:
+        """(n, 3, R, R) in [-1, 1], filled with the background outside the source frame."""
+        x = self._resize(self.video.images(idx))
+        return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    def valid(self) -> Tensor:
+        """(1, R, R) float: 1 where the crop shows the source frame (the loss counts only these)."""
+        m = self._resize(self.video.valid_mask[None].astype(np.uint8) * 255)[0]
+        return torch.from_numpy(m >= 128).float()[None]
+
+    def mattes(self, idx: np.ndarray) -> Tensor:
+        """(n, 1, R, R) in [0, 1]."""
+        return torch.from_numpy(self._resize(self.video.mattes[idx])).float().unsqueeze(1) / 255.0
+
+    def background(self) -> Tensor:
+        """(3, R, R) in [-1, 1]."""
+        x = self._resize(self.video.background[None])[0]
+        return torch.from_numpy(x).permute(2, 0, 1).float() / 127.5 - 1.0
+
+    # ------------------------------------------------------------------ per-frame own conditions
+    def _cache_path(self) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / f"{self.id}-r{self.res}"
+
+    def own_conditions(self) -> dict[str, np.ndarray]:
+        """Every frame's mesh in its own camera: coords (N, 3, R, R) float16, coverage (N, 1, R, R)
+        float16, disparity (N, 1, R, R) float32; from the cache folder when it holds them."""
+        if self._cache is not None:
+            return self._cache
+        path = self._cache_path()
+        names = ("coords", "coverage", "disparity")
+        if path is not None and all((path / f"{n}.npy").exists() for n in names):
+            arrays = {n: np.load(path / f"{n}.npy", mmap_mode="r") for n in names}
+            if arrays["coords"].shape[0] == len(self):
+                self._cache = arrays
+                return arrays
+        arrays = self._compute_own_conditions()
+        if path is not None:
+            # published by rename: a reader (another rank, a later run) sees all files or none
+            tmp = path.with_name(f".partial-{path.name}-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            for n, a in arrays.items():
+                np.save(tmp / f"{n}.npy", a)
+            if path.exists():
+                shutil.rmtree(path, ignore_errors=True)
+            try:
+                os.replace(tmp, path)
+            except OSError:  # another process published the same cache first
+                shutil.rmtree(tmp, ignore_errors=True)
+        self._cache = arrays
+        return arrays
+
+    def _compute_own_conditions(self) -> dict[str, np.ndarray]:
+        n, R = len(self), self.res
+        out = {"coords": np.zeros((n, 3, R, R), np.float16), "coverage": np.zeros((n, 1, R, R), np.float16),
+               "disparity": np.zeros((n, 1, R, R), np.float32)}
+        for s in tqdm(range(0, n, RASTER_CHUNK), desc=f"conditions {self.id}", disable=not self._progress, leave=False):
+            e = min(n, s + RASTER_CHUNK)
+            c = rasterise(self.vertices[s:e], self.faces, self.code, self.K, self.T[s:e], R, 2)
+            out["coords"][s:e] = c.coords.numpy()
+            out["coverage"][s:e] = c.coverage.numpy()
+            out["disparity"][s:e] = c.disparity.numpy()
+        return out
+
+    def identity(self, ref: int, vertices_head: Tensor, T_mpi_from_head: Tensor) -> Tensor:
+        """(n, 5, R, R): frame `ref` (image, matte, its own mesh and pose) carried onto the meshes
+        vertices_head (n, V, 3) posed at T_mpi_from_head (n, 4, 4) in the MPI camera."""
+        i = np.array([ref])
+        return portrait_warp(self.frames(i)[0], self.mattes(i)[0], self.vertices[ref], self.T[ref], vertices_head,
+                             T_mpi_from_head, self.faces, self.mouth, self.K, (self.res, self.res))
+
+    def own(self, idx: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+        """(coords (n, 3, R, R), coverage (n, 1, R, R), disparity (n, 1, R, R)) float32 of frames idx."""
+        c = self.own_conditions()
+        return tuple(torch.from_numpy(np.asarray(c[k][idx], np.float32)) for k in ("coords", "coverage", "disparity"))
+
+
+class PairSampler:
+    """Draws TrainBatches from the videos of a prepared dataset (see the module docstring)."""
+
+    def __init__(self, data: str | Path, cfg: ModelConfig, cache_dir: str | Path | None = None,
+                 videos: list[str] | None = None, exclude: list[str] | None = None, seed: int = 0, progress: bool = False):
+        ds = PreparedDataset(data)
+        entries = ds.entries
+        known = [e["id"] for e in entries]
+        for name, wanted in (("--videos", videos), ("--exclude", exclude)):
+            missing = sorted(set(wanted or []) - set(known))
+            if missing:
+                raise DatasetError(f"{name}: no video(s) {missing} with status ok in {ds.root}; known: {', '.join(known)}")
+        chosen = [e for e in entries if (videos is None or e["id"] in videos) and e["id"] not in set(exclude or [])]
+        self.too_short = [e["id"] for e in chosen if int(e["frames"]) < cfg.frames]  # cannot fill one clip
+        chosen = [e for e in chosen if int(e["frames"]) >= cfg.frames]
+        if not chosen:
+            raise DatasetError(f"{ds.root}: no usable video (status ok, at least {cfg.frames} frames for config {cfg.name!r})")
+        self.cfg = cfg
+        self.seed = seed
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.sources = [VideoSource(PreparedVideo.open(ds.root / e["id"]), e["id"], cfg, self.cache_dir, progress) for e in chosen]
+        # every clip start equally likely: videos weighted by their number of clip starts
+        starts = np.array([len(s) - cfg.frames + 1 for s in self.sources], np.float64)
+        self.weights = starts / starts.sum()
+
+    @property
+    def video_ids(self) -> list[str]:
+        return [s.id for s in self.sources]
+
+    def prepare_cache(self) -> None:
+        """Fill the conditions cache of every video now (instead of on first use)."""
+        for s in tqdm(self.sources, desc="conditions cache", disable=len(self.sources) < 2):
+            s.own_conditions()
+
+    def draw(self, step: int, rank: int, batch: int) -> list[tuple[int, int, int]]:
+        """(video index, reference frame, clip start) for each sample of a batch: a pure function of
+        (seed, step, rank)."""
+        rng = np.random.default_rng([self.seed, step, rank, 0x5EED])
+        out = []
+        for _ in range(batch):
+            v = int(rng.choice(len(self.sources), p=self.weights))
+            n = len(self.sources[v])
+            out.append((v, int(rng.integers(n)), int(rng.integers(n - self.cfg.frames + 1))))
+        return out
+
+    def batch(self, step: int, rank: int, batch: int, side: bool) -> TrainBatch:
+        return self.make_batch(self.draw(step, rank, batch), side)
+
+    def make_batch(self, picks: list[tuple[int, int, int]], side: bool) -> TrainBatch:
+        cfg = self.cfg
+        Tn, D = cfg.frames, cfg.planes
+        names = ("portrait", "target", "matte", "background", "coords", "mesh_alpha", "depths", "K", "T_tgt_from_mpi",
+                 "T_mpi_from_head", "mesh_disparity", "mesh_coverage", "valid") + (("identity",) if cfg.identity_warp else ())
+        parts: dict[str, list[Tensor]] = {k: [] for k in names}
+        for v, ref, start in picks:
+            src = self.sources[v]
+            clip = np.arange(start, start + Tn)
+            r_coords, r_cov, _ = src.own(np.array([ref]))
+            ref_img = src.frames(np.array([ref]))
+            parts["portrait"].append(torch.cat([ref_img, coordinate_channels(r_coords, r_cov, cfg.coord_channels)], 1)[0])
+            parts["target"].append(src.frames(clip))
+            parts["matte"].append(src.mattes(clip))
+            parts["background"].append(src.background())
+            parts["valid"].append(src.valid())
+            coords, cov, disp = src.own(clip)
+            parts["mesh_disparity"].append(disp)
+            parts["mesh_coverage"].append(cov)
+            T_tgt = src.T[clip]
+            if side:
+                T_ref = src.T[ref].expand(Tn, 4, 4)
+                c = rasterise(src.vertices[clip], src.faces, src.code, src.K, T_ref, src.res, D)
+                coords, cov, disp, depths = c.coords, c.coverage, c.disparity, c.depths
+                T_rel = T_tgt @ camera.invert_pose(T_ref)
+                T_mpi = T_ref
+            else:
+                depths = conditions.mpi_depths(T_tgt, D)
+                T_rel = torch.eye(4).expand(Tn, 4, 4)
+                T_mpi = T_tgt
+            parts["coords"].append(coordinate_channels(coords, cov, cfg.coord_channels))
+            parts["mesh_alpha"].append(conditions.alpha_planes(disp, cov, depths))
+            parts["depths"].append(depths)
+            parts["K"].append(src.K)
+            parts["T_tgt_from_mpi"].append(T_rel.contiguous())
+            parts["T_mpi_from_head"].append(T_mpi.contiguous())
+            if cfg.identity_warp:
+                parts["identity"].append(src.identity(ref, src.vertices[clip], T_mpi.contiguous()))
+        stacked = {k: torch.stack(v) for k, v in parts.items()}
+        return TrainBatch(**stacked, side=side, videos=[self.sources[v].id for v, _, _ in picks],
+                          ref_index=[r for _, r, _ in picks], start=[s for _, _, s in picks])

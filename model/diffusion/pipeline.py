@@ -1,0 +1,285 @@
+"""Generation: portrait + driving -> conditions -> sampler -> MPI frames (paper sec. 3.4,
+DESIGN.md Pipeline 1-4).
+
+1. `prepare_portrait`: track the portrait, cut the tracker's fixed head crop at the model's
+   resolution (the MPI camera is that crop camera, f = 2.5 res), matte it, inpaint the background
+   (also over the part of the crop outside the source image, which the portrait then shows, as
+   the training frames do), and rasterise the portrait's own mesh into its coordinate map (the
+   identity input O^ref + C^ref).
+2. Per clip of cfg.frames frames, the driving frames (model/data/driving.py) are rasterised in the MPI
+   camera (`mesh_inputs`): coordinate map and D mesh alpha planes at the plane depths of each
+   frame's MPI (near / far from the head distance r, model.geometry.mpi.near_far); with the identity
+   condition also the portrait carried onto them (model/geometry/portrait_warp.py).
+3. DDIM with two-scale guidance (model/diffusion/sampler.py) from seeded noise. Clips are chained through the
+   first frame: the last generated frame of clip k is the first-frame condition of clip k+1, whose
+   first frame repeats it and is dropped. The first clip's first-frame condition is the portrait
+   itself (video driving and the built-in animation start at its pose and face), or nothing.
+4. The predicted MPI (frontal / residual in [-1, 1], alpha in [0, 1]) becomes `MPIFrame`s: uint8
+   sRGB colours and alpha, K, T_cam_from_head, near, far and the inpainted background.
+
+`Generator.generate_clips` yields each clip's new frames as soon as they are sampled, so a writer
+(imp generate) or a ring buffer (the viewer) can stream them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from model.geometry import camera, mpi
+from model.formats.clip import MPIFrame
+from model.net.config import ModelConfig
+from model.diffusion.process import Conditions, make_schedule
+from model.data.driving import DrivingFrames, DrivingSource
+from model.diffusion.sampler import DDIMScheduler, Guidance, sample_chained
+from model.tracking.track import Track
+from model.net.unet import MPIPrediction, MPIUNet
+
+RASTER_CHUNK = 8  # frames rasterised per call (bounds the rasteriser's memory at 512^2)
+
+
+# ------------------------------------------------------------------------------------ conversions
+
+def image_to_model(image: np.ndarray) -> Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def model_to_uint8(x: Tensor) -> np.ndarray:
+    """(..., C, H, W) in [-1, 1] -> uint8 of the same shape (0..255, rounded)."""
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).numpy()
+
+
+def alpha_to_uint8(alpha: Tensor) -> np.ndarray:
+    """(..., D, H, W) in [0, 1] -> uint8 (0..255, rounded)."""
+    return (alpha.detach().float().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+
+
+# ------------------------------------------------------------------------------------- conditions
+
+def mesh_inputs(vertices_head: np.ndarray | Tensor, T_cam_from_head: np.ndarray | Tensor, code: Tensor, cfg: ModelConfig,
+                K: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(coords (n, Cc, R, R), mesh alpha (n, D, R, R), plane depths (n, D)) of n posed meshes seen
+    by the MPI camera K (default: the crop camera at cfg.res), each frame's planes between its own
+    near / far. vertices_head (n, 478, 3) head frame, metres; T_cam_from_head (n, 4, 4); code
+    (478, 3) from `model.data.pairs.mesh_code` of the identity template. Rasterised exactly as the
+    training pairs are (model.data.pairs.rasterise / coordinate_channels): what the model saw."""
+    from model.data.pairs import coordinate_channels, rasterise
+    from model.tracking.facemesh import mesh_faces
+
+    verts = torch.as_tensor(np.asarray(vertices_head, np.float32)).float()
+    T = torch.as_tensor(np.asarray(T_cam_from_head, np.float32)).float()
+    K = camera.crop_intrinsics(cfg.res) if K is None else K
+    faces = torch.from_numpy(mesh_faces()).long()
+    coords, alpha, depths = [], [], []
+    for i in range(0, len(verts), RASTER_CHUNK):
+        mc = rasterise(verts[i:i + RASTER_CHUNK], faces, code, K, T[i:i + RASTER_CHUNK], cfg.res, cfg.planes)
+        coords.append(coordinate_channels(mc.coords, mc.coverage, cfg.coord_channels))
+        alpha.append(mc.alpha)
+        depths.append(mc.depths)
+    return torch.cat(coords), torch.cat(alpha), torch.cat(depths)
+
+
+# --------------------------------------------------------------------------------------- portrait
+
+@dataclass
+class Portrait:
+    """A portrait prepared for generation, in the MPI camera (its head crop at the model's res)."""
+
+    track: Track  # in source-image pixels
+    image: np.ndarray  # (R, R, 3) uint8: the head crop
+    matte: np.ndarray  # (R, R) float32 in [0, 1]
+    background: np.ndarray  # (R, R, 3) uint8: the crop with the person inpainted
+    K: np.ndarray  # (3, 3) float32: crop_intrinsics(R)
+    code: Tensor  # (478, 3) canonical code of the portrait's template (model.data.pairs.mesh_code)
+    reference: Tensor  # (3 + Cc, R, R): portrait in [-1, 1] and its coordinate map (O^ref, C^ref)
+    valid: np.ndarray  # (R, R) bool: crop pixels inside the source image (elsewhere: the background)
+
+    @property
+    def T_cam_from_head(self) -> np.ndarray:
+        """(4, 4) float32: the portrait's head in the MPI camera."""
+        return self.track.T_cam_from_head[0].astype(np.float32)
+
+    @property
+    def res(self) -> int:
+        return int(self.image.shape[0])
+
+    def identity(self, frames: DrivingFrames) -> Tensor:
+        """(n, 5, R, R): the identity condition of driving frames (model/geometry/portrait_warp.py)."""
+        from model.geometry.portrait_warp import portrait_warp
+        from model.tracking.facemesh import mesh_faces, mouth_faces
+
+        return portrait_warp(image_to_model(self.image), torch.from_numpy(self.matte)[None], torch.from_numpy(self.track.vertices_head(0)),
+                             torch.from_numpy(self.T_cam_from_head), torch.from_numpy(frames.vertices_head),
+                             torch.from_numpy(frames.T_cam_from_head), torch.from_numpy(mesh_faces()).long(),
+                             torch.from_numpy(mouth_faces()), torch.from_numpy(self.K), (self.res, self.res))
+
+
+def read_portrait_image(image: str | Path | np.ndarray) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a path or an array (grey / RGBA converted); clear errors."""
+    from model.tracking.track import TrackingError, _read_image
+
+    try:
+        return _read_image(image)[0]
+    except TrackingError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def prepare_portrait(image: str | Path | np.ndarray, cfg: ModelConfig) -> Portrait:
+    """Track, crop, matte and inpaint a portrait (path or RGB uint8 array) for the model `cfg`.
+    Raises model.tracking.TrackingError when it has no face, ValueError when it is no image."""
+    from model.data import matting
+    from model.data.pairs import mesh_code
+    from model.tracking.crop import crop_affine, crop_image, valid_mask
+    from model.tracking import track_image
+
+    rgb = read_portrait_image(image)
+    track = track_image(rgb)
+    res = cfg.res
+    A = crop_affine(track.K, res)
+    crop = crop_image(rgb, A, res)  # black outside the source image ...
+    valid = valid_mask(A, track.image_size, res)
+    matte = np.clip(crop_image(matting.matte_image(rgb), A, res), 0.0, 1.0).astype(np.float32)
+    background = matting.inpaint(crop, matting.person_mask(matte) | ~valid)
+    crop = np.where(valid[..., None], crop, background)  # ... filled with the background, as training frames are
+    code = mesh_code(track.template)
+    coords, _, _ = mesh_inputs(track.vertices_head(0)[None], track.T_cam_from_head[:1], code, cfg)
+    reference = torch.cat([image_to_model(crop), coords[0]], 0)
+    return Portrait(track, crop, matte, background, camera.crop_intrinsics(res).numpy(), code, reference, valid)
+
+
+# -------------------------------------------------------------------------------------- generator
+
+@dataclass(frozen=True)
+class GenerationStatus:
+    """Progress report: denoising step `step` of `steps` in clip `clip` (0-based) is done;
+    `frames_done` frames have been delivered before this clip; `frames_total` is known or None."""
+
+    clip: int
+    step: int
+    steps: int
+    frames_done: int
+    frames_total: int | None
+
+
+class Generator:
+    """Samples MPI videos of one portrait driven by a DrivingSource with a trained MPIUNet."""
+
+    def __init__(self, model: MPIUNet, device: str | torch.device = "cpu"):
+        # `model` may also be a model.net.variant.VariantModel (same call signature and .cfg)
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg: ModelConfig = model.cfg
+        self.schedule = make_schedule(self.cfg.diffusion)
+        self.portrait: Portrait | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Generator":
+        """A generator with the weights of a checkpoint (model.net.checkpoint.CheckpointError if it is not one),
+        rendered the way it was trained (model.net.variant: mesh alpha for bootstrap-only, no residual)."""
+        from model.net.variant import load_trained
+
+        model, _ = load_trained(path, device=device)
+        return cls(model, device)
+
+    def prepare(self, portrait_image: str | Path | np.ndarray) -> Portrait:
+        """Track, crop, matte and inpaint the portrait; later clips are generated of it."""
+        self.portrait = prepare_portrait(portrait_image, self.cfg)
+        return self.portrait
+
+    def _require_portrait(self) -> Portrait:
+        if self.portrait is None:
+            raise RuntimeError("Generator.prepare(portrait_image) must run before generating")
+        return self.portrait
+
+    def clip_conditions(self, frames: DrivingFrames, first_frame: Tensor | None) -> Conditions:
+        """Conditions of one clip (batch 1) from exactly cfg.frames driving frames; first_frame
+        (3, R, R) in [-1, 1] or None (dropped)."""
+        p = self._require_portrait()
+        R = self.cfg.res
+        if len(frames) != self.cfg.frames:
+            raise ValueError(f"a clip needs {self.cfg.frames} driving frames, got {len(frames)}")
+        coords, alpha, _ = mesh_inputs(frames.vertices_head, frames.T_cam_from_head, p.code, self.cfg)
+        given = first_frame is not None
+        dev = self.device
+        return Conditions(
+            coords=coords[None].to(dev),
+            mesh_alpha=alpha[None].to(dev),
+            portrait=p.reference[None].to(dev),
+            first_frame=(first_frame if given else torch.zeros(3, R, R))[None].to(dev),
+            first_frame_flag=torch.tensor([1.0 if given else 0.0], device=dev),
+            background=image_to_model(p.background)[None].to(dev),
+            identity=p.identity(frames)[None].to(dev) if self.cfg.identity_warp else None,
+        )
+
+    def mpi_frames(self, pred: MPIPrediction, frames: DrivingFrames, indices: range) -> list[MPIFrame]:
+        """MPIFrames of the clip's frames `indices` (batch element 0)."""
+        p = self._require_portrait()
+        frontal, residual, alpha = model_to_uint8(pred.frontal[0]), model_to_uint8(pred.residual[0]), alpha_to_uint8(pred.alpha[0])
+        background = np.ascontiguousarray(p.background.transpose(2, 0, 1))
+        out = []
+        for i in indices:
+            T = frames.T_cam_from_head[i]
+            near, far = (float(v) for v in mpi.near_far(float(np.linalg.norm(T[:3, 3].astype(np.float64)))))
+            out.append(MPIFrame(frontal=frontal[i], residual=residual[i], alpha=alpha[i], K=p.K.copy(),
+                                T_cam_from_head=T.copy(), near=near, far=far, background=background))
+        return out
+
+    def generate_clips(self, driving: DrivingSource, seed: int = 0, steps: int | None = None, max_frames: int | None = None,
+                       first_frame: str = "portrait", eta: float | None = None,
+                       progress: Callable[[GenerationStatus], None] | None = None) -> Iterator[list[MPIFrame]]:
+        """Yield the new MPI frames of each clip until the driving source ends (or `max_frames`).
+
+        Clip 0 yields cfg.frames frames, every later clip cfg.frames - 1 (its first frame repeats
+        the previous clip's last one and is dropped); a last, short clip is padded by repeating its
+        final driving frame and trimmed. `first_frame`: "portrait" (the portrait is clip 0's
+        first-frame condition) or "none". Same seed, inputs and steps -> identical frames."""
+        if first_frame not in ("portrait", "none"):
+            raise ValueError(f"first_frame must be 'portrait' or 'none', got {first_frame!r}")
+        p = self._require_portrait()
+        cfg = self.cfg
+        F = cfg.frames
+        steps = steps or cfg.diffusion.sample_steps
+        scheduler = DDIMScheduler(self.schedule, cfg.diffusion.eta if eta is None else eta)
+        scheduler.set_timesteps(steps)
+        guidance = Guidance.paper(F, cfg.diffusion.portrait_guidance, cfg.diffusion.first_frame_guidance)
+        generator = torch.Generator().manual_seed(int(seed))
+        remaining = driving.remaining()
+        total = remaining if max_frames is None else (max_frames if remaining is None else min(max_frames, remaining))
+        clips: list[tuple[DrivingFrames, int, int]] = []  # per clip: driving frames, valid count, frames done before it
+        finished = False
+
+        def conditions() -> Iterator[Conditions]:
+            """Each clip's conditions, read from the driving source only when the sampler asks."""
+            nonlocal finished
+            done = 0
+            last_frame: DrivingFrames | None = None
+            while not finished:
+                want = F if last_frame is None else F - 1
+                if max_frames is not None:
+                    want = min(want, max_frames - done)
+                new = driving.frames(want) if want > 0 else None
+                if new is None or len(new) == 0:
+                    return
+                frames = new if last_frame is None else DrivingFrames.concat([last_frame, new])
+                valid = len(frames)
+                frames = frames.padded(F)
+                clips.append((frames, valid, done))
+                # clip 0's first frame: the portrait (or none); later ones: set by sample_chained
+                first = image_to_model(p.image) if last_frame is None and first_frame == "portrait" else None
+                finished = len(new) < want  # the source ended inside this clip
+                done += valid - (0 if last_frame is None else 1)
+                last_frame = frames[valid - 1:valid]
+                yield self.clip_conditions(frames, first)
+
+        def on_step(k: int, step: int) -> None:
+            if progress is not None:
+                progress(GenerationStatus(k, step, steps, clips[k][2], total))
+
+        for k, sample in enumerate(sample_chained(self.model, conditions(), scheduler, guidance, generator, on_step=on_step)):
+            frames, valid, _ = clips[k]
+            yield self.mpi_frames(sample.mpi, frames, range(0 if k == 0 else 1, valid))

@@ -1,0 +1,132 @@
+"""The pixel-aligned identity condition: the portrait's own colours carried into the MPI camera
+through the tracked meshes (beyond the paper; `ModelConfig.identity_warp`).
+
+Few training videos cannot teach a network to carry an identity from one portrait through
+cross-attention alone; this condition hands it the portrait's pixels where they belong, so that it
+can copy them and only has to paint what the portrait does not show.
+
+For each driving frame (the retargeted mesh posed in the MPI camera):
+
+- where the driving mesh is visible, each pixel takes the portrait's colour of the same surface
+  point: the per-vertex position of the portrait's *own* mesh projected into the portrait's camera
+  is interpolated over the driving mesh's triangles (perspective-correct barycentrics from the
+  rasteriser) and the portrait is sampled there;
+- a confidence channel says how far to trust that colour: 0 inside the mouth (the triangles that
+  close it stand for what a closed-mouth photo does not show), 0 where the portrait's mesh point is
+  hidden in the portrait (its z-buffer) and falling to 0 where the portrait sees the surface at a
+  grazing angle (the side of the head turned away);
+- what the mesh does not cover (hair, ears, neck, shoulders) comes from the portrait's matted
+  foreground moved rigidly with the head: a plane through the head joint, parallel to the
+  portrait's image, warped by its homography into the MPI camera (model.geometry.mpi's plane warp), with
+  its warped matte as a separate channel.
+
+Channels (`IDENTITY_CHANNELS` = 5) of the result (n, 5, H, W): RGB in [-1, 1] premultiplied by
+the alpha channel (the mesh colour on the mesh, black inside the mouth; off the mesh the warped
+foreground), alpha in [0, 1] (1 on the mesh, the warped foreground matte off it), and the mesh
+confidence in [0, 1] (0 off the mesh and inside the mouth).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from model.geometry import mpi
+from model.geometry.raster import rasterize
+
+IDENTITY_CHANNELS = 5
+GRAZING_COS = (0.15, 0.45)  # confidence 0 below the first cos(view angle), 1 above the second
+DEPTH_TOLERANCE = 0.01  # relative disparity: a vertex this much behind the portrait's z-buffer is hidden
+
+
+def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
+    """Unit normals (V, 3) of a mesh (V, 3) with faces (F, 3) wound counter-clockwise as seen from
+    the side the normals point to (area-weighted face normals summed per vertex)."""
+    a, b, c = (vertices[faces[:, i]] for i in range(3))
+    n_face = torch.cross(b - a, c - a, dim=-1)
+    n = torch.zeros_like(vertices).index_add_(0, faces.reshape(-1), n_face.repeat_interleave(3, 0))
+    return F.normalize(n, dim=-1, eps=1e-12)
+
+
+def portrait_vertex_samples(vertices_cam: Tensor, faces: Tensor, K: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Where the portrait shows each vertex of its own mesh, and how well.
+
+    vertices_cam (V, 3) the portrait's mesh in its camera (metres); faces (F, 3); K (3, 3); hw the
+    portrait image's size. Returns (pixel positions (V, 2), confidence (V,) in [0, 1]): 0 for
+    points hidden by the portrait's own surface, outside the image or seen edge-on."""
+    H, W = hw
+    z = vertices_cam[:, 2].clamp(min=1e-3)
+    uv = (vertices_cam @ K.T)[:, :2] / z[:, None]
+    frags = rasterize(vertices_cam[None], faces, K, hw)
+    zbuf = frags.disparity[0]  # (H, W) 1/z of the nearest surface
+    px = uv.round().long()
+    inside = (px[:, 0] >= 0) & (px[:, 0] < W) & (px[:, 1] >= 0) & (px[:, 1] < H)
+    pxc = torch.stack([px[:, 0].clamp(0, W - 1), px[:, 1].clamp(0, H - 1)], -1)
+    nearest = zbuf[pxc[:, 1], pxc[:, 0]]
+    visible = (1.0 / z) >= nearest * (1.0 - DEPTH_TOLERANCE)
+    # faces are wound so that normals point towards the camera: cos of the view angle = -n . ray
+    n = vertex_normals(vertices_cam, faces.long())
+    cos = -(n * F.normalize(vertices_cam, dim=-1)).sum(-1)
+    lo, hi = GRAZING_COS
+    facing = ((cos - lo) / (hi - lo)).clamp(0.0, 1.0)
+    return uv, facing * (visible & inside).to(facing)
+
+
+def _sample(image: Tensor, uv: Tensor) -> Tensor:
+    """Bilinear samples (n, C, H, W) of image (C, h, w) at pixel positions uv (n, 2, H, W)
+    (pixel centres at integers, zero outside)."""
+    C, h, w = image.shape
+    gx = (2.0 * uv[:, 0] + 1.0) / w - 1.0
+    gy = (2.0 * uv[:, 1] + 1.0) / h - 1.0
+    grid = torch.stack([gx, gy], -1)
+    return F.grid_sample(image[None].expand(len(uv), C, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tensor, T_portrait: Tensor,
+                  vertices_head: Tensor, T_mpi_from_head: Tensor, faces: Tensor, mouth: Tensor, K: Tensor,
+                  hw: tuple[int, int]) -> Tensor:
+    """The identity condition (n, 5, H, W) of n driving frames (see the module docstring).
+
+    portrait (3, h, w) in [-1, 1] and matte (1, h, w) in [0, 1], seen by camera K (3, 3) with the
+    head at T_portrait (4, 4); portrait_vertices_head (V, 3) the portrait's own mesh (template +
+    its expression) in its head frame; vertices_head (n, V, 3) the driving meshes (retargeted onto
+    the portrait) posed at T_mpi_from_head (n, 4, 4) in the MPI camera, which has the same
+    intrinsics K and image size hw; faces (F, 3); mouth (F,) bool, the triangles closing the mouth
+    (model.tracking.facemesh.mouth_faces)."""
+    n = vertices_head.shape[0]
+    dt = portrait.dtype
+    K = K.to(dt)
+    T_p = T_portrait.to(dt)
+    faces = faces.long()
+    pv_cam = portrait_vertices_head.to(dt) @ T_p[:3, :3].T + T_p[:3, 3]
+    uv_p, conf_v = portrait_vertex_samples(pv_cam, faces, K, tuple(portrait.shape[-2:]))
+
+    T = T_mpi_from_head.to(dt)
+    verts_cam = vertices_head.to(dt) @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
+    frags = rasterize(verts_cam, faces, K, hw)
+    attrs = frags.interpolate(torch.cat([uv_p, conf_v[:, None]], -1), faces)  # (n, 3, H, W)
+    cov = frags.coverage
+    in_mouth = mouth.to(frags.face.device)[frags.face.clamp(min=0)] & (frags.face >= 0)
+    mouth_px = in_mouth.unsqueeze(1).to(dt)
+    mesh_rgb = _sample(portrait, attrs[:, :2]) * cov * (1.0 - mouth_px) - mouth_px  # black inside the mouth
+    mesh_conf = attrs[:, 2:3] * cov * (1.0 - mouth_px)
+
+    # the rest of the person, rigidly with the head: the plane through the head joint, parallel to
+    # the portrait's image plane, moved from the portrait's camera into each MPI camera
+    T_mpi_from_portrait = T @ torch.linalg.inv(T_p)
+    depth = T_p[2, 3].reshape(1, 1).expand(n, 1)
+    Ks = K.expand(n, 3, 3)
+    Hs = mpi.plane_homographies(Ks, Ks, T_mpi_from_portrait, depth)
+    rgba = torch.cat([portrait * matte, matte], 0)[None, None].expand(n, 1, 4, *portrait.shape[-2:])
+    fg = mpi.warp_planes(rgba, Hs, hw)[:, 0]
+    off_mesh = 1.0 - cov
+    rgb = mesh_rgb + off_mesh * fg[:, :3]
+    alpha = cov + off_mesh * fg[:, 3:]
+    return torch.cat([rgb, alpha, mesh_conf], 1)
+
+
+def warp_composite(identity: Tensor, background: Tensor) -> Tensor:
+    """The identity condition (n, 5, H, W) composited over a background (n or 1, 3, H, W): images
+    (n, 3, H, W) in [-1, 1]. What a warp that learns nothing shows: the warp baseline of `imp eval`
+    and the condition's preview in the training logs."""
+    return identity[:, :3] + (1.0 - identity[:, 3:4]) * background

@@ -1,0 +1,125 @@
+"""Model checkpoints: safetensors files holding the weights, with the model config (JSON) and the
+training state (step, stage, ... as JSON) in the header metadata. Nothing is ever unpickled.
+
+Extra tensors (e.g. an optimiser's moments, flattened by the caller) may ride along under the
+`extra/` prefix.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from model.net.config import ModelConfig, config_differences, get_config
+
+FORMAT = "im-portrait-checkpoint"
+VERSION = "1"
+EXTRA_PREFIX = "extra/"
+
+
+class CheckpointError(RuntimeError):
+    """A file that is not an im-portrait checkpoint, or one made for another config."""
+
+
+@dataclass
+class Checkpoint:
+    config: ModelConfig
+    weights: dict[str, Tensor]
+    state: dict[str, Any] = field(default_factory=dict)  # training state: step, stage, ...
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, config: ModelConfig, state: dict[str, Any] | None = None,
+                    extra: dict[str, Tensor] | None = None) -> Path:
+    """Write model.state_dict() + config + state (JSON-serialisable) to `path` (.safetensors)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors.update({EXTRA_PREFIX + k: v.detach().contiguous().cpu() for k, v in (extra or {}).items()})
+    metadata = {"format": FORMAT, "version": VERSION, "config": config.to_json(), "state": json.dumps(state or {})}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    return path
+
+
+def read_config(path: str | Path) -> ModelConfig:
+    """The config stored in a checkpoint (reads the header only)."""
+    return _read_header(Path(path))[0]
+
+
+def _read_header(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for non-safetensors files
+        raise CheckpointError(f"{path}: not a safetensors file ({exc}); im-portrait checkpoints are .safetensors "
+                              "written by `imp train` / model.net.checkpoint.save_checkpoint") from exc
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: a safetensors file but not an im-portrait checkpoint "
+                              f"(metadata format={meta.get('format')!r}, expected {FORMAT!r})")
+    try:
+        config = ModelConfig.from_json(meta["config"])
+        state = json.loads(meta.get("state", "{}"))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: im-portrait checkpoint with an unreadable config ({exc})") from exc
+    return config, state
+
+
+def load_checkpoint(path: str | Path, expected: ModelConfig | str | None = None) -> Checkpoint:
+    """Read a checkpoint; with `expected` (a config or a registered name) its config must match,
+    else CheckpointError lists the fields that differ."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config, state = _read_header(path)
+    if expected is not None:
+        want = get_config(expected) if isinstance(expected, str) else expected
+        diffs = config_differences(config, want)
+        if diffs:
+            raise CheckpointError(f"{path}: checkpoint config {config.name!r} does not match the requested config "
+                                  f"{want.name!r} (checkpoint != requested): " + "; ".join(diffs))
+    tensors = load_file(str(path))
+    weights = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
+    extra = {k[len(EXTRA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
+    return Checkpoint(config, weights, state, extra)
+
+
+def load_model(path: str | Path, expected: ModelConfig | str | None = None, device: str | torch.device = "cpu"):
+    """(MPIUNet with the checkpoint's weights, in eval mode, Checkpoint)."""
+    from model.net.unet import MPIUNet
+
+    ckpt = load_checkpoint(path, expected)
+    model = MPIUNet(ckpt.config)
+    missing, unexpected = model.load_state_dict(ckpt.weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit config {ckpt.config.name!r}: "
+                              f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                              f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+    return model.to(device).eval(), ckpt
+
+
+def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None = None) -> Path:
+    """Copy a training checkpoint without its extra tensors (optimiser moments): the file to ship.
+
+    The config and the training state (step, stage, variant, options) are kept, plus `note`
+    under state["export"] (e.g. the data and budget it was trained with)."""
+    ckpt = load_checkpoint(src)
+    from model.net.unet import MPIUNet
+
+    model = MPIUNet(ckpt.config)
+    model.load_state_dict(ckpt.weights)
+    state = dict(ckpt.state)
+    if note:
+        state["export"] = note
+    return save_checkpoint(dst, model, ckpt.config, state)

@@ -1,0 +1,183 @@
+"""One training iteration of sec. 3.3 / supp. A: stages, the two losses, late-stage noise, pseudo
+ground truth and the ablation switches. The loop around it (checkpoints, resume, DDP, logs) is
+model/training/loop.py; the data is model/data/pairs.py.
+
+Stages (supp. A):
+- "bootstrap": only the colour branch (time embedding, colour stem, portrait encoder, colour U-Net,
+  colour head) trains, with L_mpi (MPIs in the target camera). The geometry branch is not trained
+  yet, so the MPI is rendered with the mesh alpha planes + an opaque back plane (model/net/variant.py
+  says why).
+- "alternating": the colour branch is frozen except its output layer (`colour_head`); the
+  geometry branch (stem, U-Net incl. its zero convs `geometry.inject`, head) and `colour_head`
+  train. Each iteration picks L_side with probability p_side (0.2) and L_mpi otherwise.
+
+L_side: the MPI camera is the reference camera with the target expressions rasterised there; the
+pseudo ground truth is the frontal rendering of a k-step DDIM sample of the current model (no
+gradient, no first frame, portrait guidance 1); it is noised with t ~ U[T/2, T) (late-stage noise;
+U[0, T) with the ablation switch) and the network's MPI, rendered in the target cameras, is
+compared with the real target frames.
+
+Ablations (paper table 1): residual=False (single-image MPI), late_stage_noise=False, and no L_side
+(bootstrap only, or alternating with p_side = 0).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from model.geometry import mpi
+from model.diffusion.process import Conditions, NoiseSchedule, drop_conditions, q_sample
+from model.training.losses import LossWeights, mpi_losses
+from model.data.pairs import TrainBatch
+from model.diffusion.sampler import DDIMScheduler, Guidance, sample_clip
+from model.net.unet import MPIPrediction, MPIUNet
+from model.net.variant import Variant
+
+STAGES = ("bootstrap", "alternating")
+COLOUR_PARTS = ("time_embed", "colour_stem", "portrait_encoder", "colour", "colour_head")
+GEOMETRY_PARTS = ("geometry_stem", "geometry", "geometry_head", "colour_head")  # + the colour output layer
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything that decides what a training run computes (saved in every checkpoint)."""
+
+    stage: str = "bootstrap"
+    steps: int = 1000  # total iterations of this stage
+    batch: int = 1  # clips per process and iteration
+    lr: float = 1e-4
+    p_side: float = 0.2  # probability of L_side per iteration (alternating stage)
+    k_steps: int = 4  # DDIM steps for the pseudo ground truth
+    late_stage_noise: bool = True  # L_side: t from [T/2, T) (False: [0, T))
+    residual: bool = True  # False: residual image := frontal (ablation)
+    lpips: str | None = None  # path of LPIPS-alex weights; None: no LPIPS term
+    grad_clip: float = 1.0
+    seed: int = 0
+    amp: bool = False  # bf16 autocast (CUDA only)
+    videos: tuple[str, ...] | None = None  # train on these dataset video ids only
+    exclude: tuple[str, ...] = ()  # ... or on all but these (held out for `imp eval`)
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if not 0.0 <= self.p_side <= 1.0:
+            raise ValueError(f"p_side must be in [0, 1], got {self.p_side}")
+        if self.k_steps < 1 or self.batch < 1 or self.steps < 0:
+            raise ValueError("k_steps and batch must be >= 1 and steps >= 0")
+
+    @property
+    def variant(self) -> Variant:
+        return Variant(alpha_source="mesh" if self.stage == "bootstrap" else "network", residual=self.residual)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["videos"] = list(self.videos) if self.videos is not None else None
+        d["exclude"] = list(self.exclude)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "TrainOptions":
+        d = dict(d)
+        d["loss_weights"] = LossWeights(**d.get("loss_weights", {}))
+        d["videos"] = tuple(d["videos"]) if d.get("videos") is not None else None
+        d["exclude"] = tuple(d.get("exclude", ()))
+        return TrainOptions(**d)
+
+
+def set_stage(net: MPIUNet, stage: str) -> list[tuple[str, nn.Parameter]]:
+    """Set requires_grad for the stage's parts and return the trainable (name, parameter)s in a
+    fixed order (the optimizer's order, which checkpoints rely on)."""
+    parts = COLOUR_PARTS if stage == "bootstrap" else GEOMETRY_PARTS
+    for p in net.parameters():
+        p.requires_grad_(False)
+    for name in parts:
+        for p in getattr(net, name).parameters():
+            p.requires_grad_(True)
+    return [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+
+
+def step_seed(seed: int, step: int, rank: int, purpose: int) -> int:
+    """A 63-bit seed for one step's random draws (pure function of its arguments)."""
+    return int(np.random.SeedSequence([seed, step, rank, purpose]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def chooses_side(opts: TrainOptions, step: int) -> bool:
+    """Whether iteration `step` uses L_side; the same on every rank (no rank in the seed)."""
+    if opts.stage != "alternating" or opts.p_side <= 0.0:
+        return False
+    return bool(np.random.default_rng([opts.seed, step, 0x51DE]).random() < opts.p_side)
+
+
+def sample_timesteps(generator: torch.Generator, batch: int, num_timesteps: int, late: bool) -> Tensor:
+    """t (batch,): uniform on [T/2, T) when `late` (late-stage noise), else on [0, T)."""
+    low = num_timesteps // 2 if late else 0
+    return torch.randint(low, num_timesteps, (batch,), generator=generator)
+
+
+def pseudo_ground_truth(model: nn.Module, cond: Conditions, schedule: NoiseSchedule, k_steps: int,
+                        generator: torch.Generator) -> Tensor:
+    """The frontal rendering (B, T, 3, H, W) of a k-step DDIM sample of `model` for `cond` (no
+    first frame; portrait guidance 1 = the conditional branch alone); no gradient."""
+    ddim = DDIMScheduler(schedule)
+    ddim.set_timesteps(k_steps)
+    T = cond.frames
+    sample = sample_clip(model, cond.without_first_frame(), ddim, Guidance(1.0, torch.zeros(T)), generator)
+    return sample.video.detach()
+
+
+def render_in_targets(pred: MPIPrediction, batch: TrainBatch) -> mpi.Rendering:
+    """Every frame's MPI rendered in its target camera over the background; (B*T, ...) tensors."""
+    B, T = pred.frontal.shape[:2]
+    bg = batch.background[:, None].expand(B, T, *batch.background.shape[1:]).flatten(0, 1)
+    K = batch.K[:, None].expand(B, T, 3, 3).flatten(0, 1)
+    return mpi.render(pred.frontal.flatten(0, 1), pred.residual.flatten(0, 1), pred.alpha.flatten(0, 1),
+                      batch.depths.flatten(0, 1), K, K, batch.T_tgt_from_mpi.flatten(0, 1), bg)
+
+
+class StepOutput(NamedTuple):
+    loss: Tensor
+    terms: dict[str, float]
+    pred: MPIPrediction  # detached, for the logs
+    rendering: Tensor  # (B, T, 3, H, W) rgb in the target cameras, detached
+    t: Tensor
+
+
+def training_step(model: nn.Module, sampling_model: nn.Module, batch: TrainBatch, schedule: NoiseSchedule, opts: TrainOptions,
+                  generator: torch.Generator, drop_first_frame: float, drop_portrait: float, lpips=None) -> StepOutput:
+    """Loss of one iteration (L_mpi or L_side as batch.side says). `model` is what gets gradients
+    (maybe a DDP wrapper), `sampling_model` the bare model used for the pseudo ground truth."""
+    B, T = batch.target.shape[:2]
+    device = batch.target.device
+    cond = Conditions(coords=batch.coords, mesh_alpha=batch.mesh_alpha, portrait=batch.portrait,
+                      first_frame=batch.target[:, 0], first_frame_flag=torch.ones(B, device=device),
+                      background=batch.background, identity=batch.identity)
+    N = schedule.num_timesteps
+    if batch.side:
+        x0 = pseudo_ground_truth(sampling_model, cond, schedule, opts.k_steps, generator)
+        cond = cond.with_first_frame(x0[:, 0])
+        t = sample_timesteps(generator, B, N, opts.late_stage_noise)
+    else:
+        x0 = batch.target
+        t = sample_timesteps(generator, B, N, late=False)
+    cond = drop_conditions(cond, generator, drop_first_frame, drop_portrait)
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    t = t.to(device)
+    x_t = q_sample(x0, t, noise, schedule)
+    use_amp = opts.amp and device.type == "cuda"
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+        pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag, cond.identity)
+    pred = MPIPrediction(*(p.float() for p in pred))
+    rendering = render_in_targets(pred, batch)
+    weights = opts.loss_weights if opts.variant.alpha_source == "network" else opts.loss_weights.for_fixed_geometry()
+    valid = batch.valid[:, None].expand(B, T, *batch.valid.shape[1:]).flatten(0, 1)
+    loss, terms = mpi_losses(rendering, batch.target.flatten(0, 1), batch.matte.flatten(0, 1),
+                             batch.mesh_disparity.flatten(0, 1), batch.mesh_coverage.flatten(0, 1), lpips, weights, valid)
+    terms["total"] = float(loss.detach())
+    shape = (B, T, *rendering.rgb.shape[1:])
+    return StepOutput(loss, terms, MPIPrediction(*(p.detach() for p in pred)), rendering.rgb.detach().reshape(shape), t)
