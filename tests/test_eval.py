@@ -12,7 +12,9 @@ import torch
 
 from app.cli import imp as cli
 from model.net.config import get_config
-from model.evaluation.reenactment import EvalSettings, evaluate, l1, landmark_distance, oracle_generator, psnr, ssim
+from model.evaluation.generators import oracle_generator
+from model.evaluation.metrics import l1, landmark_distance, psnr, ssim
+from model.evaluation.reenactment import EvalSettings, evaluate
 from model.data.pairs import VideoSource
 from model.data.dataset import PreparedDataset
 from tests.train_fixtures import one_torch_thread, MICRO, conditions_cache, prepared_dataset  # noqa: F401 (fixture)
@@ -123,3 +125,46 @@ def test_stereo_against_the_mesh_tells_a_flat_mpi_from_a_shaped_one(data):
     assert flat_r["disparity_error_px"] < shaped["disparity_error_px"] < 0.2  # one plane: nothing to get wrong
     assert shaped["mesh_error_px"] == pytest.approx(shaped["disparity_error_px"])  # its depth is the mesh's
     assert flat_r["mesh_error_px"] > 2 * shaped["mesh_error_px"]  # no relief
+
+
+def test_cross_identity_with_the_warp_baseline_keeps_the_portraits_identity(data, shared_data, tmp_path):
+    """The warp carries the portrait's own pixels: dlib recognises the portrait's person in its
+    frames, and its face follows the retargeted driving mesh (MediaPipe finds it where the mesh is)."""
+    from model.evaluation.cross_identity import CrossSettings, evaluate_cross
+    from model.evaluation.generators import warp_generator
+
+    cfg = get_config("demo")
+    vid = PreparedDataset(data).entries[0]["id"]
+    portrait = shared_data / "images" / "dreamtalk" / "f30.png"
+    r = evaluate_cross(str(data), cfg, warp_generator, [str(portrait)], [vid],
+                       CrossSettings(frames=6, samples=tmp_path / "sheets", progress=False))
+    assert r["identity"]["detected_fraction"] == 1.0
+    assert r["identity"]["distance"] < 0.5 and r["identity"]["same_person_rate"] == 1.0, r["identity"]
+    assert r["landmarks"]["distance_px"] < 3.0, r["landmarks"]
+    assert (tmp_path / "sheets" / f"f30--{vid}.png").is_file()
+    assert r["per_pair"][0]["portrait"] == "f30.png" and r["per_pair"][0]["frames"] == 6
+
+
+def test_eval_cli_cross_identity_and_warp_baseline(data, shared_data, tmp_path, capsys):
+    """`imp eval --portraits ... --warp-baseline`: a checkpoint's row and the warp's, in both tables."""
+    import dataclasses
+
+    from model.net.checkpoint import save_checkpoint
+    from model.net.unet import MPIUNet
+
+    cfg = dataclasses.replace(get_config("demo"), name="demo-micro", res=32, colour_channels=(16, 16, 16),
+                              geometry_channels=(8, 8, 8), stem_channels=16, time_channels=16)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "id.safetensors"
+    save_checkpoint(ckpt, MPIUNet(cfg), cfg, {"step": 0})
+    vid = PreparedDataset(data).entries[1]["id"]
+    out = tmp_path / "eval.json"
+    code = cli.main(["eval", "--checkpoint", str(ckpt), "--data", str(data), "--videos", vid, "--max-frames", "3",
+                     "--portraits", str(shared_data / "images" / "dreamtalk" / "f30.png"), "--cross-frames", "4",
+                     "--sample-steps", "1", "--no-landmarks", "--warp-baseline", "--json", str(out), "--quiet"])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "cross-identity" in table and "same person" in table and table.count("warp baseline") == 2
+    result = json.loads(out.read_text())["checkpoints"]
+    warp = result["warp baseline (no learning)"]
+    assert warp["cross_identity"]["per_pair"][0]["video"] == vid and "identity" in warp and warp["frontal"]["psnr"] > 10

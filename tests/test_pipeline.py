@@ -59,6 +59,19 @@ def test_prepared_portrait_is_the_head_crop_with_its_coordinate_map(generator):
     assert code.min() >= -1 and code.max() <= 1
 
 
+def test_a_crop_past_the_photos_edge_is_filled_not_black(shared_data, one_thread):
+    """d38.jpg is a tight crop: the fixed head crop reaches past it. There the portrait shows the
+    background inpainted outwards (as the training frames do), never black."""
+    from model.diffusion.pipeline import prepare_portrait
+
+    p = prepare_portrait(shared_data / "images" / "LivePortrait" / "d38.jpg", TINY)
+    outside = ~p.valid
+    assert 0.05 < outside.mean() < 0.9
+    np.testing.assert_array_equal(p.image[outside], p.background[outside])
+    assert (p.image[outside].max(-1) > 20).mean() > 0.95  # not the black fill
+    assert (p.matte[outside] < 0.5).mean() > 0.97  # no person made up there (one pixel of bilinear edge aside)
+
+
 def test_chained_clips_have_the_right_frame_counts(generator):
     F = TINY.frames
     statuses = []

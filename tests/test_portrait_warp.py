@@ -1,0 +1,103 @@
+"""model/geometry/portrait_warp.py, the identity condition, on real footage: a frame warped onto its
+own mesh gives itself back; onto a later frame's mesh it lands where that frame's face is; inside
+the mouth and on the side of the head turned away it says it does not know; and the warp
+baseline's frontal view is the condition composited over the background."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.data.dataset import PreparedDataset
+from model.data.pairs import VideoSource
+from model.evaluation.generators import warp_generator
+from model.evaluation.metrics import psnr
+from model.geometry import mpi
+from model.geometry.camera import euler_rotation
+from model.geometry.raster import rasterize
+from model.geometry.portrait_warp import IDENTITY_CHANNELS, portrait_warp, warp_composite
+from model.net.config import get_config
+from tests.train_fixtures import one_torch_thread, prepared_dataset  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+CFG = get_config("tiny")
+
+
+@pytest.fixture(scope="module")
+def source(shared_data, tmp_path_factory) -> VideoSource:
+    data = prepared_dataset(shared_data, tmp_path_factory)
+    return VideoSource(PreparedDataset(data)[0], "v", CFG, None)
+
+
+def _warp(src: VideoSource, ref: int, vertices, T) -> torch.Tensor:
+    i = np.array([ref])
+    return portrait_warp(src.frames(i)[0], src.mattes(i)[0], src.vertices[ref], src.T[ref], vertices, T, src.faces, src.mouth,
+                         src.K, (src.res, src.res))
+
+
+def test_a_frame_onto_its_own_mesh_gives_itself_back(source):
+    out = _warp(source, 0, source.vertices[:1], source.T[:1])
+    assert out.shape == (1, IDENTITY_CHANNELS, source.res, source.res)
+    rgb, alpha, conf = out[:, :3], out[:, 3:4], out[:, 4:5]
+    image, matte = source.frames(np.array([0])), source.mattes(np.array([0]))
+    on_mesh = source.own(np.array([0]))[1] > 0.5
+    trusted = (conf > 0.5) & on_mesh
+    assert trusted.float().mean() > 0.1  # a frontal face: most of it is trusted
+    assert psnr(rgb, image, trusted) > 28
+    off = ~on_mesh
+    # off the mesh the identity homography: the matted portrait itself (premultiplied)
+    assert torch.allclose(alpha[off], matte[off], atol=1e-4)
+    assert torch.allclose(rgb.masked_select(off.expand_as(rgb)), (image * matte).masked_select(off.expand_as(rgb)), atol=1e-4)
+
+
+def test_onto_a_later_frame_it_lands_on_that_frames_face(source):
+    k = len(source) - 1
+    out = _warp(source, 0, source.vertices[k:k + 1], source.T[k:k + 1])
+    frames = source.frames(np.array([0, k]))
+    face = (source.own(np.array([k]))[1] > 0.5) & (out[:, 4:5] > 0.5)
+    moved = float((source.T[k, :3, 3] - source.T[0, :3, 3]).norm())
+    assert moved > 0.002, "the fixture video's head must move for this test to mean anything"
+    assert psnr(out[:, :3], frames[1:], face) > psnr(frames[:1], frames[1:], face) + 1.0
+
+
+def test_mouth_and_turned_away_side_have_no_confidence(source):
+    from model.tracking.facemesh import mesh_faces, mouth_faces
+
+    faces = torch.from_numpy(mesh_faces()).long()
+    mouth = torch.from_numpy(mouth_faces())
+    assert 10 < int(mouth.sum()) < 40
+    # open the mouth: move the lower-lip / jaw side of the inner-mouth triangles down 1.5 cm
+    v = source.vertices[0].clone()
+    lower = v[:, 1] > v[faces[mouth]].reshape(-1, 3)[:, 1].mean()
+    jaw = lower & (v[:, 1] < v[:, 1].max()) & ((v[:, 0] - v[faces[mouth]].reshape(-1, 3)[:, 0].mean()).abs() < 0.04)
+    v[jaw, 1] += 0.015
+    out = _warp(source, 0, v[None], source.T[:1])
+    frags = rasterize(v[None] @ source.T[0, :3, :3].T + source.T[0, :3, 3], faces, source.K, (source.res, source.res))
+    in_mouth = (mouth[frags.face.clamp(min=0)] & (frags.face >= 0))[0]
+    assert int(in_mouth.sum()) > 3
+    assert (out[0, 4][in_mouth] == 0).all() and (out[0, :3][:, in_mouth] == -1).all()  # black, not trusted
+    # turn the head 70 degrees: much of what the driving view shows is edge-on or hidden in the portrait
+    T = source.T[:1].clone()
+    T[0, :3, :3] = T[0, :3, :3] @ euler_rotation(1.22, 0.0, 0.0)
+    turned = _warp(source, 0, source.vertices[:1], T)
+    on_turned = rasterize(source.vertices[:1] @ T[0, :3, :3].T + T[0, :3, 3], faces, source.K, (source.res, source.res)).face[0] >= 0
+    on_front = (frags.face[0] >= 0) & ~in_mouth
+    low_front, low_turned = float((out[0, 4][on_front] < 0.3).float().mean()), float((turned[0, 4][on_turned] < 0.3).float().mean())
+    assert low_turned > 0.15 and low_turned > 3 * low_front, (low_turned, low_front)
+
+
+def test_warp_baseline_frontal_view_is_the_condition_over_the_background(source):
+    from model.diffusion.process import Conditions
+    from model.geometry import conditions as mesh_cond
+
+    n = 3
+    idx = np.arange(n)
+    ident = _warp(source, 0, source.vertices[idx], source.T[idx])
+    coords, cov, disp = source.own(idx)
+    alpha = mesh_cond.alpha_planes(disp, cov, mesh_cond.mpi_depths(source.T[idx], CFG.planes))
+    bg = source.background()[None]
+    cond = Conditions(coords=coords[None], mesh_alpha=alpha[None], portrait=torch.zeros(1, 3, 1, 1), first_frame=bg,
+                      first_frame_flag=torch.ones(1), background=bg, identity=ident[None])
+    pred = warp_generator(cond)
+    frontal = mpi.render_in_mpi_camera(pred.frontal[0], pred.residual[0], pred.alpha[0], bg.expand(n, -1, -1, -1))
+    assert psnr(frontal, warp_composite(ident, bg), None) > 45
