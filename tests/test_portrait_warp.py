@@ -31,7 +31,7 @@ def source(shared_data, tmp_path_factory) -> VideoSource:
 
 def _warp(src: VideoSource, ref: int, vertices, T) -> torch.Tensor:
     i = np.array([ref])
-    return portrait_warp(src.frames(i)[0], src.mattes(i)[0], src.vertices[ref], src.T[ref], vertices, T, src.faces, src.mouth,
+    return portrait_warp(src.frames(i)[0], src.mattes(i)[0], src.vertices[ref], src.T[ref], vertices, T, src.topology,
                          src.K, (src.res, src.res))
 
 
@@ -61,10 +61,7 @@ def test_onto_a_later_frame_it_lands_on_that_frames_face(source):
 
 
 def test_mouth_and_turned_away_side_have_no_confidence(source):
-    from model.tracking.facemesh import mesh_faces, mouth_faces
-
-    faces = torch.from_numpy(mesh_faces()).long()
-    mouth = torch.from_numpy(mouth_faces())
+    faces, mouth = source.topology.faces, source.topology.mouth
     assert 10 < int(mouth.sum()) < 40
     # open the mouth: move the lower-lip / jaw side of the inner-mouth triangles down 1.5 cm
     v = source.vertices[0].clone()

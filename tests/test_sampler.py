@@ -121,7 +121,7 @@ class FirstFrameSpy(torch.nn.Module):
         super().__init__()
         self.inner, self.cfg, self.seen = inner, inner.cfg, []
 
-    def forward(self, x_t, t, coords, mesh_alpha, portrait, first_frame, first_frame_flag, identity=None):
+    def forward(self, x_t, t, coords, mesh_alpha, portrait, first_frame, first_frame_flag, identity=None, background=None):
         self.seen.append((first_frame.clone(), first_frame_flag.clone(), coords.clone()))
         return self.inner(x_t, t, coords, mesh_alpha, portrait, first_frame, first_frame_flag)
 

@@ -40,7 +40,7 @@ from model.geometry import camera, conditions
 from model.net.config import ModelConfig
 from model.data.dataset import DatasetError, PreparedDataset, PreparedVideo
 from model.geometry.portrait_warp import portrait_warp
-from model.tracking.facemesh import mouth_faces
+from model.tracking.facemesh import face_topology
 
 RASTER_CHUNK = 32  # frames per rasteriser call when filling the cache (bounds its memory)
 
@@ -123,7 +123,7 @@ class VideoSource:
         self.vertices = torch.from_numpy(np.ascontiguousarray(track.vertices_head(), np.float32))
         self.faces = torch.from_numpy(np.asarray(track.faces)).long()
         self.code = mesh_code(track.template)
-        self.mouth = torch.from_numpy(mouth_faces())
+        self.topology = face_topology()
         self.K = camera.scale_intrinsics(torch.from_numpy(video.K.copy()), self.res / video.res)
         self.cache_dir = cache_dir
         self._progress = progress
@@ -210,7 +210,7 @@ class VideoSource:
         vertices_head (n, V, 3) posed at T_mpi_from_head (n, 4, 4) in the MPI camera."""
         i = np.array([ref])
         return portrait_warp(self.frames(i)[0], self.mattes(i)[0], self.vertices[ref], self.T[ref], vertices_head,
-                             T_mpi_from_head, self.faces, self.mouth, self.K, (self.res, self.res))
+                             T_mpi_from_head, self.topology, self.K, (self.res, self.res))
 
     def own(self, idx: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
         """(coords (n, 3, R, R), coverage (n, 1, R, R), disparity (n, 1, R, R)) float32 of frames idx."""

@@ -111,12 +111,11 @@ class Portrait:
     def identity(self, frames: DrivingFrames) -> Tensor:
         """(n, 5, R, R): the identity condition of driving frames (model/geometry/portrait_warp.py)."""
         from model.geometry.portrait_warp import portrait_warp
-        from model.tracking.facemesh import mesh_faces, mouth_faces
+        from model.tracking.facemesh import face_topology
 
         return portrait_warp(image_to_model(self.image), torch.from_numpy(self.matte)[None], torch.from_numpy(self.track.vertices_head(0)),
                              torch.from_numpy(self.T_cam_from_head), torch.from_numpy(frames.vertices_head),
-                             torch.from_numpy(frames.T_cam_from_head), torch.from_numpy(mesh_faces()).long(),
-                             torch.from_numpy(mouth_faces()), torch.from_numpy(self.K), (self.res, self.res))
+                             torch.from_numpy(frames.T_cam_from_head), face_topology(), torch.from_numpy(self.K), (self.res, self.res))
 
 
 def read_portrait_image(image: str | Path | np.ndarray) -> np.ndarray:

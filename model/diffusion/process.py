@@ -149,5 +149,6 @@ def render_frontal(pred: MPIPrediction, background: Tensor | None, chunk: int = 
 
 def denoise(model: MPIUNet, x_t: Tensor, t: Tensor, cond: Conditions) -> tuple[MPIPrediction, Tensor]:
     """One network evaluation: (S, x0_hat = R(S) over the background)."""
-    pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag, cond.identity)
+    pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag, cond.identity,
+                 cond.background)
     return pred, render_frontal(pred, cond.background)

@@ -27,6 +27,8 @@ confidence in [0, 1] (0 off the mesh and inside the mouth).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -37,6 +39,7 @@ from model.geometry.raster import rasterize
 IDENTITY_CHANNELS = 5
 GRAZING_COS = (0.15, 0.45)  # confidence 0 below the first cos(view angle), 1 above the second
 DEPTH_TOLERANCE = 0.01  # relative disparity: a vertex this much behind the portrait's z-buffer is hidden
+NECK_BAND = 0.04  # m below the chin over which the off-mesh person turns from head to body
 
 
 def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
@@ -82,8 +85,31 @@ def _sample(image: Tensor, uv: Tensor) -> Tensor:
     return F.grid_sample(image[None].expand(len(uv), C, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+@dataclass(frozen=True)
+class FaceTopology:
+    """What the warp needs to know of the face mesh: faces (F, 3) long; mouth (F,) bool, the
+    triangles closing the mouth; bridge and chin, two vertex indices whose image direction is the
+    face's "down" (model.tracking.facemesh.face_topology builds it for MediaPipe's mesh)."""
+
+    faces: Tensor
+    mouth: Tensor
+    bridge: int
+    chin: int
+
+
+def body_weight(uv: Tensor, bridge: Tensor, chin: Tensor, band_px: float, hw: tuple[int, int]) -> Tensor:
+    """(1, H, W) in [0, 1]: how much each portrait pixel belongs to the body rather than the head:
+    0 above the chin, rising to 1 `band_px` pixels below it along the face's down direction
+    (bridge -> chin, pixels (2,))."""
+    H, W = hw
+    down = F.normalize(chin - bridge, dim=0)
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=uv.dtype), torch.arange(W, dtype=uv.dtype), indexing="ij")
+    along = (xs - chin[0]) * down[0] + (ys - chin[1]) * down[1]
+    return (along / band_px).clamp(0.0, 1.0)[None]
+
+
 def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tensor, T_portrait: Tensor,
-                  vertices_head: Tensor, T_mpi_from_head: Tensor, faces: Tensor, mouth: Tensor, K: Tensor,
+                  vertices_head: Tensor, T_mpi_from_head: Tensor, topology: FaceTopology, K: Tensor,
                   hw: tuple[int, int]) -> Tensor:
     """The identity condition (n, 5, H, W) of n driving frames (see the module docstring).
 
@@ -91,13 +117,12 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     head at T_portrait (4, 4); portrait_vertices_head (V, 3) the portrait's own mesh (template +
     its expression) in its head frame; vertices_head (n, V, 3) the driving meshes (retargeted onto
     the portrait) posed at T_mpi_from_head (n, 4, 4) in the MPI camera, which has the same
-    intrinsics K and image size hw; faces (F, 3); mouth (F,) bool, the triangles closing the mouth
-    (model.tracking.facemesh.mouth_faces)."""
+    intrinsics K and image size hw; topology: the mesh's faces, mouth triangles and down line."""
     n = vertices_head.shape[0]
     dt = portrait.dtype
     K = K.to(dt)
     T_p = T_portrait.to(dt)
-    faces = faces.long()
+    faces = topology.faces.long()
     pv_cam = portrait_vertices_head.to(dt) @ T_p[:3, :3].T + T_p[:3, 3]
     uv_p, conf_v = portrait_vertex_samples(pv_cam, faces, K, tuple(portrait.shape[-2:]))
 
@@ -106,19 +131,27 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     frags = rasterize(verts_cam, faces, K, hw)
     attrs = frags.interpolate(torch.cat([uv_p, conf_v[:, None]], -1), faces)  # (n, 3, H, W)
     cov = frags.coverage
-    in_mouth = mouth.to(frags.face.device)[frags.face.clamp(min=0)] & (frags.face >= 0)
+    in_mouth = topology.mouth.to(frags.face.device)[frags.face.clamp(min=0)] & (frags.face >= 0)
     mouth_px = in_mouth.unsqueeze(1).to(dt)
     mesh_rgb = _sample(portrait, attrs[:, :2]) * cov * (1.0 - mouth_px) - mouth_px  # black inside the mouth
     mesh_conf = attrs[:, 2:3] * cov * (1.0 - mouth_px)
 
-    # the rest of the person, rigidly with the head: the plane through the head joint, parallel to
-    # the portrait's image plane, moved from the portrait's camera into each MPI camera
+    # the rest of the person: above the chin (hair, ears) on a plane through the head joint,
+    # parallel to the portrait's image, moved rigidly with the head; below it (neck, shoulders)
+    # where it is in the portrait, since the body does not turn with the head (the MPI camera is
+    # the portrait's fixed crop camera, in training and at generation)
+    hp = tuple(portrait.shape[-2:])
+    band = float(K[0, 0]) * NECK_BAND / float(pv_cam[topology.chin, 2])
+    body = body_weight(uv_p, uv_p[topology.bridge], uv_p[topology.chin], band, hp)
     T_mpi_from_portrait = T @ torch.linalg.inv(T_p)
     depth = T_p[2, 3].reshape(1, 1).expand(n, 1)
     Ks = K.expand(n, 3, 3)
     Hs = mpi.plane_homographies(Ks, Ks, T_mpi_from_portrait, depth)
-    rgba = torch.cat([portrait * matte, matte], 0)[None, None].expand(n, 1, 4, *portrait.shape[-2:])
-    fg = mpi.warp_planes(rgba, Hs, hw)[:, 0]
+    rgba = torch.cat([portrait * matte, matte], 0)
+    head = mpi.warp_planes((rgba * (1.0 - body))[None, None].expand(n, 1, 4, *hp), Hs, hw)[:, 0]
+    torso = F.interpolate((rgba * body)[None], size=hw, mode="bilinear", align_corners=False) if hp != tuple(hw) else (rgba * body)[None]
+    fg = head + torso  # the two parts of one matte: added (exact where neither moved), at most opaque
+    fg = fg / fg[:, 3:].clamp(min=1.0)
     off_mesh = 1.0 - cov
     rgb = mesh_rgb + off_mesh * fg[:, :3]
     alpha = cov + off_mesh * fg[:, 3:]

@@ -54,8 +54,9 @@ class ModelConfig:
     norm_groups: int = 32
     time_channels: int = 512  # timestep embedding width
     # Beyond the paper: the portrait's colours carried into the MPI camera through the tracked
-    # meshes (model/geometry/portrait_warp.py) as an input, and a full-resolution path from it (and x_t)
-    # into the colour output, so that a model trained on few videos can keep an identity.
+    # meshes (model/geometry/portrait_warp.py) and the background as inputs, and a full-resolution
+    # path from them (and x_t) into the colour output, so that a model trained on few videos can
+    # keep an identity and copy what it is given instead of painting it through the U-Net.
     identity_warp: bool = False
     detail_channels: int = 16  # hidden channels of that full-resolution path
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -92,8 +93,14 @@ class ModelConfig:
     @property
     def in_channels(self) -> int:
         """Per-frame input channels: noisy RGB, coordinates, mesh alphas, first frame RGB + flag,
-        and the identity condition when it is on."""
-        return 3 + self.coord_channels + self.planes + 4 + self.identity_channels
+        and with identity_warp the identity condition and the background."""
+        return 3 + self.coord_channels + self.planes + 4 + self.identity_channels + (3 if self.identity_warp else 0)
+
+    @property
+    def detail_in_channels(self) -> int:
+        """Inputs of the full-resolution path besides the U-Net's features: the identity condition,
+        x_t, the background and the condition composited over it (0 without identity_warp)."""
+        return self.identity_channels + 9 if self.identity_warp else 0
 
     @property
     def portrait_channels(self) -> int:

@@ -152,14 +152,15 @@ def _frame_chunks(chunk: int, *tensors: Tensor | None):
 
 class DetailHead(nn.Module):
     """The full-resolution path of the identity condition (beyond the paper): the colour head's
-    full-resolution features, the identity condition and x_t -> frontal + residual. A 1x1 skip
-    starts out copying the condition's colours into both images, so that from the first step the
-    portrait's pixels reach the output without passing through the U-Net."""
+    full-resolution features, the identity condition composited over the background, the condition
+    itself, x_t and the background -> frontal + residual. A 1x1 skip starts out copying that
+    composite (the warp baseline's picture) into both images, so that from the first step the
+    portrait's and the background's pixels reach the output without passing through the U-Net."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         c, g = cfg.colour_head_channels, cfg.norm_groups
-        extra = cfg.identity_channels + 3
+        extra = cfg.detail_in_channels
         self.conv1 = nn.Conv2d(c + extra, cfg.detail_channels, 3, padding=1)
         self.norm = group_norm(cfg.detail_channels, min(g, cfg.detail_channels))
         self.conv2 = nn.Conv2d(cfg.detail_channels, 6, 3, padding=1)
@@ -167,7 +168,7 @@ class DetailHead(nn.Module):
         with torch.no_grad():
             self.skip.weight.zero_()
             self.skip.bias.zero_()
-            for k in range(3):  # identity RGB (the first channels after the features) -> frontal, residual
+            for k in range(3):  # the composite (the first channels after the features) -> frontal, residual
                 self.skip.weight[k, c + k] = 1.0
                 self.skip.weight[3 + k, c + k] = 1.0
 
@@ -191,7 +192,8 @@ class ColourHead(nn.Module):
 
     def forward(self, x: Tensor, stem_mid: Tensor, full: Tensor | None = None) -> Tensor:
         """x (N, C0, h, w) U-Net features, stem_mid (N, stem_channels, ...) the stem's first level;
-        full (N, identity_channels + 3, H, W): the identity condition and x_t (identity_warp only)."""
+        full (N, detail_in_channels, H, W): the identity condition composited over the background,
+        the condition, x_t, the background (identity_warp only)."""
         h = self.up2(F.silu(self.up1(x) + stem_mid))
         if self.detail is not None:
             h = self.detail(F.silu(h), full)
@@ -234,10 +236,10 @@ class MPIUNet(nn.Module):
         self.geometry_head = GeometryHead(cfg)
 
     def network_input(self, x_t: Tensor, coords: Tensor, mesh_alpha: Tensor, first_frame: Tensor, first_frame_flag: Tensor,
-                      identity: Tensor | None = None) -> Tensor:
+                      identity: Tensor | None = None, background: Tensor | None = None) -> Tensor:
         """(B*T, in_channels, H, W): per-frame channels; the first frame and its flag sit at frame 0
-        only (Lumiere-style conditioning frames + mask), zero elsewhere or when dropped; the identity
-        condition (zeros when dropped or not given) last."""
+        only (Lumiere-style conditioning frames + mask), zero elsewhere or when dropped; with
+        identity_warp the identity condition (zeros when dropped) and the background last."""
         B, T, _, H, W = x_t.shape
         flag = first_frame_flag.to(x_t).view(B, 1, 1, 1)
         ff = torch.zeros(B, T, 4, H, W, dtype=x_t.dtype, device=x_t.device)
@@ -245,29 +247,35 @@ class MPIUNet(nn.Module):
         ff[:, 0, 3:] = flag.expand(B, 1, H, W)
         parts = [x_t, coords.to(x_t), mesh_alpha.to(x_t), ff]
         if self.cfg.identity_warp:
-            parts.append(self._identity(identity, x_t))
+            parts += self._given(identity, background, x_t)
         return torch.cat(parts, 2).flatten(0, 1)
 
-    def _identity(self, identity: Tensor | None, x_t: Tensor) -> Tensor:
+    def _given(self, identity: Tensor | None, background: Tensor | None, x_t: Tensor) -> list[Tensor]:
+        """[identity (B, T, 5, H, W), background (B, T, 3, H, W)]: zeros where not given."""
         B, T, _, H, W = x_t.shape
-        if identity is None:
-            return x_t.new_zeros(B, T, self.cfg.identity_channels, H, W)
-        return identity.to(x_t)
+        ident = x_t.new_zeros(B, T, self.cfg.identity_channels, H, W) if identity is None else identity.to(x_t)
+        bg = x_t.new_zeros(B, T, 3, H, W) if background is None else background.to(x_t)[:, None].expand(B, T, 3, H, W)
+        return [ident, bg]
 
     def forward(self, x_t: Tensor, t: Tensor, coords: Tensor, mesh_alpha: Tensor, portrait: Tensor,
-                first_frame: Tensor, first_frame_flag: Tensor, identity: Tensor | None = None) -> MPIPrediction:
+                first_frame: Tensor, first_frame_flag: Tensor, identity: Tensor | None = None,
+                background: Tensor | None = None) -> MPIPrediction:
         """x_t (B, T, 3, H, W); t (B,); coords (B, T, Cc, H, W); mesh_alpha (B, T, D, H, W);
         portrait (B, 3+Cc, H, W); first_frame (B, 3, H, W); first_frame_flag (B,) (1 = given);
-        identity (B, T, 5, H, W) the identity condition (model/geometry/portrait_warp.py; configs with
-        identity_warp only, None = dropped)."""
+        configs with identity_warp only: identity (B, T, 5, H, W), the identity condition
+        (model/geometry/portrait_warp.py; None = dropped), and background (B, 3, H, W)."""
         cfg = self.cfg
         B, T, _, H, W = x_t.shape
         if (H, W) != (cfg.res, cfg.res) or mesh_alpha.shape[2] != cfg.planes or T % cfg.temporal_stride:
             raise ValueError(f"config {cfg.name!r} takes {cfg.res}x{cfg.res} frames, {cfg.planes} planes and a multiple of "
                              f"{cfg.temporal_stride} frames; got x_t {tuple(x_t.shape)}, mesh_alpha {tuple(mesh_alpha.shape)}")
         emb = self.time_embed(t)
-        inp = self.network_input(x_t, coords, mesh_alpha, first_frame, first_frame_flag, identity)
-        full = torch.cat([self._identity(identity, x_t), x_t], 2).flatten(0, 1) if cfg.identity_warp else None
+        inp = self.network_input(x_t, coords, mesh_alpha, first_frame, first_frame_flag, identity, background)
+        full = None
+        if cfg.identity_warp:
+            ident, bg = self._given(identity, background, x_t)
+            composite = ident[:, :, :3] + (1.0 - ident[:, :, 3:4]) * bg  # the warp over the background
+            full = torch.cat([composite, ident, x_t, bg], 2).flatten(0, 1)
         h, colour_mid = self.colour_stem(inp)
         h, colour_stages = self.colour(h, emb, T, self.portrait_encoder(portrait.to(x_t), emb))
         rgb = torch.cat([self.colour_head(*c) for c in _frame_chunks(cfg.head_frames, h, colour_mid, full)])

@@ -74,8 +74,9 @@ class VariantModel(nn.Module):
         self.cfg = net.cfg
 
     def forward(self, x_t: Tensor, t: Tensor, coords: Tensor, mesh_alpha: Tensor, portrait: Tensor,
-                first_frame: Tensor, first_frame_flag: Tensor, identity: Tensor | None = None) -> MPIPrediction:
-        pred = self.net(x_t, t, coords, mesh_alpha, portrait, first_frame, first_frame_flag, identity)
+                first_frame: Tensor, first_frame_flag: Tensor, identity: Tensor | None = None,
+                background: Tensor | None = None) -> MPIPrediction:
+        pred = self.net(x_t, t, coords, mesh_alpha, portrait, first_frame, first_frame_flag, identity, background)
         return apply_variant(pred, mesh_alpha, self.variant)
 
 

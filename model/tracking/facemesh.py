@@ -21,6 +21,7 @@ LEFT_EYE_CORNERS = (362, 263)  # inner, outer
 MOUTH_INNER_CORNERS = (78, 308)
 MOUTH_CORNERS = (61, 291)
 FOREHEAD, CHIN, NOSE_TIP = 10, 152, 1
+NOSE_BRIDGE = 6
 
 # Points that move little with expressions (forehead, nose bridge, eye corners, cheekbones,
 # temples): used for rigid / similarity alignment. After MediaPipe's own Procrustes basis of the
@@ -142,6 +143,16 @@ def mouth_faces() -> np.ndarray:
     # zipped triangles use only inner-lip vertices and cross the mouth with an edge MediaPipe lacks
     return np.array([all(v in hole for v in t) and any(tuple(sorted(e)) not in edges for e in itertools.combinations(t, 2))
                      for t in faces.tolist()])
+
+
+@functools.cache
+def face_topology():
+    """The mesh as model.geometry.portrait_warp needs it: faces, mouth triangles, bridge -> chin."""
+    import torch
+
+    from model.geometry.portrait_warp import FaceTopology
+
+    return FaceTopology(torch.from_numpy(mesh_faces()).long(), torch.from_numpy(mouth_faces()), NOSE_BRIDGE, CHIN)
 
 
 @functools.cache

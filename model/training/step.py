@@ -171,7 +171,8 @@ def training_step(model: nn.Module, sampling_model: nn.Module, batch: TrainBatch
     x_t = q_sample(x0, t, noise, schedule)
     use_amp = opts.amp and device.type == "cuda"
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-        pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag, cond.identity)
+        pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag, cond.identity,
+                     cond.background)
     pred = MPIPrediction(*(p.float() for p in pred))
     rendering = render_in_targets(pred, batch)
     weights = opts.loss_weights if opts.variant.alpha_source == "network" else opts.loss_weights.for_fixed_geometry()
