@@ -102,3 +102,26 @@ def test_conditions_cache_and_resizing(data, tmp_path, sampler):
 def test_unknown_video_ids_are_named(data):
     with pytest.raises(DatasetError, match="no-such-video"):
         PairSampler(data, MICRO, None, exclude=["no-such-video"])
+
+
+def test_identity_batches_carry_the_reference_warped_onto_the_targets_and_the_real_pixel_mask(data, tmp_path):
+    """A config with the identity condition: every L_mpi and L_side batch has the reference frame
+    carried onto the clip's meshes in the MPI camera (as at generation), and `valid` marks the
+    crop's real pixels, outside which the frames show the background instead of black."""
+    import dataclasses
+
+    cfg = dataclasses.replace(get_config("demo"), res=64)
+    sampler = PairSampler(data, cfg, tmp_path / "cache", seed=3)
+    for side in (False, True):
+        b = sampler.batch(step=1, rank=0, batch=2, side=side)
+        assert b.identity.shape == (2, cfg.frames, cfg.identity_channels, 64, 64)
+        alpha, conf = b.identity[:, :, 3:4], b.identity[:, :, 4:5]
+        assert float(alpha.min()) >= 0 and float(alpha.max()) <= 1 + 1e-6 and float(conf.max()) <= 1 + 1e-6
+        # on the face the condition covers and is mostly trusted; it sits where the MPI camera sees the mesh
+        on_mesh = 1 - (1 - b.mesh_alpha).prod(2, keepdim=True) > 0.5
+        assert float((alpha[on_mesh] > 0.99).float().mean()) > 0.99 and float(conf[on_mesh].mean()) > 0.5
+    assert b.valid.shape == (2, 1, 64, 64)
+    invalid = b.valid[0, 0] < 0.5
+    if invalid.any():  # d18's crop leaves the video: the target shows the background there
+        torch.testing.assert_close(b.target[0, :, :, invalid], b.background[0, None, :, invalid].expand_as(b.target[0, :, :, invalid]),
+                                   atol=0.02, rtol=0)

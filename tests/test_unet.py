@@ -119,3 +119,32 @@ def test_zero_convs_learn_and_then_pass_colour_features() -> None:
         perturbed = model(**inputs)
         handle.remove()
     assert (perturbed.alpha - ref.alpha).abs().max() > 0
+
+
+def test_identity_switch_is_off_in_the_paper_config_and_its_path_reaches_the_output_at_full_resolution() -> None:
+    """With identity_warp the identity condition and the background reach the colour output through
+    the full-resolution DetailHead: its skip starts out copying the condition composited over the
+    background, so a pixel-sharp pattern in the condition is in the output before any training
+    (the U-Net below runs at 1/8 of the image and could not carry it)."""
+    assert not get_config("paper").identity_warp and get_config("paper").detail_in_channels == 0
+    cfg = get_config("demo")
+    assert cfg.identity_warp and (cfg.res, cfg.planes) >= (128, 12)
+    torch.manual_seed(0)
+    model = MPIUNet(cfg).eval()
+    with torch.no_grad():
+        model.colour_head.detail.conv2.weight.zero_()
+        model.colour_head.detail.conv2.bias.zero_()
+    inputs = random_inputs(cfg)
+    B, T, R = 1, cfg.frames, cfg.res
+    checker = ((torch.arange(R)[:, None] + torch.arange(R)[None]) % 2).float() * 1.2 - 0.6  # 1-pixel pattern
+    identity = torch.zeros(B, T, cfg.identity_channels, R, R)
+    identity[:, :, :3] = checker  # premultiplied RGB
+    identity[:, :, 3] = 1.0  # alpha: the condition covers the whole image here
+    background = torch.full((B, 3, R, R), 0.3)
+    with torch.no_grad():
+        out = model(**inputs, identity=identity, background=background)
+        dropped = model(**inputs, identity=None, background=background)
+    torch.testing.assert_close(out.frontal, torch.tanh(checker).expand_as(out.frontal), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.residual, out.frontal)
+    # dropped (no portrait): the composite is the background alone
+    torch.testing.assert_close(dropped.frontal, torch.full_like(dropped.frontal, float(torch.tanh(torch.tensor(0.3)))), atol=1e-5, rtol=0)
