@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-DEFAULT_CONFIGS = ["tiny", "small", "paper"]
+DEFAULT_CONFIGS = ["tiny", "small", "demo", "paper"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +50,8 @@ def measure(name: str, steps: int | None, timed_steps: int | None, guidance: str
     B, T, R, D, Cc = 1, cfg.frames, cfg.res, cfg.planes, cfg.coord_channels
     cond = Conditions(coords=torch.rand(B, T, Cc, R, R) * 2 - 1, mesh_alpha=torch.rand(B, T, D, R, R),
                       portrait=torch.rand(B, 3 + Cc, R, R) * 2 - 1, first_frame=torch.rand(B, 3, R, R) * 2 - 1,
-                      first_frame_flag=torch.ones(B), background=torch.rand(B, 3, R, R) * 2 - 1)
+                      first_frame_flag=torch.ones(B), background=torch.rand(B, 3, R, R) * 2 - 1,
+                      identity=torch.rand(B, T, cfg.identity_channels, R, R) if cfg.identity_warp else None)
     g = Guidance.paper(T, cfg.diffusion.portrait_guidance, cfg.diffusion.first_frame_guidance) if guidance == "paper" else Guidance.none(T)
     sched = DDIMScheduler(make_schedule(cfg.diffusion), cfg.diffusion.eta)
     sched.set_timesteps(steps)
@@ -75,6 +76,7 @@ def measure(name: str, steps: int | None, timed_steps: int | None, guidance: str
     return {
         "config": name, "params": count_parameters(model)["total"], "res": R, "frames": T, "planes": D,
         "s_per_step": round(s_per_step, 4), "s_per_frame": round(s_per_step * steps / max(T - 1, 1), 4),
+        "s_per_frame_per_step": round(s_per_step / T, 5),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3),
         "steps": steps, "timed_steps": min(timed, len(ts)), "evals_per_step": calls / min(timed, len(ts)),
         "guidance": guidance, "threads": threads, "params_by_part": format_parameter_counts(count_parameters(model)),
@@ -110,16 +112,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.json:
         print(f"{'config':8} {'params':>9} {'res':>5} {'frames':>6} {'planes':>6} {'evals/step':>10} "
-              f"{'s/step':>9} {'s/frame':>9} {'peak RSS':>9}", flush=True)
+              f"{'s/step':>9} {'s/frame/step':>12} {'s/frame':>9} {'peak RSS':>9}", flush=True)
     for name in names:
         r = _run_child(name, args)
         if args.json:
             print(json.dumps(r), flush=True)
         else:
             print(f"{r['config']:8} {r['params'] / 1e6:8.2f}M {r['res']:5d} {r['frames']:6d} {r['planes']:6d} "
-                  f"{r['evals_per_step']:10.1f} {r['s_per_step']:9.3f} {r['s_per_frame']:9.3f} {r['peak_rss_gb']:7.2f}GB", flush=True)
+                  f"{r['evals_per_step']:10.1f} {r['s_per_step']:9.3f} {r['s_per_frame_per_step']:12.4f} {r['s_per_frame']:9.3f} "
+                  f"{r['peak_rss_gb']:7.2f}GB", flush=True)
             print(f"         parameters: {r['params_by_part']}", flush=True)
     if not args.json:
-        print(f"(batch 1, {args.threads} threads, guidance {args.guidance}; s/frame = steps x s/step / (frames - 1); "
+        print(f"(batch 1, {args.threads} threads, guidance {args.guidance}; s/frame/step = s/step / frames (all guidance branches); "
+              "s/frame = steps x s/step / (frames - 1), clips chained; "
               "timings are noisy on a shared CPU)")
     return 0
