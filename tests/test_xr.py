@@ -112,6 +112,11 @@ class RecordingXR:
         self.end_infos: list[int] = []
         self.requirements_called = False
         self.enabled_extensions: list[str] = []
+        self.blend_modes = [xr.EnvironmentBlendMode.OPAQUE]
+        self.formats = [0x8058, 0x8C43]  # RGBA8, SRGB8_ALPHA8
+        self.paths: list[str] = []
+        self._pressed = False
+        self.end_blend_modes: list[int] = []
 
     def __getattr__(self, name):
         return getattr(self._real, name)
@@ -134,6 +139,42 @@ class RecordingXR:
         self.log.append("enumerate_view_configuration_views")
         w, h = self.size
         return [xr.ViewConfigurationView(recommended_image_rect_width=w, recommended_image_rect_height=h) for _ in range(2)]
+
+    def enumerate_environment_blend_modes(self, instance, system_id, view_type):
+        self.log.append("enumerate_blend_modes")
+        return list(self.blend_modes)
+
+    # actions: the recentre button; `press_recentre()` makes the next sync report a press
+    def create_action_set(self, instance, info):
+        self.log.append("create_action_set")
+        return xr.ActionSet()
+
+    def create_action(self, action_set, info):
+        self.log.append(f"create_action:{info.action_name.decode() if isinstance(info.action_name, bytes) else info.action_name}")
+        return xr.Action()
+
+    def string_to_path(self, instance, text):
+        self.paths.append(text)
+        return len(self.paths)
+
+    def suggest_interaction_profile_bindings(self, instance, suggested):
+        self.log.append("suggest_bindings")
+
+    def attach_session_action_sets(self, session, info):
+        self.log.append("attach_action_sets")
+
+    def sync_actions(self, session, info):
+        self.log.append("sync_actions")
+
+    def get_action_state_boolean(self, session, info):
+        pressed, self._pressed = self._pressed, False
+        return xr.ActionStateBoolean(current_state=pressed, changed_since_last_sync=pressed, is_active=True)
+
+    def press_recentre(self):
+        self._pressed = True
+
+    def destroy_action_set(self, action_set):
+        self.log.append("destroy_action_set")
 
     def get_instance_proc_addr(self, instance, name):
         self.log.append(f"get_instance_proc_addr:{name}")
@@ -188,7 +229,7 @@ class RecordingXR:
         return xr.Space()
 
     def enumerate_swapchain_formats(self, session):
-        return [0x8058, 0x8C43]  # RGBA8, SRGB8_ALPHA8
+        return list(self.formats)
 
     def create_swapchain(self, session, info):
         self.log.append("create_swapchain")
@@ -251,6 +292,7 @@ class RecordingXR:
     def end_frame(self, session, info):
         self.log.append("end_frame")
         self.end_infos.append(int(info.layer_count))
+        self.end_blend_modes.append(int(info.environment_blend_mode))
 
     def destroy_swapchain(self, chain):
         self.log.append("destroy_swapchain")
@@ -350,8 +392,14 @@ def test_session_call_order_and_eye_images(gl_context):
     # teardown
     session.close()
     tail = [c for c in log if c.startswith("destroy")]
-    assert tail == ["destroy_swapchain", "destroy_swapchain", "destroy_space", "destroy_space", "destroy_session", "destroy_instance"]
-    assert session.should_quit and not session.running
+    assert tail == ["destroy_swapchain", "destroy_swapchain", "destroy_action_set", "destroy_space", "destroy_space",
+                    "destroy_session", "destroy_instance"]
+    assert session.should_quit and not session.running and session.end_reason == "exit"
+    # the blend mode was asked for and used; the recentre action attached before the session began
+    assert log.index("enumerate_blend_modes") < log.index("create_session")
+    assert set(fake.end_blend_modes) == {int(xr.EnvironmentBlendMode.OPAQUE)}
+    assert log.index("attach_action_sets") < log.index("begin_session")
+    assert "/interaction_profiles/khr/simple_controller" in fake.paths
     # what each eye was given
     left, right = seen[0], seen[1]
     assert (left.index, right.index) == (0, 1)

@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ HEADLESS_SCREENSHOT = Path(tempfile.gettempdir()) / "imp-viewer.png"
 HEADLESS_SAVE_EVERY = 2.0  # seconds between screenshots while running on a virtual display
 HEADLESS_LIVE_SECONDS = 20.0  # live generation on a virtual display: stop this long after the first frame
 WINDOW_SIZE = (1280, 720)
+XR_RETRY_SECONDS = 5.0  # after the runtime lost the session: how often to look for it again
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help="quit after drawing this many window frames (0: never)")
     p.add_argument("--screenshot", type=Path, help="save the window as PNG here when quitting")
     p.add_argument("--no-vsync", action="store_true", help="draw as fast as possible (benchmarks)")
+    p.add_argument("--xr-graphics", choices=("auto", "glx", "egl"), default="auto",
+                   help="OpenGL binding for the headset: XR_KHR_opengl_enable on GLX or XR_MNDX_egl_enable "
+                        "(default auto: GLX when there is an X display, else EGL)")
+    p.add_argument("--verbose", action="store_true", help="leave the log lines of MediaPipe's C++ code on the terminal")
     return p
 
 
@@ -97,10 +103,11 @@ def _load(args) -> tuple[object, str]:
             raise SystemExit(f"imp-viewer: cannot lift the portrait {portrait}: {exc}") from None
     if not args.clip.exists():
         raise SystemExit(f"imp-viewer: clip not found: {args.clip}")
-    from model.formats.clip import load_clip
+    from app.live.clip_stream import ClipStream
 
     try:
-        return load_clip(args.clip), str(args.clip)
+        # streamed through a reader thread: a minute at 512^2 would be ~12 GB in memory
+        return ClipStream(args.clip), str(args.clip)
     except (OSError, ValueError, KeyError) as exc:
         raise SystemExit(f"imp-viewer: cannot read MPI clip {args.clip}: {exc}") from None
 
@@ -113,9 +120,12 @@ def virtual_display(size: tuple[int, int]):
         raise SystemExit("imp-viewer: no display found and Xvfb is not installed: run scripts/setup.sh "
                          "(it installs xvfb), or connect a display (e.g. ssh -X)")
     read_fd, write_fd = os.pipe()
-    # -displayfd: Xvfb picks a free display number itself and writes it once it accepts clients
+    # -displayfd: Xvfb picks a free display number itself and writes it once it accepts clients.
+    # Its own session: Ctrl-C in the terminal goes to the terminal's process group, and Xvfb must
+    # outlive our handling of it (the window is ours to close first); it is told to stop when we die.
     proc = subprocess.Popen([xvfb, "-displayfd", str(write_fd), "-screen", "0", f"{size[0]}x{size[1]}x24", "-nolisten", "tcp"],
-                            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, preexec_fn=_die_with_parent)
     os.close(write_fd)
     old = os.environ.get("DISPLAY")
     try:
@@ -136,6 +146,16 @@ def virtual_display(size: tuple[int, int]):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (Linux; else nothing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _save_png(image, path: Path) -> None:
@@ -221,29 +241,152 @@ def _open_viewer(args, clip, source: str, headless: bool, live=None, sliders: bo
                   show_panel=not args.fullscreen, live=live, sliders=sliders, fullscreen=args.fullscreen and not headless)
 
 
-def _try_xr(args, viewer) -> bool:
-    """Run the headset loop if --display allows and a runtime answers; False: use the desktop."""
-    if args.display == "desktop":
-        return False
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM end the run the way Esc does: the loops see `requested`, the
+    headset session is ended through the runtime, the worker is stopped, a save is finalised, the
+    screenshot written. A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _handle(self, signum, _frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signal) if self.signal is not None else 0
+
+
+class RunLimits:
+    """When a run stops by itself: a frame budget (window frames, or headset frames in the
+    headset), the end of the live stream or the live time limit (automated runs only), a signal."""
+
+    def __init__(self, frames: int | None, automated: bool, headless: bool, live, stop: StopRequest):
+        self.frames, self.automated, self.headless, self.live, self.stop = frames, automated, headless, live, stop
+        self.count = 0  # frames drawn so far, window and headset
+
+    def reached(self) -> bool:
+        return (self.stop.requested or bool(self.frames and self.count >= self.frames)
+                or (self.automated and _live_over(self.live, self.headless)))
+
+
+def _try_xr(args, viewer, limits: RunLimits, capture: bool, quiet: bool = False):
+    """Run the headset loop if a runtime answers: its app.xr.view.XRRun, or None (no runtime /
+    headset: said in one line unless `quiet`, when retrying)."""
     from app.xr.session import XRUnavailable, probe_runtime
 
     try:
         probe_runtime()
     except XRUnavailable as exc:
-        print(f"imp-viewer: {exc}; using the desktop window", flush=True)
-        return False
+        if not quiet:
+            print(f"imp-viewer: {exc}; using the desktop window", flush=True)
+        return None
     from app.xr.view import run_xr
 
+    base = limits.count
+    announced = []
+
+    def on_frame(xrv) -> None:
+        limits.count = base + xrv.session.frames_submitted
+        if not announced and xrv.session.frames_submitted:
+            announced.append(True)
+            w, h = xrv.session.sizes[0]
+            print(f"imp-viewer: OpenXR session running ({xrv.session.graphics}, {w}x{h} per eye); the window mirrors "
+                  "the headset (R re-centres the head, Esc ends)", flush=True)
+
     try:
-        run_xr(viewer, max_frames=args.frames)
+        return run_xr(viewer, graphics=args.xr_graphics, should_stop=limits.reached, capture=capture, on_frame=on_frame)
     except XRUnavailable as exc:
-        print(f"imp-viewer: {exc}; using the desktop window", flush=True)
-        return False
-    return True
+        if not quiet:
+            print(f"imp-viewer: {exc}; using the desktop window", flush=True)
+        return None
 
 
-def run_viewer(args, clip, source: str, headless: bool, live=None, sliders: bool = False) -> int:
-    size = _parse_size(args.size)
+_RETRY = object()
+
+
+def _desktop_loop(viewer, limits: RunLimits, screenshot: Path | None, headless: bool, until: float | None = None):
+    """Draw the window until it is closed or `limits` are reached: the image to save (when
+    `screenshot`), or _RETRY when `until` (time.monotonic()) came first (try the headset again)."""
+    last_save = time.monotonic()
+    image = None
+    captured_last = False
+    while not viewer.should_close and not limits.reached():
+        if until is not None and time.monotonic() >= until:
+            return _RETRY
+        last = bool(limits.frames) and limits.count == limits.frames - 1
+        periodic = headless and (viewer.frames_drawn == 1 or time.monotonic() - last_save > HEADLESS_SAVE_EVERY)
+        image = viewer.step(capture=bool(screenshot) and (last or periodic))
+        limits.count += 1
+        captured_last = last and image is not None
+        if periodic and image is not None:
+            _save_png(image, screenshot)
+            last_save = time.monotonic()
+    if screenshot and not captured_last:
+        image = viewer.step(capture=True)  # closed by the user or stopped: capture what it shows now
+    return image
+
+
+def _show(args, viewer, limits: RunLimits, screenshot: Path | None, headless: bool):
+    """The headset when --display allows and a runtime answers, else (or once the runtime ends or
+    loses the session) the desktop window; after a loss the headset is tried again every
+    XR_RETRY_SECONDS. Returns (the window image to save or None, the last XRRun or None)."""
+    xr_run = None
+    xr_allowed = args.display != "desktop"
+    retry_at: float | None = None
+    tried = False
+    while True:
+        if xr_allowed and (not tried or (retry_at is not None and time.monotonic() >= retry_at)):
+            result = _try_xr(args, viewer, limits, capture=bool(screenshot), quiet=tried)
+            if result is None:
+                if not tried:
+                    xr_allowed = False
+                retry_at = time.monotonic() + XR_RETRY_SECONDS if retry_at is not None else None
+            else:
+                if tried:
+                    print("imp-viewer: OpenXR: the headset is back", flush=True)
+                xr_run = result
+                print(f"imp-viewer: {result.summary}", flush=True)
+                if result.reason in ("quit", "stopped"):
+                    return result.mirror_image, xr_run
+                if result.reason == "loss":
+                    print(f"imp-viewer: OpenXR: the session was lost (runtime or headset gone); back to the desktop window, "
+                          f"trying the headset again every {XR_RETRY_SECONDS:g} s", flush=True)
+                    retry_at = time.monotonic() + XR_RETRY_SECONDS
+                else:
+                    print("imp-viewer: OpenXR: the runtime ended the session; back to the desktop window", flush=True)
+                    retry_at, xr_allowed = None, False
+            tried = True
+        image = _desktop_loop(viewer, limits, screenshot, headless, until=retry_at if xr_allowed else None)
+        if image is not _RETRY:
+            return image, xr_run
+
+
+def _eyes_path(screenshot: Path) -> Path:
+    return screenshot.with_name(f"{screenshot.stem}-eyes{screenshot.suffix or '.png'}")
+
+
+def run_viewer(args, clip, source: str, headless: bool, live=None, sliders: bool = False,
+               stop: StopRequest | None = None) -> int:
+    stop = stop or StopRequest()
     frames = args.frames
     screenshot = args.screenshot
     if headless and live is not None:
@@ -256,7 +399,6 @@ def run_viewer(args, clip, source: str, headless: bool, live=None, sliders: bool
         screenshot = screenshot or HEADLESS_SCREENSHOT
         print(f"imp-viewer: Xvfb on DISPLAY={os.environ.get('DISPLAY')}: drawing {frames or 'unlimited'} frames, "
               f"the window is saved to {screenshot}", flush=True)
-    del size
     with _open_viewer(args, clip, source, headless, live, sliders) as viewer:
         if live is not None:
             live.start()  # once the window is open: a display error must not leave a worker behind
@@ -268,25 +410,25 @@ def run_viewer(args, clip, source: str, headless: bool, live=None, sliders: bool
                 viewer.set(name.strip(), value)
             except ValueError as exc:
                 raise SystemExit(f"imp-viewer: --set {setting}: {exc}") from None
-        if _try_xr(args, viewer):
-            return 0
-        last_save = time.monotonic()
-        image = None
         # the end of a live stream ends the program only when automated (headless or --frames);
         # a user keeps the window and its last frame
-        automated = headless or args.frames is not None
-        while not viewer.should_close and (not frames or viewer.frames_drawn < frames) and not (automated and _live_over(live, headless)):
-            last = bool(frames) and viewer.frames_drawn == frames - 1
-            periodic = headless and (viewer.frames_drawn == 1 or time.monotonic() - last_save > HEADLESS_SAVE_EVERY)
-            image = viewer.step(capture=bool(screenshot) and (last or periodic))
-            if periodic and image is not None:
-                _save_png(image, screenshot)
-                last_save = time.monotonic()
+        limits = RunLimits(frames, headless or args.frames is not None, headless, live, stop)
+        image, xr_run = _show(args, viewer, limits, screenshot, headless)
         if screenshot:
-            if not (frames and viewer.frames_drawn >= frames and image is not None):
-                image = viewer.step(capture=True)  # closed by the user: capture what it shows now
+            if image is None:
+                image = viewer.step(capture=True)
             _save_png(image, screenshot)
             print(f"imp-viewer: saved the window ({image.shape[1]}x{image.shape[0]}) to {screenshot}", flush=True)
+            if xr_run is not None and xr_run.eye_images:
+                import numpy as np
+
+                eyes = np.concatenate(xr_run.eye_images, axis=1)
+                _save_png(eyes, _eyes_path(screenshot))
+                print(f"imp-viewer: saved the headset's eyes ({eyes.shape[1]}x{eyes.shape[0]}, left | right) to "
+                      f"{_eyes_path(screenshot)}", flush=True)
+        stream_error = getattr(clip, "error", None)
+        if stream_error:
+            print(f"imp-viewer: reading the clip failed: {stream_error}", file=sys.stderr, flush=True)
         if live is not None:
             for line in live.state.lines:
                 print(f"imp-viewer: {line}", flush=True)
@@ -296,6 +438,10 @@ def run_viewer(args, clip, source: str, headless: bool, live=None, sliders: bool
             print(f"imp-viewer: {state.saved}", flush=True)
         if state.error:
             print(f"imp-viewer: generation failed: {state.error}", file=sys.stderr, flush=True)
+    if stop.requested:
+        name = signal.Signals(stop.signal).name
+        print(f"imp-viewer: {'interrupted' if stop.signal == signal.SIGINT else 'terminated'} ({name})", file=sys.stderr, flush=True)
+        return stop.exit_code
     return 0
 
 
@@ -312,45 +458,55 @@ def _live_over(live, headless: bool) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        from model.tracking.native_logs import set_verbose
+
+        set_verbose(True)
     if args.driving is None and args.portrait is not None and _looks_like_driving(str(args.portrait)):
         args.portrait, args.driving = None, str(args.portrait)  # `imp-viewer webcam`: the astronaut, driven
     for name in ("steps", "max_frames", "buffer", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SystemExit(f"imp-viewer: --{name.replace('_', '-')} must be at least 1, got {value}")
-    live, sliders, clip = None, False, None
-    if args.clip is None and not args.lift:
-        checkpoint = _choose_checkpoint(args)
-        if checkpoint is not None:
-            live, source, sliders = _live_session(args, checkpoint)
-    if live is None:
-        if args.driving or args.save:
-            print("imp-viewer: DRIVING / --save need a model; ignoring them", flush=True)
-        clip, source = _load(args)
-
-    from app.viewer.window import DisplayError
-
+    stop = StopRequest().install()
+    clip = None
     try:
-        if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
-            try:
-                return run_viewer(args, clip, source, headless=False, live=live, sliders=sliders)
-            except DisplayError as exc:
-                print(f"imp-viewer: cannot open a window on the display ({exc}); "
-                      "starting a virtual X server (Xvfb) instead", flush=True)
-        else:
-            print("imp-viewer: no display found (DISPLAY and WAYLAND_DISPLAY are unset); "
-                  "starting a virtual X server (Xvfb)", flush=True)
-        os.environ.pop("WAYLAND_DISPLAY", None)
-        # `kill` must unwind like Ctrl-C does, so that the Xvfb started here is stopped too
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        with virtual_display(_parse_size(args.size)):
-            return run_viewer(args, clip, source, headless=True, live=live, sliders=sliders)
-    except DisplayError as exc:
-        print(f"imp-viewer: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("imp-viewer: interrupted", file=sys.stderr)
-        return 130
+        live, sliders = None, False
+        if args.clip is None and not args.lift:
+            checkpoint = _choose_checkpoint(args)
+            if checkpoint is not None:
+                live, source, sliders = _live_session(args, checkpoint)
+        if live is None:
+            if args.driving or args.save:
+                print("imp-viewer: DRIVING / --save need a model; ignoring them", flush=True)
+            clip, source = _load(args)
+
+        from app.viewer.window import DisplayError
+
+        try:
+            if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+                try:
+                    return run_viewer(args, clip, source, headless=False, live=live, sliders=sliders, stop=stop)
+                except DisplayError as exc:
+                    print(f"imp-viewer: cannot open a window on the display ({exc}); "
+                          "starting a virtual X server (Xvfb) instead", flush=True)
+            else:
+                print("imp-viewer: no display found (DISPLAY and WAYLAND_DISPLAY are unset); "
+                      "starting a virtual X server (Xvfb)", flush=True)
+            os.environ.pop("WAYLAND_DISPLAY", None)
+            with virtual_display(_parse_size(args.size)):
+                return run_viewer(args, clip, source, headless=True, live=live, sliders=sliders, stop=stop)
+        except DisplayError as exc:
+            print(f"imp-viewer: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:  # a second Ctrl-C
+            print("imp-viewer: interrupted", file=sys.stderr)
+            return 130
+    finally:
+        stop.restore()
+        close = getattr(clip, "close", None)
+        if close is not None:
+            close()
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@
 The render loop calls `poll(now)` once per window frame; it returns the next generated MPI frame
 when one is due at the driving source's frame rate (FramePacer), or None to keep showing the
 current one. When the buffer runs dry the session reports `waiting` with the sampler's progress,
-so the panel says "generating..." instead of the picture stuttering. Saving appends every frame
-shown to a ClipWriter (the file appears under its name only when finalised); `close()` stops the
+so the panel says "generating..." instead of the picture stuttering. Saving hands every frame
+shown to a ClipWriter on its own thread (app/live/clip_saver.py; the file appears under its name only
+when finalised); `close()` stops the
 worker, joins its thread and finalises a save in progress (or discards it when it holds no frame).
 """
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +64,7 @@ class LiveSession:
         self.pacer: FramePacer | None = None
         self.frames_shown = 0
         self.first_shown_at: float | None = None
+        self.latencies: deque[float] = deque(maxlen=10_000)  # s, capture -> shown, per frame (webcam driving)
         self._save_path = save
         self._writer = None
         self._saved: str | None = None
@@ -94,6 +97,11 @@ class LiveSession:
         self.frames_shown += 1
         if self.first_shown_at is None:
             self.first_shown_at = time.perf_counter()
+        # a live camera: how long ago the driving frame behind this one was captured (generated
+        # frames come out in the order their driving frames went in, one each)
+        captured = getattr(self.worker.driving, "capture_times", None)
+        if captured is not None and self.frames_shown <= len(captured):
+            self.latencies.append(time.perf_counter() - captured[self.frames_shown - 1])
         if self._save_path is not None and self._writer is None:
             self._open_writer()
         if self._writer is not None:
@@ -157,10 +165,11 @@ class LiveSession:
         return self._save_path is not None
 
     def _open_writer(self) -> None:
-        from model.formats.clip import ClipWriter
+        from app.live.clip_saver import BackgroundClipWriter
 
         try:
-            self._writer = ClipWriter(self._save_path, fps=self.worker.fps or 25.0)
+            # frames are compressed on the writer's thread: tens to hundreds of ms each at 512^2
+            self._writer = BackgroundClipWriter(self._save_path, fps=self.worker.fps or 25.0)
         except (OSError, ValueError) as exc:
             self._saved = f"cannot save to {self._save_path}: {exc}"
             self._save_path = None

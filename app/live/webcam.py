@@ -1,17 +1,27 @@
 """A webcam as a live driving source: OpenCV capture, MediaPipe FaceMesh in video mode, and the
 same shape / pose fit as `model.tracking` applied to a sliding window, retargeted onto the portrait.
 
-`WebcamDriving.frames(n)` blocks until n frames are captured and tracked (DrivingSource protocol,
-model/data/driving.py). The first batch is the reference: its fit fixes the driver's crop camera K and
+A capture thread (`CameraCapture`) reads the camera all the time and keeps the latest frames with
+their capture times, so a clip is made of the newest frames when the worker asks for it (reading
+the camera only then gave clips that started with the frames the driver had queued long before, and
+gaps in between). `WebcamDriving.frames(n)` waits for n frames newer than the last batch, takes the
+newest n (older ones are stale: generation is slower than real time) and tracks them (DrivingSource
+protocol, model/data/driving.py); `capture_times` holds each delivered frame's capture time, which
+the live session turns into capture-to-shown latency. The first batch is the reference: its fit fixes the driver's crop camera K and
 the reference pose the portrait's motion is measured from (`transfer_pose`) and the driver's
 neutral template (the median shape of the first batch: start with a calm face). Each later batch
 is aligned to that fixed template (so expression offsets of different batches are comparable) and
 smoothed together with the last few frames before it (so the smoothing runs on without a seam). A video file path opens through the very same code
-(cv2.VideoCapture accepts both), which is how this path is tested on a machine without a camera.
+(cv2.VideoCapture accepts both), which is how this path is tested on a machine without a camera:
+with `realtime=True` the file stands in for a camera (read at its frame rate, stale frames dropped),
+by default it is read frame by frame like a recording.
 """
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections import deque
 
 import numpy as np
 
@@ -20,6 +30,7 @@ from model.tracking.track import Track, TrackingError
 
 TAIL = 8  # frames of the previous batch refitted with the next one (smoothing continuity)
 DEFAULT_FPS = 25.0  # when the capture reports no frame rate (many webcams)
+KEEP_FRAMES = 64  # latest frames the capture thread keeps (~2.5 s at 25 fps)
 
 
 class WebcamUnavailable(RuntimeError):
@@ -91,22 +102,109 @@ class LiveTracker:
         return expression.astype(np.float32), T.astype(np.float32)
 
 
-class WebcamDriving(DrivingSource):
-    """Live driving from a camera index (or, through the same path, a video file) onto `portrait`."""
+class CameraCapture:
+    """Reads `cap` on a thread. realtime: keep only the latest KEEP_FRAMES frames (a camera; a file
+    is then read at `fps`, as a camera would deliver it); otherwise every frame is kept until taken
+    (a recording). `first` is the frame open_capture already read."""
 
-    def __init__(self, source: int | str, portrait: Track, translate: bool = True):
+    def __init__(self, cap, fps: float, first: np.ndarray, realtime: bool, is_file: bool = False):
+        self.cap = cap
+        self.fps = fps
+        self.realtime = realtime
+        self._pace = is_file and realtime
+        self._frames: deque = deque()  # (sequence number, capture time, BGR frame)
+        self._cond = threading.Condition()
+        self._next_seq = 0
+        self._taken = -1  # sequence number of the last frame taken
+        self.ended = False
+        self.dropped = 0  # frames never delivered because newer ones were taken
+        self._stop = threading.Event()
+        if not is_file:  # a camera: the probe frame is the first one; a file was rewound to frame 0
+            self._add(first, time.perf_counter())
+        self._thread = threading.Thread(target=self._run, name="imp-camera", daemon=True)
+        self._thread.start()
+
+    def _add(self, bgr: np.ndarray, t: float) -> None:
+        with self._cond:
+            self._frames.append((self._next_seq, t, bgr))
+            self._next_seq += 1
+            if self.realtime:
+                while len(self._frames) > KEEP_FRAMES:
+                    seq = self._frames.popleft()[0]
+                    self.dropped += int(seq > self._taken)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        start = time.perf_counter()
+        n = 0
+        try:
+            while not self._stop.is_set():
+                if self._pace:  # a file standing in for a camera: frame n exists at start + n / fps
+                    delay = start + n / self.fps - time.perf_counter()
+                    if delay > 0:
+                        self._stop.wait(delay)
+                if not self.realtime:
+                    with self._cond:  # a recording: never drop, wait for the reader instead
+                        self._cond.wait_for(lambda: len(self._frames) < KEEP_FRAMES or self._stop.is_set())
+                ok, bgr = self.cap.read()
+                if not ok:
+                    break
+                self._add(bgr, time.perf_counter())
+                n += 1
+        finally:
+            with self._cond:
+                self.ended = True
+                self._cond.notify_all()
+
+    def take(self, n: int) -> list[tuple[float, np.ndarray]]:
+        """[(capture time, BGR frame)]: realtime, the newest n frames captured after the last ones
+        taken (waiting until there are n, or the source ended), older ones dropped; otherwise the
+        next n in order."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._frames) >= n or self.ended)
+            fresh = list(self._frames)
+            chosen = fresh[-n:] if self.realtime else fresh[:n]
+            if self.realtime:
+                self.dropped += len(fresh) - len(chosen)
+                self._frames.clear()
+            else:
+                for _ in chosen:
+                    self._frames.popleft()
+            if chosen:
+                self._taken = chosen[-1][0]
+            self._cond.notify_all()
+        return [(t, bgr) for _, t, bgr in chosen]
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=5.0)
+        self.cap.release()
+
+
+class WebcamDriving(DrivingSource):
+    """Live driving from a camera index (or, through the same path, a video file) onto `portrait`.
+    realtime: drop stale frames, newest first (default: a camera yes, a file no; a file with
+    realtime=True is read at its frame rate, standing in for a camera)."""
+
+    def __init__(self, source: int | str, portrait: Track, translate: bool = True, realtime: bool | None = None):
         import cv2
 
         from model.tracking.facemesh import FaceMeshRunner
 
-        self.cap, first = open_capture(source)
+        cap, first = open_capture(source)
         self.source = source
-        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 1.0 <= fps <= 240.0 else DEFAULT_FPS
         self.portrait = portrait
         self.translate = translate
         self.tracker = LiveTracker(self.fps, (first.shape[1], first.shape[0]))
         self.runner = FaceMeshRunner(static=False)
+        is_file = isinstance(source, str)
+        realtime = (not is_file) if realtime is None else realtime
+        self.capture = CameraCapture(cap, self.fps, first, realtime, is_file=is_file)
+        self.capture_times: list[float] = []  # perf_counter() of each delivered frame's capture, in order
         self._ended = False
 
     def _read(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,15 +212,15 @@ class WebcamDriving(DrivingSource):
 
         from model.tracking.facemesh import LANDMARK_COUNT
 
+        taken = self.capture.take(n)
+        if len(taken) < n:
+            self._ended = True
         points, found = [], []
-        while len(points) < n:
-            ok, bgr = self.cap.read()
-            if not ok:
-                self._ended = True
-                break
+        for t, bgr in taken:
             pts = self.runner(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             found.append(pts is not None)
             points.append(np.zeros((LANDMARK_COUNT, 3)) if pts is None else pts)
+            self.capture_times.append(t)
         if not points:
             return np.zeros((0, LANDMARK_COUNT, 3)), np.zeros(0, bool)
         return np.stack(points), np.array(found)
@@ -138,7 +236,7 @@ class WebcamDriving(DrivingSource):
         return retarget_frames(self.portrait, expression, T, ref, self.translate)
 
     def close(self) -> None:
-        self.cap.release()
+        self.capture.close()
         if self.runner is not None:
             self.runner.close()
             self.runner = None

@@ -56,15 +56,21 @@ class Viewer:
         except Exception:
             self.window.close()
             raise
-        self.frame: MPIFrame | None = None  # what is shown (uploaded to the renderer)
+        self.frame: MPIFrame | None = None  # what is shown
+        self._uploaded_frame: MPIFrame | None = None  # what the window's renderer holds (uploaded when drawn)
+        self._shown_index: int | None = None  # clip playback: the index of `frame`
+        self._advanced_at: float | None = None  # perf_counter() of the last advance()
+        self.recentre_requested = False  # R: the headset re-centres the head (app/xr/view.py)
         self._T_ref = None  # live: the crop camera's view until the first generated frame anchors the rig
         self._home = vs.set_stereo(vs.ViewState(), stereo)
         if clip is not None and live is None:
-            self._anchor(clip.frame(0))
+            first = _clip_frame(clip, 0, wait=FIRST_FRAME_WAIT)
+            if first is None:
+                raise ValueError(f"{source}: its first frame did not arrive within {FIRST_FRAME_WAIT:g} s")
+            self._anchor(first)
         self.view = self._home
         self.playback = vs.Playback()
         self.show_panel = show_panel
-        self._uploaded: int | None = None
         self._fps = 0.0
         self.frames_drawn = 0
         self.warnings: list[str] = []
@@ -81,6 +87,8 @@ class Viewer:
         (angles in degrees), `frame` (pauses and seeks), `play` (on/off) or `panel` (on/off)."""
         text = str(value)
         if name == "frame":
+            if self.clip is None:
+                raise ValueError("frame: only a clip can be seeked (live generation plays as it comes)")
             self.playback = vs.seek(replace(self.playback, playing=False), int(text), len(self.clip), self.clip.fps)
         elif name == "play":
             self.playback = replace(self.playback, playing=vs.parse_bool(text))
@@ -138,17 +146,33 @@ class Viewer:
         if not io.want_text_input:
             if imgui.is_key_pressed(imgui.Key.h, False):
                 self.show_panel = not self.show_panel
+            if imgui.is_key_pressed(imgui.Key.r, False):
+                self.recentre_requested = True  # the headset re-centres; on the desktop: back to the home view
+                self.reset_view()
             if imgui.is_key_pressed(imgui.Key.space, False) and not io.want_capture_keyboard:
                 self.playback = replace(self.playback, playing=not self.playback.playing)
 
-    def step(self, capture: bool = False) -> np.ndarray | None:
-        """Draw one window frame. With `capture`, return the whole window as (h, w, 3) uint8."""
+    def advance(self) -> None:
+        """Move playback on by the wall time since the last call: the next generated frame when one
+        is due, or the clip's frame for now. The headset loop calls it once per headset frame; `step`
+        calls it unless told not to."""
+        now = time.perf_counter()
+        dt = 0.0 if self._advanced_at is None else now - self._advanced_at
+        self._advanced_at = now
+        self._next_frame(dt)
+
+    def step(self, capture: bool = False, scene=None, advance: bool = True) -> np.ndarray | None:
+        """Draw one window frame. With `capture`, return the whole window as (h, w, 3) uint8.
+        `scene(ctx, viewport)`, when given, draws the view instead of the MPI (the headset's mirror
+        shows the eye images); `advance=False` leaves playback where it is (the headset loop
+        advances it)."""
         imgui = self._imgui
         started = time.perf_counter()
         dt = self.window.new_frame()
         self._fps = 1.0 / dt if self._fps == 0.0 else 0.9 * self._fps + 0.1 / dt
         self._handle_input()
-        self._next_frame(dt)
+        if advance:
+            self.advance()
         if self.show_panel:
             self._panel()
         elif self.live is not None and self.live.state.waiting:
@@ -159,7 +183,14 @@ class Viewer:
         ctx.screen.clear(*BACKGROUND, 1.0)
         viewport = self.view_viewport
         self.warnings = []
-        if self.frame is not None and min(self.eye_size()) >= 2:  # a minimised window has no pixels to draw into
+        if scene is not None and min(viewport[2:]) >= 2:
+            scene(ctx, viewport)
+            ctx.screen.use()
+            ctx.viewport = (0, 0, *self.window.framebuffer_size)
+        elif self.frame is not None and min(self.eye_size()) >= 2:  # a minimised window has no pixels to draw into
+            if self._uploaded_frame is not self.frame:
+                self.renderer.upload(self.frame)
+                self._uploaded_frame = self.frame
             cameras = self.eye_cameras(self.eye_size())
             self.warnings = vs.view_warnings(self.view, cameras, self.eye_size(), self.frame.K, self.frame.T_cam_from_head,
                                              self.frame.far, self.frame.size)
@@ -177,21 +208,21 @@ class Viewer:
         return vs.eye_cameras(self.view, self._T_ref, self.frame.T_cam_from_head, size)
 
     def _next_frame(self, dt: float) -> None:
-        """Advance playback and upload the frame to show, if it changed."""
+        """Advance playback; `frame` becomes the frame to show (uploaded when drawn)."""
         if self.live is not None:
             frame = self.live.poll() if self.playback.playing else None
             if frame is not None:
                 if self._T_ref is None:
                     self._anchor(frame)
                     self.view = replace(self._home, stereo=self.view.stereo, baseline=self.view.baseline)
-                self.renderer.upload(frame)
                 self.frame = frame
             return
         self.playback = vs.advance(self.playback, dt, len(self.clip), self.clip.fps)
-        if self.playback.frame != self._uploaded:
-            self.frame = self.clip.frame(self.playback.frame)
-            self.renderer.upload(self.frame)
-            self._uploaded = self.playback.frame
+        if self.playback.frame != self._shown_index:
+            frame = _clip_frame(self.clip, self.playback.frame)
+            if frame is not None:  # a streamed clip that has not read it yet: keep the last one, ask again
+                self.frame = frame
+                self._shown_index = self.playback.frame
 
     def _panel(self) -> None:
         imgui = self._imgui
@@ -241,6 +272,9 @@ class Viewer:
     def close(self) -> None:
         if self.live is not None:
             self.live.close()  # stop the worker (joined) and finalise a save before the GL context goes
+        close_clip = getattr(self.clip, "close", None)  # a streamed clip stops its reader thread
+        if close_clip is not None:
+            close_clip()
         if getattr(self, "renderer", None) is not None:
             self.compositor.release()
             self.renderer.release()
@@ -252,6 +286,17 @@ class Viewer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+FIRST_FRAME_WAIT = 30.0  # s: a streamed clip's first frame (one decode; more means something is wrong)
+
+
+def _clip_frame(clip, index: int, wait: float = 0.0) -> MPIFrame | None:
+    """Frame `index` of an in-memory MPIClip, or of a streamed clip (app.live.clip_stream.ClipStream)
+    if it has arrived (waiting up to `wait` s)."""
+    if isinstance(clip, MPIClip):
+        return clip.frame(index)
+    return clip.frame(index, wait=wait)
 
 
 def default_save_path() -> "Path":

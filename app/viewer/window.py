@@ -186,6 +186,11 @@ class Window:
     def request_close(self) -> None:
         self._glfw.set_window_should_close(self.handle, True)
 
+    def poll_events(self) -> None:
+        """Handle pending window events without drawing (closing the window, key presses queued for
+        the next frame): for a loop that draws this window only now and then."""
+        self._glfw.poll_events()
+
     def new_frame(self) -> float:
         """Poll events and start an ImGui frame; returns the seconds since the previous frame."""
         glfw, imgui = self._glfw, self._imgui

@@ -30,6 +30,9 @@ class SelfieMatter:
     def __init__(self, model_selection: int = 0, refine: bool = False):
         import mediapipe as mp
 
+        from model.tracking.native_logs import hush_mediapipe
+        hush_mediapipe()  # MediaPipe's C++ log lines stay out of the user's terminal (unless --verbose)
+
         self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
         self.refine = refine
 

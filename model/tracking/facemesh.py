@@ -182,6 +182,9 @@ class FaceMeshRunner:
     def __init__(self, static: bool, min_confidence: float = 0.5):
         import mediapipe as mp
 
+        from model.tracking.native_logs import hush_mediapipe
+        hush_mediapipe()  # MediaPipe's C++ log lines stay out of the user's terminal (unless --verbose)
+
         def face_mesh(static_mode: bool):
             return mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=static_mode,
