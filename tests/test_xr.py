@@ -449,3 +449,139 @@ def test_glx_binding_from_hidden_glfw_window(xvfb_display):
                          env={**os.environ, "DISPLAY": xvfb_display})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "GLX-BINDING-OK" in out.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# what a runtime cannot be made to do on demand: the recording double plays it
+def _queue_space_change(fake, change_time: int, space=None):
+    event = xr.EventDataReferenceSpaceChangePending(reference_space_type=space or xr.ReferenceSpaceType.LOCAL,
+                                                    change_time=change_time)
+    buf = xr.EventDataBuffer()
+    ctypes.memmove(ctypes.byref(buf), ctypes.byref(event), ctypes.sizeof(event))
+    fake.events.append(buf)
+
+
+def _started_session(**kw):
+    fake, session = gl_session(**kw)
+    session.start()
+    draw = lambda view, fbo: fbo.clear(0.5, 0.5, 0.5, 1.0)  # noqa: E731
+    while session.frames_submitted < 2:
+        assert session.frame(draw)
+    return fake, session, draw
+
+
+def test_session_loss_ends_the_loop_for_a_retry_without_asking_to_exit(gl_context):
+    fake, session, draw = _started_session()
+    fake._queue_state(xr.SessionState.LOSS_PENDING)
+    assert not session.frame(draw)
+    assert session.end_reason == "loss" and not session.running
+    assert "request_exit_session" not in fake.log and "end_session" not in fake.log
+    session.close()
+    assert fake.log[-1] == "destroy_instance"
+
+
+def test_runtime_ending_the_session_is_not_a_quit(gl_context):
+    fake, session, draw = _started_session()
+    fake._queue_state(xr.SessionState.STOPPING)  # e.g. the user quit from the runtime's own menu
+    while session.frame(draw):
+        pass
+    assert session.end_reason == "exiting" and "end_session" in fake.log
+    assert "request_exit_session" not in fake.log
+    session.close()
+
+
+def test_instance_loss_is_a_loss(gl_context):
+    fake, session, draw = _started_session()
+    buf = xr.EventDataBuffer()
+    event = xr.EventDataInstanceLossPending(loss_time=0)
+    ctypes.memmove(ctypes.byref(buf), ctypes.byref(event), ctypes.sizeof(event))
+    fake.events.append(buf)
+    assert not session.frame(draw) and session.end_reason == "loss"
+    session.close()
+
+
+def _turned(fake, yaw_deg: float):
+    """Make the double's VIEW space report the user turned by yaw_deg about +y, at 1.6 m."""
+    half = math.radians(yaw_deg) / 2
+
+    def locate_space(space, base, time):
+        fake.log.append("locate_space")
+        return xr.SpaceLocation(pose=xr.Posef(xr.Quaternionf(0, math.sin(half), 0, math.cos(half)), xr.Vector3f(0, 1.6, 0)))
+
+    fake.locate_space = locate_space
+
+
+def test_local_space_change_places_the_head_again(gl_context):
+    fake, session, draw = _started_session()
+    assert np.allclose(session.initial_view, np.eye(4))
+    _turned(fake, 30.0)
+    session.frame(draw)
+    assert np.allclose(session.initial_view, np.eye(4)), "placed once: a turned head must not move it"
+    # a change of the STAGE space is not ours; one of LOCAL from a later display time is
+    _queue_space_change(fake, 10**12, xr.ReferenceSpaceType.STAGE)
+    session.frame(draw)
+    assert np.allclose(session.initial_view, np.eye(4))
+    change_at = 1000 * (fake.frame_no + 3)  # the double's display times are 1000 * frame number
+    _queue_space_change(fake, change_at)
+    session.frame(draw)
+    assert np.allclose(session.initial_view, np.eye(4)), "not before the change time"
+    for _ in range(3):
+        session.frame(draw)
+    assert np.allclose(session.initial_view[:3, 3], [0, 1.6, 0])
+    assert np.allclose(session.initial_view[:3, :3], xr_math.quaternion_to_matrix((0, math.sin(math.radians(15)), 0, math.cos(math.radians(15)))))
+    session.request_exit()
+    while session.frame(draw):
+        pass
+    session.close()
+
+
+def test_controller_button_recentres(gl_context):
+    fake, session, draw = _started_session()
+    _turned(fake, -40.0)
+    session.frame(draw)
+    assert np.allclose(session.initial_view, np.eye(4))
+    assert "sync_actions" in fake.log  # synced while FOCUSED
+    fake.press_recentre()
+    session.frame(draw)  # the press is seen at this frame's sync and acted on before its views
+    assert np.allclose(session.initial_view[:3, 3], [0, 1.6, 0])
+    session.request_exit()
+    while session.frame(draw):
+        pass
+    session.close()
+
+
+def test_blend_mode_is_one_the_runtime_offers(gl_context):
+    fake, session = gl_session()
+    fake.blend_modes = [xr.EnvironmentBlendMode.ADDITIVE, xr.EnvironmentBlendMode.ALPHA_BLEND]  # see-through AR
+    session.start()
+    assert session.blend_mode == xr.EnvironmentBlendMode.ALPHA_BLEND
+    while session.frames_submitted < 2:
+        session.frame(lambda v, f: None)
+    assert set(fake.end_blend_modes) == {int(xr.EnvironmentBlendMode.ALPHA_BLEND)}
+    session.request_exit()
+    while session.frame(lambda v, f: None):
+        pass
+    session.close()
+
+
+def test_linear_swapchain_gets_linear_values(gl_context):
+    """A runtime offering no sRGB swapchain: what we draw are sRGB values, the swapchain wants
+    linear light, so the image holds the decoded values (a mid-grey 0.5 becomes 0.214, not 0.5:
+    written as it was, it would show washed out); the mirror / screenshot still read sRGB values."""
+    from app.gl.blit import srgb_to_linear
+
+    fake, session = gl_session()
+    fake.formats = [0x8058]  # RGBA8 only
+    session.start()
+    assert session.swapchain_format == 0x8058 and session.linear
+    while session.frames_submitted < 2:
+        session.frame(lambda view, fbo: fbo.clear(0.5, 0.25, 1.0, 1.0))
+    index = fake._next_image[0] - 1
+    stored = np.frombuffer(fake._gl_textures[0][index].read(), np.uint8).reshape(48, 64, 4)[..., :3].astype(float)
+    written = np.round(np.array([0.5, 0.25, 1.0]) * 255) / 255
+    assert np.abs(stored[10, 10] - srgb_to_linear(written) * 255).max() <= 1.0
+    assert np.abs(session.read_eye(0)[10, 10].astype(float) - written * 255).max() <= 1.0
+    session.request_exit()
+    while session.frame(lambda v, f: None):
+        pass
+    session.close()

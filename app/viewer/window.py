@@ -186,6 +186,11 @@ class Window:
     def request_close(self) -> None:
         self._glfw.set_window_should_close(self.handle, True)
 
+    def key_down(self, name: str) -> bool:
+        """Whether the key GLFW calls KEY_<NAME> (e.g. "escape") is held now."""
+        glfw = self._glfw
+        return glfw.get_key(self.handle, getattr(glfw, f"KEY_{name.upper()}")) == glfw.PRESS
+
     def poll_events(self) -> None:
         """Handle pending window events without drawing (closing the window, key presses queued for
         the next frame): for a loop that draws this window only now and then."""

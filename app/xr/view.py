@@ -6,7 +6,8 @@ the mirror only: in the headset the FoV is the display's).
 The headset comes first. Every headset frame advances playback and draws both eyes; the mirror
 window shows the eye images (a blit, not a second MPI rendering) and is drawn only when the time
 left before the runtime's next frame covers what a mirror frame costs (measured), at most
-MIRROR_MAX_FPS, and at least MIRROR_MIN_FPS so that the window keeps answering (Esc, closing).
+MIRROR_MAX_FPS; when it never fits, its cost is measured again every MIRROR_REMEASURE s and the
+window's events are handled without drawing it (closing it and Esc still end the session).
 
 The XR renderer is a second MPIRenderer in the session's context: on the GLX path a second moderngl
 wrapper of the mirror window's GL context, on the EGL path a context of its own, made current
@@ -26,7 +27,8 @@ from app.xr import poses as xr_math
 from app.xr.session import EyeView, FrameStats, XRSession
 
 MIRROR_MAX_FPS = 15.0  # a spectator's view: more only takes CPU from generation
-MIRROR_MIN_FPS = 1.0  # even when the headset leaves no time: the window must answer
+MIRROR_REMEASURE = 5.0  # s: a mirror that never fits is tried again this often (its cost re-measured)
+MIRROR_POLL_HZ = 4.0  # window events (close, Esc) are handled this often while the mirror is not drawn
 EXIT_TIMEOUT = 5.0  # s to wait for the runtime to end a session we asked to end
 
 
@@ -75,6 +77,7 @@ class XRViewer:
         self._mirror_cost = 0.0  # s, running estimate of one mirror frame
         self._scene_frames = 0
         self._last_mirror = 0.0
+        self._last_poll = 0.0
         self._blit = None
         self._mirror_textures: dict = {}  # GLX: (eye, image index) -> the swapchain image in the window's context
         self._exit_asked_at: float | None = None
@@ -145,23 +148,25 @@ class XRViewer:
         return True
 
     def _mirror_due(self) -> bool:
-        if not self.mirror:
-            # still poll the window's events now and then: closing it must end the session
-            if time.perf_counter() - self._last_mirror > 1.0 / MIRROR_MIN_FPS:
-                self._last_mirror = time.perf_counter()
-                self.viewer.window.poll_events()
-            return False
         now = time.perf_counter()
         since = now - self._last_mirror
-        if since < 1.0 / self.mirror_max_fps:
-            return False
-        if since > 1.0 / MIRROR_MIN_FPS:
-            return True
-        wake, period = self.session.last_wake, self.session.stats.period_s
-        if wake is None or period <= 0.0 or not self.session.running:
-            return True  # the runtime is not asking for frames: all the time is the mirror's
-        # the next xrWaitFrame returns about one period after the last one did
-        return self._mirror_cost < 0.8 * (wake + period - now)
+        if self.mirror and since >= 1.0 / self.mirror_max_fps:
+            wake, period = self.session.last_wake, self.session.stats.period_s
+            if wake is None or period <= 0.0 or not self.session.running:
+                return True  # the runtime is not asking for frames: all the time is the mirror's
+            # the next xrWaitFrame returns about one period after the last one did
+            if self._mirror_cost < 0.8 * (wake + period - now):
+                return True
+            if since > MIRROR_REMEASURE:
+                return True  # the estimate may be stale (a slow moment): measure again, rarely
+        if now - self._last_poll > 1.0 / MIRROR_POLL_HZ:
+            # not drawn: the window still answers (closing it, Esc) without costing a frame
+            self._last_poll = now
+            window = self.viewer.window
+            window.poll_events()
+            if window.key_down("escape"):
+                window.request_close()
+        return False
 
     def draw_mirror(self, capture: bool = False) -> np.ndarray | None:
         """Draw the mirror window (the eye images beside the panel); with `capture`, return it."""
