@@ -14,7 +14,10 @@ BENCHES: dict[str, tuple[str, str]] = {
     "conditions": ("bench.conditions", "mesh conditions ms/frame (torch z-buffer rasteriser) at 512^2 and 128^2"),
     "train": ("bench.train", "training throughput per config: samples/s of bootstrap, stage-2 L_mpi and L_side steps"),
     "clip": ("bench.clip", "MPI clip files: bytes per frame (lossless / compact), compact PSNR, write / read s"),
-    "viewer": ("bench.viewer", "live viewer: stereo fps at 512^2 per eye while generating, generated fps, first frame s"),
+    "viewer": ("bench.viewer", "live viewer: stereo fps at 512^2 per eye while generating, generated fps, first frame s; "
+               "--display xr: headset frames submitted per frame asked for, ms per headset frame with / without the mirror"),
+    "soak": ("bench.soak", "the viewer left running (default 30 min): RSS growth, lost frames, stalls; --driving VIDEO: "
+             "webcam latency; --clip: streamed clip memory"),
 }
 
 

@@ -10,6 +10,15 @@ generation worker on a thread filling the ring buffer) in a desktop window side 
   of sampling to the end of the window: clips arrive whole, so a short window alone says little);
 - idle_stereo_fps: the same window's rate after the worker has been stopped (what generation costs
   the render loop).
+With --display xr the headset comes first (an OpenXR runtime must answer: XR_RUNTIME_JSON, e.g.
+../shared/xr-runtime with XRT_COMPOSITOR_NULL=1 for its 20 Hz simulated headset); after the first
+generated frame it measures, while the worker generates, --seconds with the desktop mirror and
+--seconds without it:
+- layer_ratio: frames submitted with a projection layer per frame the runtime asked for (its
+  display period's slots between the first and the last frame of the phase);
+- headset_fps: frames submitted with a layer per second;
+- ms_per_frame: xrWaitFrame returned -> xrEndFrame returned, per headset frame (both eyes);
+  ms_per_frame_with_mirror adds the mirror's time spread over the headset frames.
 Timings on a shared machine are noisy.
 """
 from __future__ import annotations
@@ -29,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps per clip (default: the checkpoint's)")
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="torch threads of the worker (default: all cores but one, as imp-viewer; %(default)s here)")
+    parser.add_argument("--display", choices=("desktop", "xr"), default="desktop",
+                        help="desktop window (default) or the OpenXR headset with its desktop mirror")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up when no frame came after this many seconds")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -77,6 +88,79 @@ def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: i
             "eye_px": eye, "seconds": seconds}
 
 
+def _snapshot(xrv) -> dict:
+    s = xrv.session.stats
+    return {"with_layer": s.with_layer, "submitted": s.submitted, "work_s": s.work_s, "display_ns": s.last_display_ns,
+            "mirror_s": xrv.mirror_s, "mirror_frames": xrv.mirror_frames, "t": time.perf_counter()}
+
+
+def _phase(a: dict, b: dict, period_s: float) -> dict:
+    frames = b["submitted"] - a["submitted"]
+    asked = int(round((b["display_ns"] - a["display_ns"]) / 1e9 / period_s)) if period_s > 0 else frames
+    seconds = b["t"] - a["t"]
+    with_layer = b["with_layer"] - a["with_layer"]
+    return {
+        "layer_ratio": round(with_layer / asked, 4) if asked else 0.0,
+        "headset_fps": round(with_layer / seconds, 2) if seconds > 0 else 0.0,
+        "ms_per_frame": round(1000.0 * (b["work_s"] - a["work_s"]) / frames, 2) if frames else 0.0,
+        "ms_per_frame_with_mirror": round(1000.0 * (b["work_s"] - a["work_s"] + b["mirror_s"] - a["mirror_s"]) / frames, 2) if frames else 0.0,
+        "mirror_fps": round((b["mirror_frames"] - a["mirror_frames"]) / seconds, 2) if seconds > 0 else 0.0,
+        "asked": asked, "with_layer": with_layer, "seconds": round(seconds, 2),
+    }
+
+
+def measure_xr(checkpoint: Path, portrait: Path, seconds: float, steps: int | None, threads: int | None,
+               timeout: float, graphics: str = "auto") -> dict:
+    """The headset loop of imp-viewer (app/xr/view.py) with live generation, in two phases."""
+    from app.live.session import LiveSession
+    from app.live.worker import GenerationJob
+    from app.viewer.viewer import Viewer
+    from app.xr.view import run_xr
+    from model.data.driving import default_driving
+
+    launched = time.perf_counter()
+    job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=lambda p: default_driving(p.track),
+                        steps=steps, threads=threads)
+    live = LiveSession(job)
+    marks: dict[str, dict] = {}
+    failure: list[str] = []
+
+    def on_frame(xrv) -> None:
+        now = time.perf_counter()
+        if "start" not in marks:
+            state = live.state
+            if state.error:
+                failure.append(f"generation failed: {state.error}")
+            elif now - launched > timeout:
+                failure.append(f"no generated frame within {timeout:g} s ({state.worker})")
+            elif live.first_shown_at is not None and xrv.session.stats.with_layer:
+                marks["start"] = _snapshot(xrv)
+        elif "mirror" not in marks and now - marks["start"]["t"] >= seconds:
+            marks["mirror"] = _snapshot(xrv)
+            xrv.mirror = False
+        elif "mirror" in marks and "end" not in marks and now - marks["mirror"]["t"] >= seconds:
+            marks["end"] = _snapshot(xrv)
+            marks["period"] = xrv.session.stats.period_s
+            marks["eye"] = xrv.session.sizes[0]
+            marks["graphics"] = xrv.session.graphics
+
+    with Viewer(None, "bench", size=(1280, 720), vsync=False, live=live) as viewer:
+        live.start()
+        run_xr(viewer, graphics=graphics, should_stop=lambda: bool(failure) or "end" in marks, on_frame=on_frame)
+        status = live.worker.status
+        generated_fps = status.frames_generated / (time.perf_counter() - status.generating_since) if status.generating_since else 0.0
+    if failure:
+        raise RuntimeError(failure[0])
+    if "end" not in marks:
+        raise RuntimeError("the headset session ended before the measurement did")
+    with_mirror = _phase(marks["start"], marks["mirror"], marks["period"])
+    without = _phase(marks["mirror"], marks["end"], marks["period"])
+    return {"display": "xr", "graphics": marks["graphics"], "eye_px": list(marks["eye"]),
+            "runtime_hz": round(1.0 / marks["period"], 2) if marks["period"] else None,
+            "with_mirror": with_mirror, "without_mirror": without, "generated_fps": round(generated_fps, 3),
+            "first_frame_s": round(live.first_shown_at - launched, 2), "seconds": seconds}
+
+
 def run(args: argparse.Namespace) -> int:
     from model.net.variant import resolve_checkpoint
     from app.cli.viewer import virtual_display
@@ -88,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"imp bench viewer: {exc}")
         return 2
     portrait = args.portrait or asset_path("astronaut.png")
+    if args.display == "xr":
+        return _run_xr(args, checkpoint, portrait)
     size = (2 * args.eye + 64, args.eye + 64)
     try:
         if os.environ.get("DISPLAY"):
@@ -104,4 +190,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"stereo {args.eye}^2 per eye: {result['stereo_fps']:.1f} fps while generating "
               f"({result['idle_stereo_fps']:.1f} fps idle); generated {result['generated_fps']:.2f} MPI frames/s; "
               f"first frame after {result['first_frame_s']:.1f} s")
+    return 0
+
+
+def _run_xr(args: argparse.Namespace, checkpoint: Path, portrait: Path) -> int:
+    from app.cli.viewer import virtual_display
+    from app.xr.session import XRUnavailable, probe_runtime
+
+    try:
+        probe_runtime()
+    except XRUnavailable as exc:
+        print(f"imp bench viewer: {exc}")
+        return 2
+    try:
+        if os.environ.get("DISPLAY"):
+            result = measure_xr(checkpoint, portrait, args.seconds, args.steps, args.threads, args.timeout)
+        else:
+            with virtual_display((1280, 720)):
+                result = measure_xr(checkpoint, portrait, args.seconds, args.steps, args.threads, args.timeout)
+    except (RuntimeError, XRUnavailable) as exc:
+        print(f"imp bench viewer: {exc}")
+        return 1
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    w, h = result["eye_px"]
+    print(f"headset ({result['graphics']}, {w}x{h} per eye, runtime at {result['runtime_hz']} Hz) while generating "
+          f"{result['generated_fps']:.2f} MPI frames/s:")
+    for name in ("with_mirror", "without_mirror"):
+        r = result[name]
+        print(f"  {name.replace('_', ' '):15s} {100 * r['layer_ratio']:5.1f} % of the frames asked for submitted with a layer "
+              f"({r['with_layer']}/{r['asked']}), {r['headset_fps']:.1f} frames/s, {r['ms_per_frame']:.1f} ms per headset frame "
+              f"({r['ms_per_frame_with_mirror']:.1f} with the mirror's share; mirror {r['mirror_fps']:.1f} fps)")
     return 0

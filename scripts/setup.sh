@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(xvfb xauth libegl1 libegl-mesa0 libgl1-mesa-dri libglx-mesa0 libgl1)
+# the OpenXR runtime the XR tests run against (../shared/xr-runtime: Monado, simulated headset) loads
+# these; libxtst6: the tests press Esc in the mirror window through XTEST
+APT_PACKAGES+=(libvulkan1 mesa-vulkan-drivers libcjson1 libusb-1.0-0 libudev1 libx11-xcb1 libxcb-randr0 libglx0 libxtst6)
 missing=()
 if command -v dpkg >/dev/null 2>&1; then
   for p in "${APT_PACKAGES[@]}"; do

@@ -33,3 +33,23 @@ def test_bench_lists_render():
         build_parser().parse_args(["bench", "nope"])
     args = build_parser().parse_args(["bench", "render", "--res", "64"])
     assert args.res == 64 and args.planes == 24 and not args.json
+
+
+@pytest.mark.slow
+def test_bench_soak_live_and_clip_json(xvfb_display, tiny_checkpoint, tmp_path):
+    """`imp bench soak` for a few seconds (the real figure is 30 minutes): live with a random tiny
+    model, then a streamed clip it writes itself; one JSON object each, nothing lost."""
+    env = {**__import__("os").environ, "DISPLAY": xvfb_display}
+    out = subprocess.run([sys.executable, "-m", "app.cli", "bench", "soak", "--json", "--minutes", "0.1", "--sample", "1",
+                          "--checkpoint", str(tiny_checkpoint), "--steps", "1", "--threads", "1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=170, env=env)
+    assert out.returncode == 0, out.stderr[-2000:] + out.stdout[-2000:]
+    live = json.loads(out.stdout.strip().splitlines()[-1])
+    assert live["frames_shown"] > 0 and live["frames_lost"] == 0 and live["error"] is None
+    assert live["rss_mb"]["samples"] >= 3 and live["rss_mb"]["start"] > 0
+    clip = tmp_path / "short.mpi"
+    out = subprocess.run([sys.executable, "-m", "app.cli", "bench", "soak", "--json", "--minutes", "0.05", "--sample", "1",
+                          "--clip", str(clip), "--make-clip", "0.4"], cwd=REPO, capture_output=True, text=True, timeout=170, env=env)
+    assert out.returncode == 0, out.stderr[-2000:] + out.stdout[-2000:]
+    played = json.loads(out.stdout.strip().splitlines()[-1])
+    assert played["clip_frames"] == 10 and played["clip_frames_read"] >= 10 and played["clip_error"] is None

@@ -95,6 +95,7 @@ def test_head_placed_upright_in_front_of_initial_view():
 
 # ---------------------------------------------------------------------------------------------
 # the recording double of pyopenxr's runtime-facing functions
+PERIOD_NS = 11_111_111  # a 90 Hz headset
 class RecordingXR:
     """pyopenxr with the runtime replaced: structs, enums and exceptions are the real ones, every
     call that would reach a runtime is recorded and answered like a simulated headset would."""
@@ -258,7 +259,7 @@ class RecordingXR:
         self.log.append("wait_frame")
         should = self.render_pattern[self.frame_no % len(self.render_pattern)]
         self.frame_no += 1
-        return xr.FrameState(predicted_display_time=1000 * self.frame_no, predicted_display_period=11_111_111, should_render=should)
+        return xr.FrameState(predicted_display_time=PERIOD_NS * self.frame_no, predicted_display_period=PERIOD_NS, should_render=should)
 
     def begin_frame(self, session, info=None):
         self.log.append("begin_frame")
@@ -521,7 +522,7 @@ def test_local_space_change_places_the_head_again(gl_context):
     _queue_space_change(fake, 10**12, xr.ReferenceSpaceType.STAGE)
     session.frame(draw)
     assert np.allclose(session.initial_view, np.eye(4))
-    change_at = 1000 * (fake.frame_no + 3)  # the double's display times are 1000 * frame number
+    change_at = PERIOD_NS * (fake.frame_no + 3)  # the double's display times are PERIOD_NS * frame number
     _queue_space_change(fake, change_at)
     session.frame(draw)
     assert np.allclose(session.initial_view, np.eye(4)), "not before the change time"
@@ -585,3 +586,130 @@ def test_linear_swapchain_gets_linear_values(gl_context):
     while session.frame(lambda v, f: None):
         pass
     session.close()
+
+
+LOSS_SCRIPT = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import moderngl
+import xr
+import app.cli.viewer as cli
+from tests.test_xr import RecordingXR
+
+class Scripted(RecordingXR):
+    '''A runtime that ends the first session after 30 frames (lost, or ended by the runtime) and,
+    after a loss, has no headset at the first look and one again at the next.'''
+
+    def __init__(self, ending):
+        super().__init__([[], []], size=(64, 48))
+        self.ending, self.sessions, self.refuse, self.frames, self._textures = ending, 0, 0, 0, []
+
+    def get_system(self, instance, info):
+        if self.refuse:
+            self.refuse -= 1
+            raise xr.FormFactorUnavailableError()
+        return super().get_system(instance, info)
+
+    def create_session(self, instance, info):
+        self.sessions += 1
+        self._swapchains, self._next_image, self.textures = [], [0, 0], [[], []]
+        return super().create_session(instance, info)
+
+    def enumerate_swapchain_images(self, chain, kind):
+        eye = self._chain_index(chain)
+        ctx = moderngl.get_context()  # the session's (the mirror window's) GL context is current
+        textures = [ctx.texture(self.size, 4) for _ in range(3)]
+        self._textures += textures
+        self.textures[eye] = [t.glo for t in textures]
+        return super().enumerate_swapchain_images(chain, kind)
+
+    def end_frame(self, session, info):
+        super().end_frame(session, info)
+        self.frames += 1
+        if self.sessions == 1 and self.frames == 30:
+            if self.ending == "loss":
+                self._queue_state(xr.SessionState.LOSS_PENDING)
+                self.refuse = 1
+            else:
+                self._queue_state(xr.SessionState.STOPPING)
+
+cli.XR_MODULE = Scripted(sys.argv[2])
+cli.XR_RETRY_SECONDS = 0.3
+code = cli.main(["--lift", "--display", "xr", "--frames", "200", "--size", "900x520", "--no-vsync"])
+print("SESSIONS", cli.XR_MODULE.sessions)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("ending", ["loss", "exiting"])
+def test_viewer_goes_back_to_the_window_when_the_runtime_ends_or_loses_the_session(xvfb_display, ending):
+    """imp-viewer with the double as its runtime (own process: the GLX path). A lost session
+    (runtime or headset gone) sends the viewer back to the desktop window, which looks for the
+    headset again every XR_RETRY_SECONDS and re-creates the session when it is back; a session
+    the runtime ended (its own menu) also goes back to the window, and stays there."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", LOSS_SCRIPT, str(repo), ending], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "DISPLAY": xvfb_display}, cwd=repo)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    summaries = [line for line in lines if "frames the runtime asked for" in line]
+    if ending == "loss":
+        assert any("the session was lost" in line and "back to the desktop window" in line for line in lines), lines
+        assert any("the headset is back" in line for line in lines), lines
+        assert len(summaries) == 2 and "SESSIONS 2" in lines
+    else:
+        assert any("the runtime ended the session; back to the desktop window" in line for line in lines), lines
+        assert len(summaries) == 1 and "SESSIONS 1" in lines
+
+
+RECENTRE_SCRIPT = r"""
+import math, sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import xr
+from imgui_bundle import imgui
+from app.viewer.viewer import Viewer
+from app.xr.view import XRViewer
+from tests.scenes import astronaut_clip
+from tests.test_xr import gl_session, _turned
+
+with Viewer(astronaut_clip(), "xr", size=(640, 400), vsync=False, max_fps=None) as viewer:
+    fake, session = gl_session(graphics="glx", make_window=lambda: viewer.window.handle)
+    xrv = XRViewer(viewer, session)
+    while session.frames_submitted < 3:
+        xrv.frame()
+    before = session.initial_view.copy()
+    _turned(fake, 25.0)
+    xrv.frame(draw_mirror=True)
+    unchanged = np.allclose(session.initial_view, before)
+    io = viewer.window.imgui_io()
+    io.add_key_event(imgui.Key.r, True)  # R in the mirror window
+    xrv.frame(draw_mirror=True)
+    io.add_key_event(imgui.Key.r, False)
+    xrv.frame(draw_mirror=True)
+    xrv.frame(draw_mirror=False)
+    moved = np.allclose(session.initial_view[:3, 3], [0, 1.6, 0])
+    xrv.request_exit()
+    while xrv.frame():
+        pass
+    xrv.close()
+print("RECENTRE", unchanged, moved)
+"""
+
+
+def test_r_in_the_mirror_window_recentres_the_head(xvfb_display):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", RECENTRE_SCRIPT, str(repo)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "DISPLAY": xvfb_display}, cwd=repo)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "RECENTRE True True" in out.stdout, out.stdout[-500:]

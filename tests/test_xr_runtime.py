@@ -326,3 +326,20 @@ def test_the_mirror_never_costs_the_headset_its_frames(xr_env, xvfb_display, ast
     assert 2 <= mirrored < 40  # still drawn (and re-measured), but far from every frame
     with_layer, asked, mirrored = run("every-frame")  # the check can fail: the old way loses half the frames
     assert mirrored >= 139 and with_layer / asked < 0.7, (with_layer, asked)
+
+
+def test_bench_viewer_in_the_headset(xr_env, tiny_checkpoint):
+    """`imp bench viewer --display xr` (a short run; the figures come from a longer one): headset
+    frames submitted per frame asked for and ms per headset frame, with and without the mirror."""
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "app.cli", "bench", "viewer", "--display", "xr", "--json", "--seconds", "3",
+                          "--checkpoint", str(tiny_checkpoint), "--steps", "1", "--threads", "1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=170, env=xr_env)
+    assert out.returncode == 0, out.stderr[-2000:] + out.stdout[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["display"] == "xr" and result["eye_px"] == [EYE, EYE] and result["runtime_hz"] == pytest.approx(20.0, abs=0.5)
+    for phase in ("with_mirror", "without_mirror"):
+        r = result[phase]
+        assert r["asked"] >= 40 and 0.5 < r["layer_ratio"] <= 1.0 and r["ms_per_frame"] > 0, r
+    assert result["without_mirror"]["mirror_fps"] == 0.0

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imp", description="im-portrait tools: 3D talking heads as MPI videos")
+    parser.add_argument("--verbose", action="store_true", help="leave the log lines of MediaPipe's C++ code on the terminal")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    if args.verbose:
+        from model.tracking.native_logs import set_verbose
+
+        set_verbose(True)
     if getattr(args, "_import_error", None) is not None:
         print(f"imp {args.command}: cannot load {args._module}: {args._import_error}", file=sys.stderr)
         return 2

@@ -14,6 +14,13 @@ with a one-line reason. Without a display (no
 DISPLAY / WAYLAND_DISPLAY, as on a server) it starts a private virtual X server (Xvfb), plays the
 clip there for a bounded time, writes what the window shows to a PNG whose path it prints, stops
 Xvfb and exits: the command works everywhere, and on a headless machine it shows you something.
+
+In the headset (--display xr / auto with a runtime) the window mirrors the eye images; when the
+run ends (Esc, the window closed, --frames headset frames, the end of an automated live run,
+Ctrl-C or SIGTERM: the session is ended through the runtime) everything after it still happens:
+the screenshot (and PATH-eyes.png, the two eye images), the status, a save. When the runtime ends
+or loses the session the window takes over (after a loss the headset is looked for again every
+XR_RETRY_SECONDS). --clip is streamed from the file (app/live/clip_stream.py), never loaded whole.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ HEADLESS_SAVE_EVERY = 2.0  # seconds between screenshots while running on a virt
 HEADLESS_LIVE_SECONDS = 20.0  # live generation on a virtual display: stop this long after the first frame
 WINDOW_SIZE = (1280, 720)
 XR_RETRY_SECONDS = 5.0  # after the runtime lost the session: how often to look for it again
+XR_MODULE = None  # the pyopenxr module to use (None: the real one; tests put a recording double here)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="imp-viewer",
         description="View MPI videos of talking heads in a desktop stereo window (mono, side by side, anaglyph).",
         epilog="In the window: drag to orbit (small angles), the wheel moves the camera, H hides the panel, "
-               "space plays / pauses, Esc quits.",
+               "space plays / pauses, R re-centres the head in the headset (and resets the view), Esc quits.",
     )
     p.add_argument("portrait", nargs="?", type=Path, help="portrait image (default: the shipped astronaut)")
     p.add_argument("driving", nargs="?", help="driving video file, `webcam` / `webcam:N`, or `sliders` "
@@ -70,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                    help="set a panel control at start, e.g. distance=1.5, focal=5, dolly=on, baseline=0.065, "
                         "stereo=sbs, converge=off, yaw=10, pitch=-5 (degrees), frame=12, play=off, panel=off")
-    p.add_argument("--frames", type=int, help="quit after drawing this many window frames (0: never)")
-    p.add_argument("--screenshot", type=Path, help="save the window as PNG here when quitting")
+    p.add_argument("--frames", type=int, help="quit after drawing this many frames, window or headset (0: never)")
+    p.add_argument("--screenshot", type=Path, help="save the window as PNG here when quitting (in the headset also "
+                   "the eye images, as NAME-eyes.png)")
     p.add_argument("--no-vsync", action="store_true", help="draw as fast as possible (benchmarks)")
     p.add_argument("--xr-graphics", choices=("auto", "glx", "egl"), default="auto",
                    help="OpenGL binding for the headset: XR_KHR_opengl_enable on GLX or XR_MNDX_egl_enable "
@@ -294,7 +303,7 @@ def _try_xr(args, viewer, limits: RunLimits, capture: bool, quiet: bool = False)
     from app.xr.session import XRUnavailable, probe_runtime
 
     try:
-        probe_runtime()
+        probe_runtime(XR_MODULE)
     except XRUnavailable as exc:
         if not quiet:
             print(f"imp-viewer: {exc}; using the desktop window", flush=True)
@@ -309,11 +318,12 @@ def _try_xr(args, viewer, limits: RunLimits, capture: bool, quiet: bool = False)
         if not announced and xrv.session.frames_submitted:
             announced.append(True)
             w, h = xrv.session.sizes[0]
-            print(f"imp-viewer: OpenXR session running ({xrv.session.graphics}, {w}x{h} per eye); the window mirrors "
+            back = "the headset is back: " if quiet else ""
+            print(f"imp-viewer: {back}OpenXR session running ({xrv.session.graphics}, {w}x{h} per eye); the window mirrors "
                   "the headset (R re-centres the head, Esc ends)", flush=True)
 
     try:
-        return run_xr(viewer, graphics=args.xr_graphics, should_stop=limits.reached, capture=capture, on_frame=on_frame)
+        return run_xr(viewer, XR_MODULE, graphics=args.xr_graphics, should_stop=limits.reached, capture=capture, on_frame=on_frame)
     except XRUnavailable as exc:
         if not quiet:
             print(f"imp-viewer: {exc}; using the desktop window", flush=True)
@@ -361,8 +371,6 @@ def _show(args, viewer, limits: RunLimits, screenshot: Path | None, headless: bo
                     xr_allowed = False
                 retry_at = time.monotonic() + XR_RETRY_SECONDS if retry_at is not None else None
             else:
-                if tried:
-                    print("imp-viewer: OpenXR: the headset is back", flush=True)
                 xr_run = result
                 print(f"imp-viewer: {result.summary}", flush=True)
                 if result.reason in ("quit", "stopped"):

@@ -10,6 +10,7 @@ worker, joins its thread and finalises a save in progress (or discards it when i
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from app.live.ring_buffer import FramePacer, RingBuffer
 from app.live.worker import GenerationJob, GenerationWorker
 
+SWITCH_INTERVAL = 0.001  # s, see LiveSession.start
 BUFFER_FRAMES = 32  # ~1.3 s at 25 fps; a 256^2 x 24-plane frame is ~2 MB, so ~60 MB at most
 
 
@@ -72,6 +74,11 @@ class LiveSession:
         self._pending: tuple | None = None  # slider values waiting for the driving source to open
 
     def start(self) -> "LiveSession":
+        # The worker runs Python between torch kernels while holding the GIL; every ctypes / GL call
+        # of the render loop releases it and must win it back, which takes up to the switch
+        # interval (5 ms by default) each time: a headset frame makes ~15 such calls and lost
+        # frames to it. A 1 ms interval hands the GIL over sooner at little cost to the worker.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self.worker.start()
         return self
 

@@ -13,6 +13,7 @@ escape the thread: they end it and are kept in `status.error` for the UI to show
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from app.live.ring_buffer import RingBuffer
 
+WORKER_NICE = 5  # how much lower the generation thread's CPU priority is than the render loop's
 PUT_POLL = 0.1  # s: how often a worker blocked on a full buffer looks at the stop event
 
 
@@ -67,6 +69,17 @@ class GenerationJob:
     threads: int | None = None  # torch CPU threads (process-wide); None: torch's choice
 
 
+def _lower_priority() -> None:
+    """Give this thread (and the torch threads it starts, which inherit it) a lower CPU priority
+    than the render loop: on a busy CPU a headset frame that waits for a core is a lost frame,
+    a generated frame that waits is only later. Linux nice values are per thread; elsewhere nothing."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICE))
+    except (AttributeError, OSError):
+        pass
+
+
 class GenerationWorker:
     """Runs `job` on a daemon thread into `buffer`. Attributes set by the thread for the UI:
     `status`, `driving` (the DrivingSource once open; sliders change its params), `fps` (the
@@ -99,6 +112,7 @@ class GenerationWorker:
             raise _Stopped
 
     def _run(self) -> None:
+        _lower_priority()
         try:
             self._generate()
             self._set(phase="stopped" if self._stop.is_set() else "finished")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from app.xr.session import EyeView, FrameStats, XRSession
 
 MIRROR_MAX_FPS = 15.0  # a spectator's view: more only takes CPU from generation
 MIRROR_REMEASURE = 5.0  # s: a mirror that never fits is tried again this often (its cost re-measured)
+MIRROR_COST_WINDOW = 8  # mirror frames the cost estimate looks back over
 MIRROR_POLL_HZ = 4.0  # window events (close, Esc) are handled this often while the mirror is not drawn
 EXIT_TIMEOUT = 5.0  # s to wait for the runtime to end a session we asked to end
 
@@ -76,6 +78,7 @@ class XRViewer:
         self.mirror_s = 0.0
         self._mirror_cost = 0.0  # s, running estimate of one mirror frame
         self._scene_frames = 0
+        self._recent_costs: deque[float] = deque(maxlen=MIRROR_COST_WINDOW)
         self._last_mirror = 0.0
         self._last_poll = 0.0
         self._blit = None
@@ -176,10 +179,11 @@ class XRViewer:
         cost = time.perf_counter() - started
         if scene is not None:  # the estimate is of the eye blit (the first one also builds textures)
             self._scene_frames += 1
-            if self._scene_frames == 2:
-                self._mirror_cost = cost
-            elif self._scene_frames > 2:
-                self._mirror_cost = 0.7 * self._mirror_cost + 0.3 * cost
+            if self._scene_frames >= 2:
+                # the slowest of the last few: on a busy CPU a mirror frame varies by 2x, and one that
+                # overruns costs the headset a frame
+                self._recent_costs.append(cost)
+                self._mirror_cost = max(self._recent_costs)
         self.mirror_frames += 1
         self.mirror_s += cost
         self._last_mirror = time.perf_counter()
