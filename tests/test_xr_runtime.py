@@ -344,3 +344,16 @@ def test_bench_viewer_in_the_headset(xr_env, tiny_checkpoint):
         r = result[phase]
         assert r["asked"] >= 40 and 0.5 < r["layer_ratio"] <= 1.0 and r["ms_per_frame"] > 0, r
     assert result["without_mirror"]["mirror_fps"] == 0.0
+
+
+def test_headless_lift_keeps_its_promises(xr_env):
+    """No display, no --frames: it says it draws 120 frames and saves /tmp/imp-viewer.png, and it
+    does both in the headset too (it used to run forever and write nothing)."""
+    from app.cli.viewer import HEADLESS_SCREENSHOT
+
+    started = time.time()
+    p = _run(["--lift", "--display", "xr"], xr_env)
+    assert f"drawing 120 frames, the window is saved to {HEADLESS_SCREENSHOT}" in "\n".join(p.out)
+    assert 119 <= _summary(p)[0] <= 125
+    assert HEADLESS_SCREENSHOT.stat().st_mtime >= started - 1
+    assert p.line(f"saved the window (1280x720) to {HEADLESS_SCREENSHOT}")

@@ -42,6 +42,7 @@ HEADLESS_SAVE_EVERY = 2.0  # seconds between screenshots while running on a virt
 HEADLESS_LIVE_SECONDS = 20.0  # live generation on a virtual display: stop this long after the first frame
 WINDOW_SIZE = (1280, 720)
 XR_RETRY_SECONDS = 5.0  # after the runtime lost the session: how often to look for it again
+XR_START_TIMEOUT = 60.0  # automated runs: give up on a runtime that never asks for a frame
 XR_MODULE = None  # the pyopenxr module to use (None: the real one; tests put a recording double here)
 
 
@@ -323,7 +324,8 @@ def _try_xr(args, viewer, limits: RunLimits, capture: bool, quiet: bool = False)
                   "the headset (R re-centres the head, Esc ends)", flush=True)
 
     try:
-        return run_xr(viewer, XR_MODULE, graphics=args.xr_graphics, should_stop=limits.reached, capture=capture, on_frame=on_frame)
+        return run_xr(viewer, XR_MODULE, graphics=args.xr_graphics, should_stop=limits.reached, capture=capture, on_frame=on_frame,
+                      start_timeout=XR_START_TIMEOUT if limits.automated else None)
     except XRUnavailable as exc:
         if not quiet:
             print(f"imp-viewer: {exc}; using the desktop window", flush=True)

@@ -251,12 +251,14 @@ class XRViewer:
 
 def run_xr(viewer, xr_module=None, graphics: str = "auto", max_frames: int | None = None,
            should_stop: Callable[[], bool] | None = None, capture: bool = False, mirror: bool = True,
-           on_frame: Callable[[XRViewer], None] | None = None) -> XRRun:
+           on_frame: Callable[[XRViewer], None] | None = None, start_timeout: float | None = None) -> XRRun:
     """Run the headset loop until the session ends: the window is closed (Esc), `should_stop()`
     says so or `max_frames` headset frames were submitted (then the session is ended cleanly), or
     the runtime ends or loses it. Raises app.xr.session.XRUnavailable before opening anything when
     there is no runtime / headset. With `capture`, the last eye images and the mirror window are
-    kept in the result (taken before the session ends)."""
+    kept in the result (taken before the session ends). `start_timeout`: raise XRUnavailable when
+    the runtime has not asked for a frame that many seconds after the session was created (an
+    automated run must end; a user may be putting the headset on)."""
     session = XRSession(xr_module, graphics=graphics, make_window=lambda: viewer.window.handle)
     try:
         xrv = XRViewer(viewer, session, mirror=mirror)
@@ -277,9 +279,14 @@ def run_xr(viewer, xr_module=None, graphics: str = "auto", max_frames: int | Non
             glfw.make_context_current(viewer.window.handle)
         raise
     run = XRRun(reason="", graphics=session.graphics, stats=session.stats, eye_size=session.sizes[0])
+    created = time.perf_counter()
     try:
         stopping = False
         while True:
+            if start_timeout is not None and not session.frames_submitted and time.perf_counter() - created > start_timeout:
+                from app.xr.session import XRUnavailable
+
+                raise XRUnavailable(f"OpenXR: the runtime did not start the session within {start_timeout:g} s")
             if not stopping and ((max_frames and session.frames_submitted >= max_frames) or (should_stop is not None and should_stop())
                                  or viewer.should_close):
                 stopping = True
