@@ -70,6 +70,13 @@ def test_a_crop_past_the_photos_edge_is_filled_not_black(shared_data, one_thread
     np.testing.assert_array_equal(p.image[outside], p.background[outside])
     assert (p.image[outside].max(-1) > 20).mean() > 0.95  # not the black fill
     assert (p.matte[outside] < 0.5).mean() > 0.97  # no person made up there (one pixel of bilinear edge aside)
+    # nothing is generated there either: the MPI is transparent and its background is the filled crop
+    torch.manual_seed(0)
+    gen = Generator(MPIUNet(TINY))
+    gen.portrait = p
+    frames = next(gen.generate_clips(default_driving(p.track, max_frames=TINY.frames), steps=1))
+    assert all((f.alpha[:, outside] == 0).all() and (f.alpha[:, ~outside] > 0).any() for f in frames)
+    np.testing.assert_array_equal(frames[0].background.transpose(1, 2, 0), p.background)
 
 
 def test_chained_clips_have_the_right_frame_counts(generator):
@@ -93,7 +100,7 @@ def test_generator_equals_the_samplers_chained_video(generator):
     frames = default_driving(p.track, max_frames=n).frames(n)
     coords, alpha, _ = mesh_inputs(frames.vertices_head, frames.T_cam_from_head, p.code, cfg)
     cond = Conditions(coords[None], alpha[None], p.reference[None], image_to_model(p.image)[None], torch.ones(1),
-                      image_to_model(p.background)[None])
+                      image_to_model(p.background)[None], valid=torch.from_numpy(p.valid).float()[None, None])
     scheduler = DDIMScheduler(generator.schedule, cfg.diffusion.eta)
     scheduler.set_timesteps(steps)
     ref = sample_video(generator.model, cond, scheduler, cfg.frames,

@@ -213,6 +213,7 @@ class Generator:
             first_frame_flag=torch.tensor([1.0 if given else 0.0], device=dev),
             background=image_to_model(p.background)[None].to(dev),
             identity=p.identity(frames)[None].to(dev) if self.cfg.identity_warp else None,
+            valid=torch.from_numpy(p.valid).float()[None, None].to(dev),
         )
 
     def mpi_frames(self, pred: MPIPrediction, frames: DrivingFrames, indices: range) -> list[MPIFrame]:

@@ -82,7 +82,9 @@ class Conditions:
     background (B, 3, H, W) or None: composited behind the MPI (eq. 5);
     identity (B, T, 5, H, W) or None: the portrait carried through the meshes into the MPI camera
     (model/geometry/portrait_warp.py; configs with identity_warp). It is the portrait's, so it is dropped
-    with the portrait."""
+    with the portrait.
+    valid (B, 1, H, W) or None: 1 where the MPI camera's crop shows the source image; elsewhere the
+    MPI is made transparent (MPIPrediction.inside) and the background shows."""
 
     coords: Tensor
     mesh_alpha: Tensor
@@ -91,6 +93,7 @@ class Conditions:
     first_frame_flag: Tensor
     background: Tensor | None = None
     identity: Tensor | None = None
+    valid: Tensor | None = None
 
     @property
     def frames(self) -> int:
@@ -150,5 +153,5 @@ def render_frontal(pred: MPIPrediction, background: Tensor | None, chunk: int = 
 def denoise(model: MPIUNet, x_t: Tensor, t: Tensor, cond: Conditions) -> tuple[MPIPrediction, Tensor]:
     """One network evaluation: (S, x0_hat = R(S) over the background)."""
     pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag, cond.identity,
-                 cond.background)
+                 cond.background).inside(cond.valid)
     return pred, render_frontal(pred, cond.background)

@@ -90,7 +90,7 @@ def video_conditions(src: VideoSource, n: int, reference_camera: bool) -> VideoC
     cond = Conditions(coords=coordinate_channels(coords, cov, cfg.coord_channels)[None],
                       mesh_alpha=conditions.alpha_planes(disp, cov, depths)[None], portrait=portrait,
                       first_frame=portrait_img, first_frame_flag=torch.ones(1), background=src.background()[None],
-                      identity=identity)
+                      identity=identity, valid=src.valid()[None])
     return VideoConditions(cond, depths, T_rel.contiguous())
 
 

@@ -36,6 +36,13 @@ class MPIPrediction(NamedTuple):
     residual: Tensor
     alpha: Tensor
 
+    def inside(self, valid: Tensor | None) -> "MPIPrediction":
+        """The MPI made transparent where valid (B, 1, H, W) is 0: outside the source image of the
+        crop there is nothing to generate and the (extended) background shows (None: unchanged)."""
+        if valid is None:
+            return self
+        return MPIPrediction(self.frontal, self.residual, self.alpha * valid.to(self.alpha)[:, None])
+
 
 class Stage(nn.Module):
     """Inflation blocks at one resolution, each optionally followed by spatial + temporal
