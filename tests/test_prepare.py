@@ -181,3 +181,65 @@ def test_crop_maps_source_points_to_the_crop_camera():
         assert np.allclose(camera.crop_intrinsics(res).numpy(), A @ K, atol=1e-3)
     with pytest.raises(ValueError, match="square-pixel"):
         crop_affine(np.array([[100.0, 0, 10], [0, 120.0, 10], [0, 0, 1]]), 64)
+
+
+def _listing(root) -> list[tuple]:
+    m = json.loads((root / "manifest.json").read_text())
+    return [(e["id"], e["status"], e["frames"], e.get("found_fraction")) for e in m["videos"]]
+
+
+def test_workers_and_shards_make_the_one_process_dataset(shared_data, tmp_path):
+    """Two worker processes, and two shards merged (written into one folder, or into their own
+    folders), give the dataset one process gives: same manifest, in the same order, same bytes."""
+    videos = _videos(shared_data) + [shared_data / "videos/dreamtalk/M030_front_neutral_level1_001.mp4"]
+    cfg = PrepareConfig(res=32, max_frames=12, min_frames=8)
+    one = tmp_path / "one"
+    prepare_dataset(videos, one, cfg, progress=False, log=_quiet)
+    expected = _listing(one)
+    assert [s for _, s, _, _ in expected] == ["ok"] * 3
+
+    two = tmp_path / "two"
+    prepare_dataset(videos, two, cfg, progress=False, log=_quiet, workers=2)
+
+    shared = tmp_path / "shared"
+    for i in (1, 0):
+        prepare_dataset(videos, shared, cfg, progress=False, log=_quiet, shard=prepare.Shard(i, 2))
+    assert sorted(p.name for p in shared.glob("manifest*.json")) == ["manifest-shard-0-of-2.json", "manifest-shard-1-of-2.json"]
+    with pytest.raises(dataset.DatasetError, match="--merge"):
+        dataset.PreparedDataset(shared)
+    assert cli.main(["prepare", "--merge", str(shared), "--quiet"]) == 0
+    assert not list(shared.glob("manifest-shard-*"))
+
+    apart = [tmp_path / f"shard{i}" for i in range(2)]
+    for i, folder in enumerate(apart):
+        prepare_dataset(videos, folder, cfg, progress=False, log=_quiet, shard=prepare.Shard(i, 2))
+    assert len(json.loads((apart[0] / "manifest-shard-0-of-2.json").read_text())["videos"]) == 2  # videos 0 and 2
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    prepare.merge_shards(merged, apart, log=_quiet)
+    assert not any(f.exists() for f in apart)  # their videos moved in, the emptied folders removed
+
+    for root in (two, shared, merged):
+        assert _listing(root) == expected, root
+        for vid, *_ in expected:
+            for name in ("frames.npy", "mattes.npy", "background.png"):
+                assert (root / vid / name).read_bytes() == (one / vid / name).read_bytes(), (root, vid, name)
+    # resumable as before: a sharded run over the merged dataset finds its videos done and redoes none
+    stamps = {vid: (shared / vid / "frames.npy").stat().st_mtime_ns for vid, *_ in expected}
+    again = prepare_dataset(videos, shared, cfg, progress=False, log=_quiet, shard=prepare.Shard(0, 2))
+    assert [e["id"] for e in again["videos"]] == [expected[0][0], expected[2][0]]
+    assert stamps == {vid: (shared / vid / "frames.npy").stat().st_mtime_ns for vid, *_ in expected}
+
+
+def test_shard_and_merge_errors(tmp_path, capsys):
+    assert prepare.Shard.parse("3/8") == prepare.Shard(3, 8)
+    for bad in ("8/8", "-1/2", "1-2", "a/b"):
+        with pytest.raises(PrepareError, match="--shard"):
+            prepare.Shard.parse(bad)
+    assert cli.main(["prepare", "--merge", str(tmp_path), "--quiet"]) == 2
+    assert "nothing to merge" in capsys.readouterr().err
+    for i, res in enumerate((64, 128)):
+        write_json_atomic(tmp_path / f"manifest-shard-{i}-of-2.json", {"version": 1, "res": res, "videos": []})
+    with pytest.raises(PrepareError, match="different --res"):
+        prepare.merge_shards(tmp_path, log=_quiet)
+    assert cli.main(["prepare", "--quiet"]) == 2 and "-o DATASET" in capsys.readouterr().err

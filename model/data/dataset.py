@@ -34,6 +34,7 @@ from model.atomic_write import write_json_atomic
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+SHARD_MANIFESTS = "manifest-shard-*-of-*.json"  # `imp prepare --shard I/N` writes its own; `--merge` folds them into MANIFEST
 PARTIAL_PREFIX = ".partial-"
 
 
@@ -41,9 +42,10 @@ class DatasetError(RuntimeError):
     """A dataset folder that is missing, incomplete or of another format."""
 
 
-def read_manifest(root: Path) -> dict | None:
-    """The manifest of a dataset folder, or None when there is none yet."""
-    path = Path(root) / MANIFEST
+def read_manifest(root: Path, name: str = MANIFEST) -> dict | None:
+    """The manifest of a dataset folder (or one of its shard manifests, `name`), or None when there
+    is none yet."""
+    path = Path(root) / name
     if not path.exists():
         return None
     try:
@@ -229,6 +231,9 @@ class PreparedDataset:
         self.root = Path(root)
         manifest = read_manifest(self.root)
         if manifest is None:
+            if any(self.root.glob(SHARD_MANIFESTS)):
+                raise DatasetError(f"{self.root} holds shards of `imp prepare --shard` but no {MANIFEST} yet: "
+                                   f"run `imp prepare --merge {self.root}` once every shard has finished")
             raise DatasetError(f"{self.root} has no {MANIFEST}: not a dataset prepared by `imp prepare`")
         self.manifest = manifest
         self.res = int(manifest["res"])

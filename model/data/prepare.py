@@ -10,11 +10,18 @@ where the person always does).
 Runs are resumable: finished videos are listed in the manifest with status "ok" and are not
 redone; a video folder only appears once complete (see dataset.VideoWriterDir); videos that fail
 (unreadable, too short, no face) are recorded as "skipped" with the reason.
+
+Scale: `workers` processes prepare one video each at a time (MediaPipe runs in each); `Shard(I, N)`
+takes videos I, I+N, ... of the sorted input list, so a cluster job array covers a large collection,
+each task writing its own manifest; `merge_shards` folds them into the dataset's manifest
+(docs/training.md, "Preparation on a cluster").
 """
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -164,49 +171,236 @@ def prepare_video(source: Path, root: Path, vid: str, cfg: PrepareConfig, progre
 
 # --- the dataset ------------------------------------------------------------------------------
 
-def prepare_dataset(inputs: Sequence[str | Path], out: str | Path, cfg: PrepareConfig = PrepareConfig(),
-                    progress: bool = True, log: Callable[[str], None] = print, tracker: Callable | None = None) -> dict:
-    """Prepare every video of `inputs` into the dataset folder `out`; returns the manifest.
+@dataclass(frozen=True)
+class Shard:
+    """Part `index` of `count` of the input videos: videos index, index + count, ... of the sorted
+    list (0-based, like a SLURM array task id). Shard(0, 1) is all of them."""
 
-    Already prepared videos (status "ok" in the manifest, folder present) are kept as they are;
-    skipped ones are retried only with cfg.retry_skipped."""
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise PrepareError(f"--shard {self.index}/{self.count}: needs 0 <= I < N (I counts from 0, like $SLURM_ARRAY_TASK_ID)")
+
+    @staticmethod
+    def parse(text: str) -> "Shard":
+        """'I/N' -> Shard(I, N)."""
+        try:
+            i, n = (int(x) for x in text.split("/"))
+        except ValueError:
+            raise PrepareError(f"--shard {text!r}: expected I/N, e.g. 3/8 (shard 3 of 8, counted from 0)") from None
+        return Shard(i, n)
+
+    @property
+    def manifest_name(self) -> str:
+        """Every shard keeps its own manifest, so shards writing one dataset folder never race."""
+        return ds.MANIFEST if self.count == 1 else f"manifest-shard-{self.index}-of-{self.count}.json"
+
+    def takes(self, i: int) -> bool:
+        return i % self.count == self.index
+
+
+def default_workers() -> int:
+    """All the cores this process may use (its affinity mask: a cluster job's share of the machine)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return max(1, os.cpu_count() or 1)
+
+
+def _prepare_one(path: Path, root: Path, vid: str, cfg: PrepareConfig, progress: bool, tracker: Callable | None) -> tuple[str, object, float]:
+    """(status, manifest fields or skip reason, seconds) of one video; runs in a worker process."""
+    t0 = time.perf_counter()
+    try:
+        return "ok", prepare_video(path, root, vid, cfg, progress=progress, tracker=tracker), time.perf_counter() - t0
+    except SkipVideo as exc:
+        return "skipped", str(exc), time.perf_counter() - t0
+
+
+def _worker_init() -> None:
+    # one core per worker: the parallelism is the workers; library thread pools would fight them
+    import cv2
+
+    cv2.setNumThreads(1)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def prepare_dataset(inputs: Sequence[str | Path], out: str | Path, cfg: PrepareConfig = PrepareConfig(),
+                    progress: bool = True, log: Callable[[str], None] = print, tracker: Callable | None = None,
+                    workers: int = 1, shard: Shard = Shard()) -> dict:
+    """Prepare every video of `inputs` (or this shard's share of them) into the dataset folder
+    `out`; returns this run's manifest.
+
+    workers > 1 prepares that many videos at once, each in its own process (spawned, with its own
+    MediaPipe graphs); `tracker` must then be a module-level function. Already prepared videos
+    (status "ok" in the manifest, folder present) are kept as they are; skipped ones are retried
+    only with cfg.retry_skipped. With a shard of several, the manifest is
+    manifest-shard-I-of-N.json (`merge_shards` folds them into manifest.json); video ids come from
+    the whole input list, so every shard names a video the same way."""
     from tqdm import tqdm
 
+    if workers < 1:
+        raise PrepareError(f"--workers must be at least 1, got {workers}")
     videos = find_videos(inputs)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    manifest = ds.read_manifest(root) or {"version": ds.FORMAT_VERSION, "res": cfg.res, "videos": []}
-    if int(manifest["res"]) != cfg.res:
-        raise PrepareError(f"{root} was prepared at --res {manifest['res']}; use that resolution or another output folder")
-    for p in ds.remove_partials(root):
-        log(f"removed unfinished {p.name} left by an interrupted run")
-    by_source = {e["source"]: e for e in manifest["videos"]}
-    taken = {e["id"] for e in manifest["videos"]}
+    base = ds.read_manifest(root)  # every shard reads it (earlier merged runs); only an unsharded run writes it
+    own = base if shard.count == 1 else ds.read_manifest(root, shard.manifest_name)
+    for m, name in ((base, ds.MANIFEST), (own, shard.manifest_name)):
+        if m is not None and int(m["res"]) != cfg.res:
+            raise PrepareError(f"{root / name} was prepared at --res {m['res']}; use that resolution or another output folder")
+    manifest = own or {"version": ds.FORMAT_VERSION, "res": cfg.res, "videos": []}
+    if shard.count == 1:
+        for p in ds.remove_partials(root):
+            log(f"removed unfinished {p.name} left by an interrupted run")
+    # (a shard leaves other shards' partial folders alone: they may be running; VideoWriterDir clears its own)
+    known = {e["source"]: e for e in (base or {}).get("videos", [])}
+    known.update({e["source"]: e for e in manifest["videos"]})
+    taken = {e["id"] for e in known.values()}
+    listed = list(manifest["videos"])  # this manifest's entries in order; new ones follow in input order
+    in_manifest = {e["source"] for e in manifest["videos"]}
 
-    bar = tqdm(videos, desc="prepare", unit="video", disable=not progress)
-    for path in bar:
+    todo: list[tuple[Path, str, dict]] = []
+    for i, path in enumerate(videos):
         source = str(path.resolve())
-        entry = by_source.get(source)
-        if entry is not None:
-            done = entry["status"] == "ok" and (root / entry["id"] / "meta.json").exists()
-            if done or (entry["status"] == "skipped" and not cfg.retry_skipped):
-                continue
-            vid = entry["id"]
-        else:
-            vid = video_id(path, taken)
+        entry = known.get(source)
+        if entry is None:
+            vid = video_id(path, taken)  # over the whole list, shard or not: the same ids on every shard
             taken.add(vid)
+        else:
+            vid = entry["id"]
+        if not shard.takes(i):
+            continue
+        if entry is not None:
+            done = entry.get("status") == "ok" and (root / entry["id"] / "meta.json").exists()
+            if done or (entry.get("status") == "skipped" and not cfg.retry_skipped):
+                if source not in in_manifest:  # done in an earlier merged run: this shard's manifest lists it too
+                    listed.append(entry)
+                continue
+        if entry is None or source not in in_manifest:
             entry = {"id": vid, "source": source}
-            manifest["videos"].append(entry)
-            by_source[source] = entry
-        bar.set_postfix_str(vid)
-        t0 = time.perf_counter()
+            if shard.count > 1:  # where it stands in the whole input list: the merged manifest keeps that order
+                entry["order"] = i
+            listed.append(entry)
+        todo.append((path, vid, entry))
+
+    manifest_path = root / shard.manifest_name
+
+    def write() -> None:
+        manifest["videos"] = [e for e in listed if "status" in e]  # running videos appear when finished
+        write_json_atomic(manifest_path, manifest)
+
+    def record(path: Path, entry: dict, outcome: tuple[str, object, float]) -> None:
+        status, info, seconds = outcome
+        if status == "ok":
+            entry.update(status="ok", reason=None, **info)
+        else:
+            entry.update(status="skipped", reason=info, frames=0)
+            log(f"skipped {path}: {info}")
+        entry["seconds"] = round(seconds, 2)
+        write()
+
+    workers = min(workers, max(1, len(todo)))
+    bar = tqdm(total=len(todo), desc="prepare" + (f" shard {shard.index}/{shard.count}" if shard.count > 1 else ""),
+               unit="video", disable=not progress)
+    if workers == 1:  # in this process, as always: per-frame progress bars, tracker may be any callable
+        for path, vid, entry in todo:
+            bar.set_postfix_str(vid)
+            record(path, entry, _prepare_one(path, root, vid, cfg, progress, tracker))
+            bar.update(1)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn, not fork: MediaPipe and OpenCV thread pools do not survive a fork
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init)
         try:
-            result = prepare_video(path, root, vid, cfg, progress=progress, tracker=tracker)
-            entry.update(status="ok", reason=None, **result)
-        except SkipVideo as exc:
-            entry.update(status="skipped", reason=str(exc), frames=0)
-            log(f"skipped {path}: {exc}")
-        entry["seconds"] = round(time.perf_counter() - t0, 2)
-        write_json_atomic(root / ds.MANIFEST, manifest)
+            futures = {pool.submit(_prepare_one, path, root, vid, cfg, False, tracker): (path, vid, entry)
+                       for path, vid, entry in todo}
+            for fut in as_completed(futures):
+                path, vid, entry = futures[fut]
+                record(path, entry, fut.result())
+                bar.set_postfix_str(vid)
+                bar.update(1)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C or a failure: no new videos; finished ones are recorded
+            raise
+        finally:
+            pool.shutdown(wait=True)
+    bar.close()
+    write()
+    return manifest
+
+
+def merge_shards(out: str | Path, shard_dirs: Sequence[str | Path] = (), log: Callable[[str], None] = print) -> dict:
+    """Fold the manifests of `imp prepare --shard` runs into OUT/manifest.json and return it.
+
+    Shards may have written into OUT itself (manifest-shard-I-of-N.json beside the video folders:
+    the usual case on a shared file system) or into their own folders (`shard_dirs`), whose video
+    folders are then moved into OUT. A video prepared by several shards counts once (ok wins over
+    skipped). Merged shard manifests are deleted; OUT stays resumable by `imp prepare`."""
+    root = Path(out)
+    folders = [root] + [Path(d) for d in shard_dirs if Path(d).resolve() != root.resolve()]
+    for f in folders:
+        if not f.is_dir():
+            raise PrepareError(f"{f}: no such folder (imp prepare --merge OUT [SHARD_DIRS...])")
+    found: list[tuple[Path, str, dict]] = []
+    for f in folders:
+        names = ([ds.MANIFEST] if (f / ds.MANIFEST).exists() else []) + sorted(p.name for p in f.glob(ds.SHARD_MANIFESTS))
+        for name in names:
+            found.append((f, name, ds.read_manifest(f, name)))
+    if not found:
+        raise PrepareError(f"nothing to merge: no {ds.MANIFEST} or {ds.SHARD_MANIFESTS} in {', '.join(map(str, folders))}")
+    resolutions = {int(m["res"]) for _, _, m in found}
+    if len(resolutions) > 1:
+        detail = ", ".join(f"{f / n}: {m['res']}" for f, n, m in found)
+        raise PrepareError(f"the shards were prepared at different --res ({detail}); merge only shards of one resolution")
+
+    chosen: dict[str, tuple[Path, dict]] = {}
+    for f, _, m in found:
+        for e in m["videos"]:
+            prev = chosen.get(e["source"])
+            if prev is None or (e.get("status") == "ok" and prev[1].get("status") != "ok"):
+                chosen[e["source"]] = (f, e)
+    owners: dict[str, str] = {}
+    for source, (_, e) in chosen.items():
+        other = owners.setdefault(e["id"], source)
+        if other != source:
+            raise PrepareError(f"video id {e['id']!r} names two videos ({other} and {source}): the shards were run with "
+                               "different input lists; run every shard with the same inputs (ids come from the whole list)")
+    # the dataset's own manifest first, then the shards' videos in the order of the input list (as
+    # one unsharded run would have listed them; the order decides which video a training step draws)
+    first = {e["source"]: i for i, e in enumerate(found[0][2]["videos"])} if found[0][1] == ds.MANIFEST and found[0][0] == root else {}
+    order = sorted(chosen, key=lambda src: (0, first[src], "") if src in first else (1, chosen[src][1].get("order", 1 << 62), src))
+
+    videos = []
+    for source in order:
+        f, e = chosen[source]
+        if e.get("status") == "ok":
+            if f != root and (f / e["id"]).is_dir():
+                dst = root / e["id"]
+                if dst.exists():  # an older copy of the same video (same source, same id)
+                    shutil.rmtree(dst)
+                shutil.move(str(f / e["id"]), str(dst))  # a rename on one file system, a copy across two
+            if not (root / e["id"] / "meta.json").exists():
+                log(f"left out {e['id']} ({source}): listed as prepared but its folder is missing; `imp prepare` will redo it")
+                continue
+        videos.append({k: v for k, v in e.items() if k != "order"})
+    manifest = {"version": ds.FORMAT_VERSION, "res": resolutions.pop(), "videos": videos}
     write_json_atomic(root / ds.MANIFEST, manifest)
+    for f, name, _ in found:  # folded in now; a stale shard manifest must not resurrect old entries later
+        if not (f == root and name == ds.MANIFEST):
+            (f / name).unlink(missing_ok=True)
+    for f in folders[1:]:
+        if not any(f.iterdir()):
+            f.rmdir()
+    ok = sum(e.get("status") == "ok" for e in videos)
+    log(f"merged {len(found)} manifest(s) into {root / ds.MANIFEST}: {ok} videos ready, {len(videos) - ok} skipped")
     return manifest
