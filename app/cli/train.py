@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", choices=("bootstrap", "alternating"), default="bootstrap",
                         help="bootstrap: colour branch with L_mpi; alternating: geometry branch with L_mpi / L_side (default bootstrap)")
     parser.add_argument("--resume", action="store_true", help="continue RUN/<stage>/latest.safetensors bit-exactly")
+    parser.add_argument("--auto-resume", action="store_true",
+                        help="resume when RUN/<stage> has a checkpoint, else start: for job scripts that are requeued or "
+                             "restarted (torchrun --max_restarts) with the same command")
     parser.add_argument("--init", metavar="CKPT", help="alternating stage: start from this checkpoint (default RUN/bootstrap/latest.safetensors)")
     parser.add_argument("--steps", type=int, default=1000, help="total iterations of this stage (default 1000)")
     parser.add_argument("--batch", type=int, default=1, help="clips per process and iteration (default 1)")
@@ -26,10 +29,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", nargs="+", metavar="ID", help="train on these dataset video ids only")
     parser.add_argument("--exclude", nargs="+", metavar="ID", default=[], help="leave these video ids out (held out for `imp eval`)")
     parser.add_argument("--checkpoint-every", type=int, default=200, help="save every N steps (default 200; also at the end and on Ctrl-C / SIGTERM)")
+    parser.add_argument("--keep-last", type=int, default=3, metavar="N",
+                        help="step checkpoints kept in RUN/<stage>/ (default 3; the one resumed from is kept too)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="data loader processes per training process (default: the cores left per training process, "
+                             "at most 8: 1 on a 2-core machine with one process; 0 = build batches in the training process)")
+    parser.add_argument("--prefetch", type=int, default=2, metavar="N", help="batches each loader process builds ahead (default 2)")
+    parser.add_argument("--activation-checkpointing", choices=("auto", "on", "off"), default="auto",
+                        help="recompute activations in the backward pass to save memory (default auto: on for configs of 256 px "
+                             "and more, i.e. paper)")
     parser.add_argument("--image-every", type=int, default=100, help="TensorBoard sample renders every N steps (default 100; 0 = never)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and of every random draw (default 0)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only; ignored on CPU)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast of the training pass and the L_side pseudo ground truth "
+                                                          "(CUDA only; ignored on CPU)")
+    parser.add_argument("--tf32", action="store_true", help="CUDA: TF32 matmuls and convolutions (faster on Ampere and newer, less precise)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first steps; mostly pays off on a GPU)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="CUDA: deterministic kernels where torch has them (docs/training.md says what stays exact)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads per process (default 1: on a busy CPU more threads spin-wait and a step "
                              "can get 10-100x slower; for parallelism on a CPU start processes with torchrun)")
@@ -65,9 +82,12 @@ def _run(args: argparse.Namespace) -> int:
                             k_steps=args.k_steps, late_stage_noise=not args.no_late_stage_noise, residual=not args.no_residual,
                             lpips=args.lpips, seed=args.seed, amp=args.amp and device.startswith("cuda"),
                             videos=tuple(args.videos) if args.videos else None, exclude=tuple(args.exclude))
-        settings = RunSettings(out=Path(args.out), data=Path(args.data), resume=args.resume,
+        settings = RunSettings(out=Path(args.out), data=Path(args.data), resume=args.resume, auto_resume=args.auto_resume,
                                init=Path(args.init) if args.init else None, checkpoint_every=max(1, args.checkpoint_every),
-                               image_every=args.image_every, device=device, progress=not args.quiet)
+                               image_every=args.image_every, device=device, progress=not args.quiet, workers=args.workers,
+                               prefetch=args.prefetch, keep_last=args.keep_last,
+                               activation_checkpointing=args.activation_checkpointing, tf32=args.tf32, compile=args.compile,
+                               deterministic=args.deterministic)
         log = lambda msg: print(f"imp train: {msg}", file=sys.stderr)
         result = train(cfg, opts, settings, log)
     except (KeyError, ValueError, TrainError, CheckpointError, DatasetError, FileNotFoundError) as exc:
@@ -76,5 +96,6 @@ def _run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 reports for all
         return 130 if result.interrupted else 0
     print(f"{result.checkpoint}: step {result.step}/{opts.steps}, last loss {result.losses[-1] if result.losses else float('nan'):.4f}, "
-          f"{result.samples_per_second:.2f} samples/s ({result.cpu_seconds_per_step:.1f} CPU s/step)")
+          f"{result.samples_per_second:.2f} samples/s ({result.cpu_seconds_per_step:.1f} CPU s/step, "
+          f"{result.data_seconds_per_step:.2f} s/step waiting for data)")
     return 130 if result.interrupted else 0

@@ -26,9 +26,11 @@ the same batches as an uninterrupted run, whatever happened before.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -118,12 +120,6 @@ class VideoSource:
         self.id = vid
         self.cfg = cfg
         self.res = cfg.res
-        track = video.track
-        self.T = torch.from_numpy(video.T_cam_from_head.copy())
-        self.vertices = torch.from_numpy(np.ascontiguousarray(track.vertices_head(), np.float32))
-        self.faces = torch.from_numpy(np.asarray(track.faces)).long()
-        self.code = mesh_code(track.template)
-        self.topology = face_topology()
         self.K = camera.scale_intrinsics(torch.from_numpy(video.K.copy()), self.res / video.res)
         self.cache_dir = cache_dir
         self._progress = progress
@@ -131,6 +127,30 @@ class VideoSource:
 
     def __len__(self) -> int:
         return len(self.video)
+
+    # The track is read on first use: a loader worker opens only the videos its batches draw from
+    # (with tens of thousands of videos, reading every track in every worker would take minutes).
+    @cached_property
+    def T(self) -> Tensor:
+        """(N, 4, 4) head poses in the crop camera."""
+        return torch.from_numpy(self.video.T_cam_from_head.copy())
+
+    @cached_property
+    def vertices(self) -> Tensor:
+        """(N, V, 3) tracked meshes in the head frame, metres."""
+        return torch.from_numpy(np.ascontiguousarray(self.video.track.vertices_head(), np.float32))
+
+    @cached_property
+    def faces(self) -> Tensor:
+        return torch.from_numpy(np.asarray(self.video.track.faces)).long()
+
+    @cached_property
+    def code(self) -> Tensor:
+        return mesh_code(self.video.track.template)
+
+    @cached_property
+    def topology(self):
+        return face_topology()
 
     # -------------------------------------------------------------------- images at the model res
     def _resize(self, images: np.ndarray) -> np.ndarray:
@@ -267,11 +287,21 @@ class PairSampler:
         return self.make_batch(self.draw(step, rank, batch), side)
 
     def make_batch(self, picks: list[tuple[int, int, int]], side: bool) -> TrainBatch:
+        return self.gather(picks, side).finish()
+
+    def gather(self, picks: list[tuple[int, int, int]], side: bool, defer: bool = False) -> "PendingBatch":
+        """Everything of a batch that is read from disk, stacked. With `defer` the mesh conditions
+        in the MPI camera (the L_side samples' rasterising in the reference camera, every sample's
+        alpha planes) are left for `PendingBatch.finish` on the training device: a GPU rasterises
+        many times faster than a loader worker, and the alpha planes (D per frame, 0.8 GB for a
+        `paper` clip) need not cross to it when their inputs are 1/10 of that."""
         cfg = self.cfg
         Tn, D = cfg.frames, cfg.planes
-        names = ("portrait", "target", "matte", "background", "coords", "mesh_alpha", "depths", "K", "T_tgt_from_mpi",
-                 "T_mpi_from_head", "mesh_disparity", "mesh_coverage", "valid") + (("identity",) if cfg.identity_warp else ())
+        names = ("portrait", "target", "matte", "background", "K", "T_tgt_from_mpi", "T_mpi_from_head", "mesh_disparity",
+                 "mesh_coverage", "valid") + (() if defer else ("coords", "mesh_alpha", "depths")) + \
+            (("identity",) if cfg.identity_warp else ())
         parts: dict[str, list[Tensor]] = {k: [] for k in names}
+        pending: list[SideRaster | OwnPlanes] = []
         for v, ref, start in picks:
             src = self.sources[v]
             clip = np.arange(start, start + Tn)
@@ -288,22 +318,100 @@ class PairSampler:
             T_tgt = src.T[clip]
             if side:
                 T_ref = src.T[ref].expand(Tn, 4, 4)
-                c = rasterise(src.vertices[clip], src.faces, src.code, src.K, T_ref, src.res, D)
-                coords, cov, disp, depths = c.coords, c.coverage, c.disparity, c.depths
                 T_rel = T_tgt @ camera.invert_pose(T_ref)
                 T_mpi = T_ref
+                todo: SideRaster | OwnPlanes = SideRaster(src.vertices[clip], src.faces, src.code, src.K, T_ref.contiguous())
             else:
-                depths = conditions.mpi_depths(T_tgt, D)
                 T_rel = torch.eye(4).expand(Tn, 4, 4)
                 T_mpi = T_tgt
-            parts["coords"].append(coordinate_channels(coords, cov, cfg.coord_channels))
-            parts["mesh_alpha"].append(conditions.alpha_planes(disp, cov, depths))
-            parts["depths"].append(depths)
+                todo = OwnPlanes(coordinate_channels(coords, cov, cfg.coord_channels), conditions.mpi_depths(T_tgt, D))
+            if defer:
+                pending.append(todo)
+            else:
+                coords, mesh_alpha, depths = todo.conditions(cfg, disp, cov)
+                parts["coords"].append(coords)
+                parts["mesh_alpha"].append(mesh_alpha)
+                parts["depths"].append(depths)
             parts["K"].append(src.K)
             parts["T_tgt_from_mpi"].append(T_rel.contiguous())
             parts["T_mpi_from_head"].append(T_mpi.contiguous())
             if cfg.identity_warp:
                 parts["identity"].append(src.identity(ref, src.vertices[clip], T_mpi.contiguous()))
-        stacked = {k: torch.stack(v) for k, v in parts.items()}
-        return TrainBatch(**stacked, side=side, videos=[self.sources[v].id for v, _, _ in picks],
-                          ref_index=[r for _, r, _ in picks], start=[s for _, _, s in picks])
+        return PendingBatch({k: torch.stack(v) for k, v in parts.items()}, pending or None, cfg, side,
+                            [self.sources[v].id for v, _, _ in picks], [r for _, r, _ in picks], [s for _, _, s in picks])
+
+
+@dataclass
+class SideRaster:
+    """The reference-camera conditions an L_side sample still needs: the clip's meshes (T, V, 3),
+    posed with the reference head pose T_ref (T, 4, 4), rasterised with the video's faces, code and K."""
+
+    vertices: Tensor
+    faces: Tensor
+    code: Tensor
+    K: Tensor
+    T_ref: Tensor
+
+    def conditions(self, cfg: ModelConfig, disparity: Tensor | None = None, coverage: Tensor | None = None,
+                   device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(coords (T, Cc, R, R), mesh_alpha (T, D, R, R), depths (T, D)), computed on `device`
+        (default: where the tensors are). (disparity / coverage: unused, see OwnPlanes.)"""
+        dev = self.vertices.device if device is None else torch.device(device)
+        c = rasterise(self.vertices.to(dev), self.faces.to(dev), self.code.to(dev), self.K.to(dev), self.T_ref.to(dev),
+                      cfg.res, cfg.planes)
+        return (coordinate_channels(c.coords, c.coverage, cfg.coord_channels), conditions.alpha_planes(c.disparity, c.coverage, c.depths),
+                c.depths)
+
+    def pin_memory(self) -> "SideRaster":
+        return SideRaster(*(t.pin_memory() for t in (self.vertices, self.faces, self.code, self.K, self.T_ref)))
+
+
+@dataclass
+class OwnPlanes:
+    """The MPI-camera conditions of an L_mpi sample before its alpha planes: the coordinate input
+    (T, Cc, R, R) and the plane depths (T, D). The planes are binned from the sample's own
+    disparity and coverage, which the batch carries anyway (mesh_disparity, mesh_coverage)."""
+
+    coords: Tensor
+    depths: Tensor
+
+    def conditions(self, cfg: ModelConfig, disparity: Tensor, coverage: Tensor,
+                   device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(coords, mesh_alpha (T, D, R, R), depths) on `device` (default: where the tensors are)."""
+        dev = self.coords.device if device is None else torch.device(device)
+        depths = self.depths.to(dev)
+        return self.coords.to(dev), conditions.alpha_planes(disparity.to(dev), coverage.to(dev), depths), depths
+
+    def pin_memory(self) -> "OwnPlanes":
+        return OwnPlanes(self.coords.pin_memory(), self.depths.pin_memory())
+
+
+@dataclass
+class PendingBatch:
+    """A TrainBatch read from disk and stacked, maybe without its mesh conditions in the MPI camera
+    (`pending`, one per sample); `finish(device)` computes them there and moves the rest there."""
+
+    tensors: dict[str, Tensor]
+    pending: list[SideRaster | OwnPlanes] | None
+    cfg: ModelConfig
+    side: bool
+    videos: list[str]
+    ref_index: list[int]
+    start: list[int]
+
+    def pin_memory(self) -> "PendingBatch":
+        """Page-locked copies (DataLoader(pin_memory=True) calls this): host-to-GPU copies then run
+        asynchronously."""
+        return dataclasses.replace(self, tensors={k: v.pin_memory() for k, v in self.tensors.items()},
+                                   pending=None if self.pending is None else [p.pin_memory() for p in self.pending])
+
+    def finish(self, device: torch.device | str | None = None) -> TrainBatch:
+        dev = torch.device("cpu" if device is None else device)
+        async_copy = dev.type == "cuda"
+        values = {k: v.to(dev, non_blocking=async_copy) for k, v in self.tensors.items()}
+        if self.pending is not None:
+            done = [p.conditions(self.cfg, values["mesh_disparity"][i], values["mesh_coverage"][i], dev)
+                    for i, p in enumerate(self.pending)]
+            for i, name in enumerate(("coords", "mesh_alpha", "depths")):
+                values[name] = torch.stack([d[i] for d in done])
+        return TrainBatch(**values, side=self.side, videos=self.videos, ref_index=self.ref_index, start=self.start)

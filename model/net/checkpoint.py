@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from model.atomic_write import publish
 from model.net.config import ModelConfig, config_differences, get_config
 
 FORMAT = "im-portrait-checkpoint"
@@ -35,7 +36,9 @@ class Checkpoint:
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, config: ModelConfig, state: dict[str, Any] | None = None,
                     extra: dict[str, Tensor] | None = None) -> Path:
-    """Write model.state_dict() + config + state (JSON-serialisable) to `path` (.safetensors)."""
+    """Write model.state_dict() + config + state (JSON-serialisable) to `path` (.safetensors):
+    to a temporary file, fsynced, then renamed over `path` with the folder fsynced before and after
+    (model/atomic_write.py), so `path` holds the old or the new checkpoint whatever happens."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -45,8 +48,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: ModelConfi
     metadata = {"format": FORMAT, "version": VERSION, "config": config.to_json(), "state": json.dumps(state or {})}
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)  # never leave a half-written checkpoint under the real name
-    return path
+    # never a half-written checkpoint under the real name, not even after a power cut
+    return publish(tmp, path)
 
 
 def read_config(path: str | Path) -> ModelConfig:

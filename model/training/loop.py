@@ -3,17 +3,27 @@ bit-exact resume, DistributedDataParallel, TensorBoard logs and a progress bar.
 
 Run folder (RUN = --out):
 
-    RUN/<stage>/latest.safetensors   weights + config + training state (step, options, variant) +
-                                     the optimizer's moments and the RNG state (model/net/checkpoint.py)
-    RUN/<stage>/config.json          the model config and the training options, readable
+    RUN/<stage>/step-<step>.safetensors  weights + config + training state (step, options, variant) +
+                                     the optimizer's moments and the RNG state (model/net/checkpoint.py);
+                                     the last `keep_last` kept, plus the one the run resumed from
+    RUN/<stage>/latest.safetensors   the newest of them (a hard link; model/training/checkpoint_files.py)
+    RUN/<stage>/config.json          the model config, the training options and the run settings, readable
     RUN/tb/<stage>/                  TensorBoard: losses per step, sample renders (front, side)
     RUN/cache/                       per-video mesh conditions (model/data/pairs.py)
 
-Never lose work: a checkpoint is written to a temporary file and renamed over the old one
-(`save_checkpoint`), every `checkpoint_every` steps, at the end, and when SIGINT / SIGTERM arrive
-(the loop finishes the current step, saves and returns). Resume is bit-exact because every random
-draw of step k (batch, branch, t, noise, condition dropout, pseudo ground truth) comes from
-generators seeded by (seed, step, rank), and the weights and Adam moments are restored exactly.
+Never lose work: a checkpoint is written to a temporary file, fsynced, and renamed into place with
+its folder fsynced (`save_checkpoint`), every `checkpoint_every` steps, at the end, and when SIGINT /
+SIGTERM arrive (the loop finishes the current step, saves and returns). A SIGKILL or a power cut
+at any moment loses at most the steps since the last save (tests/test_kill_resume.py). Resume is
+bit-exact because every random draw of step k (batch, branch, t, noise, condition dropout, pseudo
+ground truth) comes from generators seeded by (seed, step, rank), and the weights and Adam moments
+are restored exactly.
+
+Data: batches come from model/data/loader.py, built ahead by DataLoader worker processes
+(`workers`; 0 = in this process), L_side conditions rasterised on the GPU when training on one.
+Memory and speed on a GPU: activation checkpointing (`activation_checkpointing`, on for `paper`),
+bf16 autocast (TrainOptions.amp), TF32, torch.compile, deterministic kernels
+(model/training/activation_checkpointing.py, model/training/cuda.py).
 
 Distributed: started by `torchrun`, each process trains on its own batches (rank in the seed) and
 DDP averages the gradients; the branch (L_mpi / L_side) is drawn without the rank, so all
@@ -21,6 +31,8 @@ replicas run the same graph. Only rank 0 writes checkpoints and logs. gloo on CP
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import os
 import signal
@@ -36,15 +48,17 @@ from torch import Tensor
 from model.geometry import camera, mpi
 from model.net.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.net.config import ModelConfig
-from model.atomic_write import write_json_atomic
+from model.atomic_write import link_atomic, write_json_atomic
 from model.diffusion.process import make_schedule
+from model.data.loader import BatchLoader, SamplerSpec, default_workers
 from model.data.pairs import PairSampler, TrainBatch
 from model.geometry.portrait_warp import warp_composite
+from model.training import activation_checkpointing, checkpoint_files, cuda
 from model.training.step import StepOutput, TrainOptions, chooses_side, set_stage, step_seed, training_step
 from model.net.unet import MPIUNet
 from model.net.variant import VariantModel
 
-CHECKPOINT = "latest.safetensors"
+CHECKPOINT = checkpoint_files.LATEST
 
 
 class TrainError(RuntimeError):
@@ -58,6 +72,7 @@ class RunSettings:
     out: Path
     data: Path
     resume: bool = False
+    auto_resume: bool = False  # resume when the stage has a checkpoint, else start (job scripts, requeues, torchrun restarts)
     init: Path | None = None  # alternating stage: start from this checkpoint (default RUN/bootstrap/latest)
     checkpoint_every: int = 500
     log_every: int = 1
@@ -67,6 +82,14 @@ class RunSettings:
     tensorboard: bool = True
     stop_after: int | None = None  # stop (and save) after this many steps of this invocation: tests
     cache_dir: Path | None = None  # mesh conditions cache (default RUN/cache); runs on the same data may share it
+    workers: int | None = None  # DataLoader worker processes per training process (None: loader.default_workers; 0: in-process)
+    prefetch: int = 2  # batches each worker builds ahead
+    keep_last: int = 3  # step checkpoints kept (plus the one resumed from)
+    activation_checkpointing: str = "auto"  # "auto" (on for paper), "on", "off"
+    tf32: bool = False  # CUDA: TF32 matmuls / convolutions
+    compile: bool = False  # torch.compile the training model
+    deterministic: bool = False  # CUDA: deterministic kernels where torch has them (model/training/cuda.py)
+    on_step: Callable[[int], None] | None = None  # called after every optimizer step with the step count (tests, benches)
 
 
 @dataclass
@@ -76,6 +99,7 @@ class TrainResult:
     interrupted: bool
     losses: list[float] = field(default_factory=list)
     samples_per_second: float = 0.0  # wall clock, first step excluded
+    data_seconds_per_step: float = 0.0  # of that, waiting for the batch (the loader limits when this is large)
     cpu_seconds_per_step: float = 0.0  # process CPU time (all threads), first step excluded: less noisy on a shared machine
     weights_digest: str = ""
     last_terms: dict[str, float] = field(default_factory=dict)  # the last step's loss terms
@@ -226,13 +250,20 @@ def train(cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Call
     stage_dir = settings.out / opts.stage
     ckpt_path = stage_dir / CHECKPOINT
 
+    if settings.keep_last < 1:
+        raise TrainError(f"--keep-last must be at least 1, got {settings.keep_last}")
+    for line in cuda.configure(device, settings.tf32, settings.deterministic):
+        say(line)
     torch.manual_seed(opts.seed)  # the same fresh weights on every replica and every run
     net = MPIUNet(cfg)
     start_step, extra = 0, {}
-    if settings.resume:
-        if not ckpt_path.is_file():
+    resumed_from: Path | None = None
+    resume = settings.resume or (settings.auto_resume and (ckpt_path.exists() or bool(checkpoint_files.step_files(stage_dir))))
+    if resume:
+        found = checkpoint_files.newest_readable(stage_dir, cfg, warn=say)
+        if found is None:
             raise TrainError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
-        ckpt = load_checkpoint(ckpt_path, expected=cfg)
+        resumed_from, ckpt = found
         saved = ckpt.state.get("options", {})
         now = opts.to_dict()
         differ = [k for k in now if k != "steps" and saved.get(k) != now[k]]
@@ -244,14 +275,18 @@ def train(cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Call
         if int(ckpt.state.get("world_size", 1)) != dist_info.world:
             say(f"warning: the run was saved with {ckpt.state.get('world_size')} process(es), resuming with {dist_info.world}: "
                 "it continues, but not bit-exactly as the original set-up would have (each rank draws its own batches)")
-        say(f"resuming {opts.stage} at step {start_step} from {ckpt_path}")
+        say(f"resuming {opts.stage} at step {start_step} from {resumed_from}")
     else:
-        if ckpt_path.exists():
+        if ckpt_path.exists() or checkpoint_files.step_files(stage_dir):
             raise TrainError(f"{ckpt_path} exists: continue that run with --resume, or choose another --out")
         _initial_weights(net, cfg, opts, settings, say)
 
     named = set_stage(net, opts.stage)
     params = [p for _, p in named]
+    recompute = activation_checkpointing.wanted(settings.activation_checkpointing, cfg)
+    if recompute:
+        say(f"activation checkpointing on ({activation_checkpointing.enable(net)} layers, the rendering and the losses "
+            "recompute in the backward pass)")
     vmodel = VariantModel(net, opts.variant).to(device)
     opt = torch.optim.Adam(params, lr=opts.lr)
     if extra:
@@ -263,6 +298,7 @@ def train(cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Call
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(vmodel, device_ids=[device.index] if device.type == "cuda" else None)
+    model = cuda.compiled(model, settings.compile)
 
     lpips = None
     if opts.lpips:
@@ -282,17 +318,25 @@ def train(cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Call
     if sampler.too_short:
         say(f"left out {len(sampler.too_short)} video(s) shorter than one {cfg.frames}-frame clip: {', '.join(sampler.too_short)}")
     schedule = make_schedule(cfg.diffusion)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    workers = default_workers(local_world) if settings.workers is None else settings.workers
+    spec = SamplerSpec(Path(settings.data), cfg, Path(sampler.cache_dir) if sampler.cache_dir else None, opts.videos,
+                       tuple(opts.exclude), opts.seed)
+    loader = BatchLoader(spec, dist_info.rank, opts.batch, start_step, opts.steps, functools.partial(chooses_side, opts), device,
+                         workers, settings.prefetch, sampler=sampler)
+    say(f"data: {workers} loader worker process(es)" + (" (batches built in this process)" if workers == 0 else "") +
+        (", L_side conditions rasterised on the GPU" if device.type == "cuda" else ""))
 
     stop = StopFlag().__enter__()  # from here on a signal means "save and stop", not "die"
     try:
-        return _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, params, sampler, schedule, lpips,
-                     start_step, stop, say)
+        return _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, params, sampler, loader, schedule, lpips,
+                     start_step, resumed_from, recompute, stop, say)
     finally:
         stop.__exit__()
 
 
-def _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, params, sampler, schedule, lpips,
-          start_step, stop, say) -> TrainResult:
+def _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, params, sampler, loader, schedule, lpips,
+          start_step, resumed_from, recompute, stop, say) -> TrainResult:
     stage_dir = settings.out / opts.stage
     ckpt_path = stage_dir / CHECKPOINT
     writer = None
@@ -300,10 +344,22 @@ def _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, param
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(settings.out / "tb" / opts.stage))
+    protect: set[Path] = set()
     if dist_info.main:
         stage_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint_files.remove_temporaries(stage_dir)
+        run_settings = {k: v for k, v in dataclasses.asdict(settings).items() if k in (
+            "checkpoint_every", "workers", "prefetch", "keep_last", "activation_checkpointing", "tf32", "compile", "deterministic",
+            "device")}
         write_json_atomic(stage_dir / "config.json", {"model": cfg.to_dict(), "options": opts.to_dict(),
-                                                      "variant": opts.variant.to_dict(), "world_size": dist_info.world})
+                                                      "variant": opts.variant.to_dict(), "world_size": dist_info.world,
+                                                      "settings": run_settings})
+        if resumed_from is not None:
+            # the checkpoint resumed from stays until the user deletes it, whatever --keep-last says
+            resumed_step = checkpoint_files.step_path(stage_dir, start_step)
+            if not resumed_step.exists():  # a run from before step files: give it one
+                link_atomic(resumed_from, resumed_step)
+            protect.add(resumed_step)
 
     def save(step: int) -> None:
         if not dist_info.main:
@@ -312,57 +368,67 @@ def _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, param
         extra_out["rng/torch"] = torch.get_rng_state()
         state = {"step": step, "stage": opts.stage, "options": opts.to_dict(), "variant": opts.variant.to_dict(),
                  "world_size": dist_info.world, "data": str(settings.data), "videos": sampler.video_ids}
-        save_checkpoint(ckpt_path, net, cfg, state, extra_out)
+        checkpoint_files.save(stage_dir, step, lambda path: save_checkpoint(path, net, cfg, state, extra_out), settings.keep_last,
+                              protect)
 
     from tqdm import tqdm
 
     losses: list[float] = []
     step = start_step
     interrupted = False
-    t_start, steps_timed, cpu_timed = None, 0, 0.0
+    t_start, steps_timed, cpu_timed, data_timed = None, 0, 0.0, 0.0
     last_saved = start_step
     bar = tqdm(total=opts.steps, initial=start_step, desc=f"train {opts.stage}", disable=not (settings.progress and dist_info.main),
                dynamic_ncols=True)
-    while step < opts.steps:
-        t0 = time.perf_counter()  # throughput counts data, pseudo ground truth, forward, backward, update
-        c0 = time.process_time()
-        side = chooses_side(opts, step)
-        batch = sampler.batch(step, dist_info.rank, opts.batch, side).to(device)
-        generator = torch.Generator().manual_seed(step_seed(opts.seed, step, dist_info.rank, 1))
-        out = training_step(model, vmodel, batch, schedule, opts, generator, cfg.diffusion.drop_first_frame,
-                            cfg.diffusion.drop_portrait, lpips)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        if opts.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, opts.grad_clip)
-        opt.step()
-        step += 1
-        if step > start_step + 1:  # the first step includes one-off costs (caches, allocations)
-            t_start = t_start or 0.0
-            t_start += time.perf_counter() - t0
-            cpu_timed += time.process_time() - c0
-            steps_timed += 1
-        losses.append(out.terms["total"])
-        sps = opts.batch * dist_info.world * steps_timed / t_start if steps_timed else 0.0
-        bar.update(1)
-        bar.set_postfix(loss=f"{out.terms['total']:.4f}", branch="side" if side else "mpi", samples_s=f"{sps:.2f}")
-        if writer is not None and step % settings.log_every == 0:
-            for k, v in out.terms.items():
-                writer.add_scalar(f"loss_{'side' if side else 'mpi'}/{k}", v, step)
-            writer.add_scalar("speed/samples_per_s", sps, step)
-        if writer is not None and settings.image_every and step % settings.image_every == 0:
-            _log_images(writer, step, batch, out)
-        stop_now = stop.set or (settings.stop_after is not None and step - start_step >= settings.stop_after)
-        stop_now = _any_rank(stop_now, dist_info, device)
-        if step % settings.checkpoint_every == 0 or step == opts.steps or stop_now:
-            save(step)
-            last_saved = step
-        if stop_now:
-            interrupted = stop.set
-            if stop.set:
-                say(f"stopped by signal {stop.signal} at step {step}; checkpoint saved to {ckpt_path} "
-                    f"(continue with --resume)")
-            break
+    batches = iter(loader)
+    try:
+        while step < opts.steps:
+            t0 = time.perf_counter()  # throughput counts data, pseudo ground truth, forward, backward, update
+            c0 = time.process_time()
+            side = chooses_side(opts, step)
+            _, batch = next(batches)
+            t_data = time.perf_counter() - t0
+            generator = torch.Generator().manual_seed(step_seed(opts.seed, step, dist_info.rank, 1))
+            out = training_step(model, vmodel, batch, schedule, opts, generator, cfg.diffusion.drop_first_frame,
+                                cfg.diffusion.drop_portrait, lpips, recompute=recompute)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if opts.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, opts.grad_clip)
+            opt.step()
+            step += 1
+            if step > start_step + 1:  # the first step includes one-off costs (caches, allocations, starting workers)
+                t_start = t_start or 0.0
+                t_start += time.perf_counter() - t0
+                cpu_timed += time.process_time() - c0
+                data_timed += t_data
+                steps_timed += 1
+            if settings.on_step is not None:
+                settings.on_step(step)
+            losses.append(out.terms["total"])
+            sps = opts.batch * dist_info.world * steps_timed / t_start if steps_timed else 0.0
+            bar.update(1)
+            bar.set_postfix(loss=f"{out.terms['total']:.4f}", branch="side" if side else "mpi", samples_s=f"{sps:.2f}")
+            if writer is not None and step % settings.log_every == 0:
+                for k, v in out.terms.items():
+                    writer.add_scalar(f"loss_{'side' if side else 'mpi'}/{k}", v, step)
+                writer.add_scalar("speed/samples_per_s", sps, step)
+                writer.add_scalar("speed/data_wait_s", t_data, step)
+            if writer is not None and settings.image_every and step % settings.image_every == 0:
+                _log_images(writer, step, batch, out)
+            stop_now = stop.set or (settings.stop_after is not None and step - start_step >= settings.stop_after)
+            stop_now = _any_rank(stop_now, dist_info, device)
+            if step % settings.checkpoint_every == 0 or step == opts.steps or stop_now:
+                save(step)
+                last_saved = step
+            if stop_now:
+                interrupted = stop.set
+                if stop.set:
+                    say(f"stopped by signal {stop.signal} at step {step}; checkpoint saved to {ckpt_path} "
+                        f"(continue with --resume)")
+                break
+    finally:
+        batches.close()  # stops the loader's workers now, also when a step fails
     if last_saved != step:
         save(step)
     bar.close()
@@ -375,5 +441,5 @@ def _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, param
 
         dist.barrier()
         dist.destroy_process_group()
-    return TrainResult(step, ckpt_path, interrupted, losses, sps, cpu_timed / steps_timed if steps_timed else 0.0, digest,
-                       dict(out.terms) if losses else {})
+    return TrainResult(step, ckpt_path, interrupted, losses, sps, data_timed / steps_timed if steps_timed else 0.0,
+                       cpu_timed / steps_timed if steps_timed else 0.0, digest, dict(out.terms) if losses else {})

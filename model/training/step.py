@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from model.geometry import mpi
 from model.diffusion.process import Conditions, NoiseSchedule, drop_conditions, q_sample
@@ -58,7 +59,7 @@ class TrainOptions:
     lpips: str | None = None  # path of LPIPS-alex weights; None: no LPIPS term
     grad_clip: float = 1.0
     seed: int = 0
-    amp: bool = False  # bf16 autocast (CUDA only)
+    amp: bool = False  # bf16 autocast of every network call: training forward and pseudo ground truth (`imp train --amp`: CUDA only)
     videos: tuple[str, ...] | None = None  # train on these dataset video ids only
     exclude: tuple[str, ...] = ()  # ... or on all but these (held out for `imp eval`)
     loss_weights: LossWeights = field(default_factory=LossWeights)
@@ -131,13 +132,41 @@ def pseudo_ground_truth(model: nn.Module, cond: Conditions, schedule: NoiseSched
     return sample.video.detach()
 
 
-def render_in_targets(pred: MPIPrediction, batch: TrainBatch) -> mpi.Rendering:
-    """Every frame's MPI rendered in its target camera over the background; (B*T, ...) tensors."""
+RECOMPUTE_RENDER_FRAMES = 2  # frames per renderer call with `recompute`: bounds its D warped planes (paper: ~0.6 GB / frame)
+
+
+def render_in_targets(pred: MPIPrediction, batch: TrainBatch, recompute: bool = False) -> mpi.Rendering:
+    """Every frame's MPI rendered in its target camera over the background; (B*T, ...) tensors.
+    With `recompute` (activation checkpointing) the frames are rendered a few at a time and each
+    call keeps only its inputs for the backward pass, where it runs again: the D warped planes of
+    every frame at once are what would otherwise fill the memory at `paper`'s size. Every frame is
+    rendered on its own either way, so the result is the same to the bit."""
     B, T = pred.frontal.shape[:2]
     bg = batch.background[:, None].expand(B, T, *batch.background.shape[1:]).flatten(0, 1)
     K = batch.K[:, None].expand(B, T, 3, 3).flatten(0, 1)
-    return mpi.render(pred.frontal.flatten(0, 1), pred.residual.flatten(0, 1), pred.alpha.flatten(0, 1),
-                      batch.depths.flatten(0, 1), K, K, batch.T_tgt_from_mpi.flatten(0, 1), bg)
+    args = (pred.frontal.flatten(0, 1), pred.residual.flatten(0, 1), pred.alpha.flatten(0, 1), batch.depths.flatten(0, 1), K, K,
+            batch.T_tgt_from_mpi.flatten(0, 1), bg)
+    if not (recompute and torch.is_grad_enabled()):
+        return mpi.render(*args)
+    n = RECOMPUTE_RENDER_FRAMES
+    parts = [checkpoint(mpi.render, *(a[i:i + n] for a in args), use_reentrant=False) for i in range(0, B * T, n)]
+    return mpi.Rendering(*(torch.cat(field) for field in zip(*parts)))
+
+
+class Autocast(nn.Module):
+    """`model` called under bf16 autocast on `device_type`, its prediction returned in float32 (the
+    renderer, the sampler's update and the losses stay in float32). Same call signature."""
+
+    def __init__(self, model: nn.Module, device_type: str):
+        super().__init__()
+        self.model = model
+        self.device_type = device_type
+        self.cfg = getattr(model, "cfg", None)
+
+    def forward(self, *args, **kwargs) -> MPIPrediction:
+        with torch.autocast(device_type=self.device_type, dtype=torch.bfloat16):
+            pred = self.model(*args, **kwargs)
+        return MPIPrediction(*(p.float() for p in pred))
 
 
 class StepOutput(NamedTuple):
@@ -149,15 +178,20 @@ class StepOutput(NamedTuple):
 
 
 def training_step(model: nn.Module, sampling_model: nn.Module, batch: TrainBatch, schedule: NoiseSchedule, opts: TrainOptions,
-                  generator: torch.Generator, drop_first_frame: float, drop_portrait: float, lpips=None) -> StepOutput:
+                  generator: torch.Generator, drop_first_frame: float, drop_portrait: float, lpips=None,
+                  recompute: bool = False) -> StepOutput:
     """Loss of one iteration (L_mpi or L_side as batch.side says). `model` is what gets gradients
-    (maybe a DDP wrapper), `sampling_model` the bare model used for the pseudo ground truth."""
+    (maybe a DDP wrapper), `sampling_model` the bare model used for the pseudo ground truth.
+    `recompute` (with activation checkpointing): the rendering in the target cameras keeps only its
+    inputs for the backward pass (render_in_targets)."""
     B, T = batch.target.shape[:2]
     device = batch.target.device
     cond = Conditions(coords=batch.coords, mesh_alpha=batch.mesh_alpha, portrait=batch.portrait,
                       first_frame=batch.target[:, 0], first_frame_flag=torch.ones(B, device=device),
                       background=batch.background, identity=batch.identity)
     N = schedule.num_timesteps
+    if opts.amp:  # the k sampling passes of L_side cost k forwards: they want bf16 as much as the training pass
+        model, sampling_model = Autocast(model, device.type), Autocast(sampling_model, device.type)
     if batch.side:
         x0 = pseudo_ground_truth(sampling_model, cond, schedule, opts.k_steps, generator)
         cond = cond.with_first_frame(x0[:, 0])
@@ -169,12 +203,10 @@ def training_step(model: nn.Module, sampling_model: nn.Module, batch: TrainBatch
     noise = torch.randn(x0.shape, generator=generator).to(device)
     t = t.to(device)
     x_t = q_sample(x0, t, noise, schedule)
-    use_amp = opts.amp and device.type == "cuda"
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-        pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag, cond.identity,
-                     cond.background)
+    pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag, cond.identity,
+                 cond.background)
     pred = MPIPrediction(*(p.float() for p in pred))
-    rendering = render_in_targets(pred, batch)
+    rendering = render_in_targets(pred, batch, recompute)
     weights = opts.loss_weights if opts.variant.alpha_source == "network" else opts.loss_weights.for_fixed_geometry()
     valid = batch.valid[:, None].expand(B, T, *batch.valid.shape[1:]).flatten(0, 1)
     loss, terms = mpi_losses(rendering, batch.target.flatten(0, 1), batch.matte.flatten(0, 1),
