@@ -13,6 +13,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "model": ("bench.model", "denoiser speed and memory per config: s/step, s/frame, peak RSS"),
     "conditions": ("bench.conditions", "mesh conditions ms/frame (torch z-buffer rasteriser) at 512^2 and 128^2"),
     "train": ("bench.train", "training throughput per config: samples/s of bootstrap, stage-2 L_mpi and L_side steps"),
+    "data": ("bench.data", "data loader alone vs a full training step: samples/s per worker count, which one limits"),
     "clip": ("bench.clip", "MPI clip files: bytes per frame (lossless / compact), compact PSNR, write / read s"),
     "viewer": ("bench.viewer", "live viewer: stereo fps at 512^2 per eye while generating, generated fps, first frame s; "
                "--display xr: headset frames submitted per frame asked for, ms per headset frame with / without the mirror"),
