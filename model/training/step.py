@@ -188,7 +188,7 @@ def training_step(model: nn.Module, sampling_model: nn.Module, batch: TrainBatch
     device = batch.target.device
     cond = Conditions(coords=batch.coords, mesh_alpha=batch.mesh_alpha, portrait=batch.portrait,
                       first_frame=batch.target[:, 0], first_frame_flag=torch.ones(B, device=device),
-                      background=batch.background, identity=batch.identity)
+                      background=batch.background, identity=batch.identity, valid=batch.valid)
     N = schedule.num_timesteps
     if opts.amp:  # the k sampling passes of L_side cost k forwards: they want bf16 as much as the training pass
         model, sampling_model = Autocast(model, device.type), Autocast(sampling_model, device.type)
@@ -205,7 +205,7 @@ def training_step(model: nn.Module, sampling_model: nn.Module, batch: TrainBatch
     x_t = q_sample(x0, t, noise, schedule)
     pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag, cond.identity,
                  cond.background)
-    pred = MPIPrediction(*(p.float() for p in pred))
+    pred = MPIPrediction(*(p.float() for p in pred)).inside(batch.valid)
     rendering = render_in_targets(pred, batch, recompute)
     weights = opts.loss_weights if opts.variant.alpha_source == "network" else opts.loss_weights.for_fixed_geometry()
     valid = batch.valid[:, None].expand(B, T, *batch.valid.shape[1:]).flatten(0, 1)
