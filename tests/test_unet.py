@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model.net.config import CONFIGS, ModelConfig, config_differences, get_config
-from model.net.unet import MPIUNet, count_parameters
+from model.net.unet import DetailHead, MPIUNet, count_parameters
 
 
 def random_inputs(cfg: ModelConfig, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -123,17 +123,19 @@ def test_zero_convs_learn_and_then_pass_colour_features() -> None:
 
 def test_identity_switch_is_off_in_the_paper_config_and_its_path_reaches_the_output_at_full_resolution() -> None:
     """With identity_warp the identity condition and the background reach the colour output through
-    the full-resolution DetailHead: its skip starts out copying the condition composited over the
-    background, so a pixel-sharp pattern in the condition is in the output before any training
-    (the U-Net below runs at 1/8 of the image and could not carry it)."""
+    the full-resolution DetailHead: where its gates are shut the output is the condition composited
+    over the background, so a pixel-sharp pattern in the condition is in the output as it is (the
+    U-Net below runs at 1/8 of the image and could not carry it); open, the painted colour."""
     assert not get_config("paper").identity_warp and get_config("paper").detail_in_channels == 0
     cfg = get_config("demo")
     assert cfg.identity_warp and (cfg.res, cfg.planes) >= (128, 12)
     torch.manual_seed(0)
     model = MPIUNet(cfg).eval()
+    conv2 = model.colour_head.detail.conv2
     with torch.no_grad():
-        model.colour_head.detail.conv2.weight.zero_()
-        model.colour_head.detail.conv2.bias.zero_()
+        conv2.weight.zero_()
+        conv2.bias.zero_()
+        conv2.bias[6:] = -40.0  # gates shut
     inputs = random_inputs(cfg)
     B, T, R = 1, cfg.frames, cfg.res
     checker = ((torch.arange(R)[:, None] + torch.arange(R)[None]) % 2).float() * 1.2 - 0.6  # 1-pixel pattern
@@ -144,7 +146,13 @@ def test_identity_switch_is_off_in_the_paper_config_and_its_path_reaches_the_out
     with torch.no_grad():
         out = model(**inputs, identity=identity, background=background)
         dropped = model(**inputs, identity=None, background=background)
-    torch.testing.assert_close(out.frontal, torch.tanh(checker).expand_as(out.frontal), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.frontal, checker.expand_as(out.frontal), atol=1e-5, rtol=0)
     torch.testing.assert_close(out.residual, out.frontal)
     # dropped (no portrait): the composite is the background alone
-    torch.testing.assert_close(dropped.frontal, torch.full_like(dropped.frontal, float(torch.tanh(torch.tensor(0.3)))), atol=1e-5, rtol=0)
+    torch.testing.assert_close(dropped.frontal, torch.full_like(dropped.frontal, 0.3), atol=1e-5, rtol=0)
+    # gates open: the painted colour (tanh of conv2's colour output: 0 here) instead
+    with torch.no_grad():
+        conv2.bias[6:] = 40.0
+        opened = model(**inputs, identity=identity, background=background)
+    torch.testing.assert_close(opened.frontal, torch.zeros_like(opened.frontal), atol=1e-5, rtol=0)
+    assert (model.colour_head.detail.conv2.bias[6:] == 40).all() and DetailHead.GATE_BIAS < 0

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auto-resume", action="store_true",
                         help="resume when RUN/<stage> has a checkpoint, else start: for job scripts that are requeued or "
                              "restarted (torchrun --max_restarts) with the same command")
-    parser.add_argument("--init", metavar="CKPT", help="alternating stage: start from this checkpoint (default RUN/bootstrap/latest.safetensors)")
+    parser.add_argument("--init", metavar="CKPT", help="start from this checkpoint: alternating stage default RUN/bootstrap/latest.safetensors; bootstrap: a warm "
+                             "start from the weights of the same config whose shapes match (the rest initialised fresh)")
     parser.add_argument("--steps", type=int, default=1000, help="total iterations of this stage (default 1000)")
     parser.add_argument("--batch", type=int, default=1, help="clips per process and iteration (default 1)")
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")

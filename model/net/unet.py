@@ -158,30 +158,33 @@ def _frame_chunks(chunk: int, *tensors: Tensor | None):
 
 
 class DetailHead(nn.Module):
-    """The full-resolution path of the identity condition (beyond the paper): the colour head's
+    """The full-resolution path of the identity condition (beyond the paper): from the colour head's
     full-resolution features, the identity condition composited over the background, the condition
-    itself, x_t and the background -> frontal + residual. A 1x1 skip starts out copying that
-    composite (the warp baseline's picture) into both images, so that from the first step the
-    portrait's and the background's pixels reach the output without passing through the U-Net."""
+    itself, x_t and the background, it predicts per pixel a colour and a gate for each of the
+    frontal and residual images, which are that composite where the gate is 0 and the predicted
+    colour where it is 1. The portrait's and the background's pixels thus reach the output exactly,
+    without passing through the U-Net, and the network only paints what they lack (the mouth's
+    inside, what the portrait does not show, the torso's motion). The gates start out mostly shut."""
+
+    GATE_BIAS = -2.0  # sigmoid(-2) = 0.12: at initialisation the output is mostly the composite
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         c, g = cfg.colour_head_channels, cfg.norm_groups
-        extra = cfg.detail_in_channels
-        self.conv1 = nn.Conv2d(c + extra, cfg.detail_channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(c + cfg.detail_in_channels, cfg.detail_channels, 3, padding=1)
         self.norm = group_norm(cfg.detail_channels, min(g, cfg.detail_channels))
-        self.conv2 = nn.Conv2d(cfg.detail_channels, 6, 3, padding=1)
-        self.skip = nn.Conv2d(c + extra, 6, 1)
+        self.conv2 = nn.Conv2d(cfg.detail_channels, 8, 3, padding=1)  # frontal, residual RGB; their two gates
         with torch.no_grad():
-            self.skip.weight.zero_()
-            self.skip.bias.zero_()
-            for k in range(3):  # the composite (the first channels after the features) -> frontal, residual
-                self.skip.weight[k, c + k] = 1.0
-                self.skip.weight[3 + k, c + k] = 1.0
+            self.conv2.bias[6:].fill_(self.GATE_BIAS)
 
     def forward(self, features: Tensor, full: Tensor) -> Tensor:
-        x = torch.cat([features, full], 1)
-        return self.skip(x) + self.conv2(F.silu(self.norm(self.conv1(x))))
+        """(N, 6, H, W) frontal and residual in [-1, 1]; full's first 3 channels are the composite."""
+        out = self.conv2(F.silu(self.norm(self.conv1(torch.cat([features, full], 1)))))
+        colour, gate = torch.tanh(out[:, :6]), torch.sigmoid(out[:, 6:])
+        composite = full[:, :3]
+        frontal = composite + gate[:, :1] * (colour[:, :3] - composite)
+        residual = composite + gate[:, 1:] * (colour[:, 3:] - composite)
+        return torch.cat([frontal, residual], 1)
 
 
 class ColourHead(nn.Module):
@@ -203,7 +206,7 @@ class ColourHead(nn.Module):
         the condition, x_t, the background (identity_warp only)."""
         h = self.up2(F.silu(self.up1(x) + stem_mid))
         if self.detail is not None:
-            h = self.detail(F.silu(h), full)
+            return self.detail(F.silu(h), full)
         return torch.tanh(h)
 
 

@@ -201,6 +201,14 @@ def _any_rank(flag: bool, dist_info: Distributed, device: torch.device) -> bool:
 
 def _initial_weights(net: MPIUNet, cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Callable[[str], None]) -> None:
     if opts.stage != "alternating":
+        if settings.init is not None:  # warm start: every parameter the checkpoint has with the same shape
+            ckpt = load_checkpoint(settings.init, expected=cfg)
+            own = net.state_dict()
+            taken = {k: v for k, v in ckpt.weights.items() if k in own and own[k].shape == v.shape}
+            net.load_state_dict(taken, strict=False)
+            fresh = sorted(k for k in own if k not in taken)
+            log(f"{opts.stage}: starting from {settings.init} ({len(taken)} of {len(own)} tensors; new: "
+                f"{', '.join(fresh[:6]) or 'none'}{' ...' if len(fresh) > 6 else ''})")
         return
     src = settings.init or settings.out / "bootstrap" / CHECKPOINT
     if not Path(src).is_file():
