@@ -259,3 +259,27 @@ def test_lpips_term_only_with_weights(data, tmp_path, tmp_path_factory):
     without = train(MICRO, TrainOptions(steps=1), RunSettings(out=tmp_path / "b", **common), messages.append)
     assert "lpips" not in without.last_terms
     assert sum("LPIPS term off" in m for m in messages) == 1
+
+
+def test_bootstrap_warm_start_takes_the_matching_weights(data, tmp_path, tmp_path_factory):
+    """`--init` on a bootstrap: every tensor of the checkpoint with the same name and shape is the
+    starting point, the others keep their fresh initialisation (here: a head whose shape changed)."""
+    import types
+
+    import torch
+
+    from model.net.checkpoint import save_checkpoint
+    from model.net.unet import MPIUNet
+
+    torch.manual_seed(5)
+    donor = MPIUNet(MICRO).state_dict()
+    changed = "colour_head.up2.post.weight"
+    weights = dict(donor, **{changed: torch.zeros(1, 1, 3, 3)})  # another shape: not taken
+    src = tmp_path / "donor.safetensors"
+    save_checkpoint(src, types.SimpleNamespace(state_dict=lambda: weights), MICRO, {"step": 7})
+    run = train(MICRO, TrainOptions(steps=1, lr=0.0), RunSettings(out=tmp_path / "warm", data=data, init=src, progress=False,
+                                                          tensorboard=False, cache_dir=conditions_cache(tmp_path_factory)))
+    got = load_checkpoint(run.checkpoint).weights
+    assert all(torch.equal(got[k], v) for k, v in donor.items() if k != changed)
+    torch.manual_seed(0)  # what train() starts from
+    assert torch.equal(got[changed], MPIUNet(MICRO).state_dict()[changed])
