@@ -283,3 +283,31 @@ def test_bootstrap_warm_start_takes_the_matching_weights(data, tmp_path, tmp_pat
     assert all(torch.equal(got[k], v) for k, v in donor.items() if k != changed)
     torch.manual_seed(0)  # what train() starts from
     assert torch.equal(got[changed], MPIUNet(MICRO).state_dict()[changed])
+
+
+def test_identity_config_pays_for_open_gates(data, tmp_path, tmp_path_factory):
+    """With the identity condition every training step charges the DetailHead's mean gate (weight
+    LossWeights.gate), so painting over the portrait's pixels must pay for itself in the image
+    losses; the charge reaches the gates' bias."""
+    import dataclasses
+
+    import torch
+
+    from model.data.pairs import PairSampler
+    from model.diffusion.process import make_schedule
+    from model.net.config import get_config
+    from model.net.unet import DetailHead, MPIUNet
+    from model.net.variant import VariantModel
+    from model.training.step import TrainOptions, training_step
+
+    cfg = dataclasses.replace(get_config("demo"), res=32, colour_channels=(16, 16, 16), geometry_channels=(8, 8, 8),
+                              stem_channels=16, time_channels=16)
+    torch.manual_seed(0)
+    net = VariantModel(MPIUNet(cfg), TrainOptions(stage="bootstrap").variant)
+    batch = PairSampler(data, cfg, tmp_path / "cache", seed=1).batch(0, 0, 1, False)
+    out = training_step(net, net, batch, make_schedule(cfg.diffusion), TrainOptions(stage="bootstrap"),
+                        torch.Generator().manual_seed(0), 0.7, 0.0)
+    assert 0.05 < out.terms["gate"] < 0.3  # the gates start mostly shut (sigmoid(-2) = 0.12)
+    out.loss.backward()
+    bias = next(m for m in net.modules() if isinstance(m, DetailHead)).conv2.bias
+    assert (bias.grad[6:] > 0).all()  # the charge pushes the gates shut (descent lowers the bias)

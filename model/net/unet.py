@@ -170,6 +170,9 @@ class DetailHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        # mean gate of each call since the network's forward began (with gradients): training
+        # charges for open gates, so the network copies wherever copying is nearly as good
+        self.gate_means: list[Tensor] = []
         c, g = cfg.colour_head_channels, cfg.norm_groups
         self.conv1 = nn.Conv2d(c + cfg.detail_in_channels, cfg.detail_channels, 3, padding=1)
         self.norm = group_norm(cfg.detail_channels, min(g, cfg.detail_channels))
@@ -181,6 +184,7 @@ class DetailHead(nn.Module):
         """(N, 6, H, W) frontal and residual in [-1, 1]; full's first 3 channels are the composite."""
         out = self.conv2(F.silu(self.norm(self.conv1(torch.cat([features, full], 1)))))
         colour, gate = torch.tanh(out[:, :6]), torch.sigmoid(out[:, 6:])
+        self.gate_means.append(gate.mean())
         composite = full[:, :3]
         frontal = composite + gate[:, :1] * (colour[:, :3] - composite)
         residual = composite + gate[:, 1:] * (colour[:, 3:] - composite)
@@ -279,6 +283,8 @@ class MPIUNet(nn.Module):
         if (H, W) != (cfg.res, cfg.res) or mesh_alpha.shape[2] != cfg.planes or T % cfg.temporal_stride:
             raise ValueError(f"config {cfg.name!r} takes {cfg.res}x{cfg.res} frames, {cfg.planes} planes and a multiple of "
                              f"{cfg.temporal_stride} frames; got x_t {tuple(x_t.shape)}, mesh_alpha {tuple(mesh_alpha.shape)}")
+        if self.colour_head.detail is not None:
+            self.colour_head.detail.gate_means = []
         emb = self.time_embed(t)
         inp = self.network_input(x_t, coords, mesh_alpha, first_frame, first_frame_flag, identity, background)
         full = None

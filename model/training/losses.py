@@ -26,13 +26,15 @@ class LossWeights:
     mask: float = 0.01
     smoothness: float = 0.01
     disparity: float = 0.001
+    gate: float = 0.01  # identity condition only: mean gate of the DetailHead (copy unless painting pays)
 
     def for_fixed_geometry(self) -> "LossWeights":
         """The weights when the MPI's geometry is not learned (bootstrap: mesh alpha planes in front
         of an opaque back plane). Only the full rendering stays: the foreground / mask / smoothness /
         disparity terms judge the alphas, and against that fixed, fully opaque geometry they cannot
         be met; they would pull the colours towards black outside the person instead."""
-        return LossWeights(l2_full=self.l2_full, l2_foreground=0.0, lpips=0.0, mask=0.0, smoothness=0.0, disparity=0.0)
+        return LossWeights(l2_full=self.l2_full, l2_foreground=0.0, lpips=0.0, mask=0.0, smoothness=0.0, disparity=0.0,
+                           gate=self.gate)
 
 
 def laplacian(x: Tensor) -> Tensor:

@@ -36,7 +36,7 @@ from model.diffusion.process import Conditions, NoiseSchedule, drop_conditions, 
 from model.training.losses import LossWeights, mpi_losses
 from model.data.pairs import TrainBatch
 from model.diffusion.sampler import DDIMScheduler, Guidance, sample_clip
-from model.net.unet import MPIPrediction, MPIUNet
+from model.net.unet import DetailHead, MPIPrediction, MPIUNet
 from model.net.variant import Variant
 
 STAGES = ("bootstrap", "alternating")
@@ -211,6 +211,12 @@ def training_step(model: nn.Module, sampling_model: nn.Module, batch: TrainBatch
     valid = batch.valid[:, None].expand(B, T, *batch.valid.shape[1:]).flatten(0, 1)
     loss, terms = mpi_losses(rendering, batch.target.flatten(0, 1), batch.matte.flatten(0, 1),
                              batch.mesh_disparity.flatten(0, 1), batch.mesh_coverage.flatten(0, 1), lpips, weights, valid)
+    detail = next((m for m in model.modules() if isinstance(m, DetailHead)), None)
+    if detail is not None and detail.gate_means and weights.gate > 0:
+        # a gate opened to paint over the portrait's pixels costs a little: copying wins where it is nearly as good
+        gate = torch.stack(detail.gate_means).mean()
+        loss = loss + weights.gate * gate
+        terms["gate"] = float(gate.detach())
     terms["total"] = float(loss.detach())
     shape = (B, T, *rendering.rgb.shape[1:])
     return StepOutput(loss, terms, MPIPrediction(*(p.detach() for p in pred)), rendering.rgb.detach().reshape(shape), t)
