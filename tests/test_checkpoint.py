@@ -75,3 +75,11 @@ def test_export_weights_drops_optimiser_tensors_keeps_state(tmp_path):
     for k, v in net.state_dict().items():
         assert torch.equal(out.weights[k], v)
     assert dst.stat().st_size < src.stat().st_size
+    # the sampling settings to ship with (measured on held-out data) replace the config's, nothing else
+    tuned = load_checkpoint(export_weights(src, tmp_path / "tuned.safetensors", sampling={"sample_steps": 4, "portrait_guidance": 1.0}))
+    assert tuned.config.diffusion.sample_steps == 4 and tuned.config.diffusion.portrait_guidance == 1.0
+    assert tuned.config.planes == cfg.planes and tuned.state["export_sampling"] == {"sample_steps": 4, "portrait_guidance": 1.0}
+    import pytest
+
+    with pytest.raises(ValueError, match="not sampling settings"):
+        export_weights(src, tmp_path / "bad.safetensors", sampling={"planes": 4})

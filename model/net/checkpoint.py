@@ -112,17 +112,33 @@ def load_model(path: str | Path, expected: ModelConfig | str | None = None, devi
     return model.to(device).eval(), ckpt
 
 
-def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None = None) -> Path:
+SAMPLING_FIELDS = ("sample_steps", "eta", "portrait_guidance", "first_frame_guidance")  # inference choices, not weights
+
+
+def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None = None,
+                   sampling: dict[str, Any] | None = None) -> Path:
     """Copy a training checkpoint without its extra tensors (optimiser moments): the file to ship.
 
     The config and the training state (step, stage, variant, options) are kept, plus `note`
-    under state["export"] (e.g. the data and budget it was trained with)."""
+    under state["export"] (e.g. the data and budget it was trained with). `sampling` sets the
+    default sampling settings shipped with the weights (SAMPLING_FIELDS of the diffusion config:
+    steps, eta, guidance scales, as measured on held-out data); nothing that shapes the weights."""
+    import dataclasses
+
     ckpt = load_checkpoint(src)
     from model.net.unet import MPIUNet
 
-    model = MPIUNet(ckpt.config)
+    config = ckpt.config
+    if sampling:
+        wrong = sorted(set(sampling) - set(SAMPLING_FIELDS))
+        if wrong:
+            raise ValueError(f"export_weights: {wrong} are not sampling settings ({', '.join(SAMPLING_FIELDS)})")
+        config = dataclasses.replace(config, diffusion=dataclasses.replace(config.diffusion, **sampling))
+    model = MPIUNet(config)
     model.load_state_dict(ckpt.weights)
     state = dict(ckpt.state)
     if note:
         state["export"] = note
-    return save_checkpoint(dst, model, ckpt.config, state)
+    if sampling:
+        state["export_sampling"] = dict(sampling)
+    return save_checkpoint(dst, model, config, state)
