@@ -79,7 +79,5 @@ def test_export_weights_drops_optimiser_tensors_keeps_state(tmp_path):
     tuned = load_checkpoint(export_weights(src, tmp_path / "tuned.safetensors", sampling={"sample_steps": 4, "portrait_guidance": 1.0}))
     assert tuned.config.diffusion.sample_steps == 4 and tuned.config.diffusion.portrait_guidance == 1.0
     assert tuned.config.planes == cfg.planes and tuned.state["export_sampling"] == {"sample_steps": 4, "portrait_guidance": 1.0}
-    import pytest
-
     with pytest.raises(ValueError, match="not sampling settings"):
         export_weights(src, tmp_path / "bad.safetensors", sampling={"planes": 4})

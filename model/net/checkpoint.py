@@ -7,7 +7,7 @@ Extra tensors (e.g. an optimiser's moments, flattened by the caller) may ride al
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +123,6 @@ def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None
     under state["export"] (e.g. the data and budget it was trained with). `sampling` sets the
     default sampling settings shipped with the weights (SAMPLING_FIELDS of the diffusion config:
     steps, eta, guidance scales, as measured on held-out data); nothing that shapes the weights."""
-    import dataclasses
-
     ckpt = load_checkpoint(src)
     from model.net.unet import MPIUNet
 
@@ -133,7 +131,7 @@ def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None
         wrong = sorted(set(sampling) - set(SAMPLING_FIELDS))
         if wrong:
             raise ValueError(f"export_weights: {wrong} are not sampling settings ({', '.join(SAMPLING_FIELDS)})")
-        config = dataclasses.replace(config, diffusion=dataclasses.replace(config.diffusion, **sampling))
+        config = replace(config, diffusion=replace(config.diffusion, **sampling))
     model = MPIUNet(config)
     model.load_state_dict(ckpt.weights)
     state = dict(ckpt.state)
