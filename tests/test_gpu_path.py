@@ -53,9 +53,9 @@ class SavedBytes(torch.nn.Module):
         self.bytes += t.numel() * t.element_size()
         return t
 
-    def forward(self, *args):
+    def forward(self, *args, **kwargs):
         with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
-            return self.model(*args)
+            return self.model(*args, **kwargs)
 
 
 def _step(net: MPIUNet, stage: str, batch, checkpointed: bool) -> tuple[dict[str, torch.Tensor], tuple[int, int], float]:
@@ -125,9 +125,9 @@ def test_autocast_covers_the_pseudo_ground_truth_passes(sampler):
             super().__init__()
             self.model = model
 
-        def forward(self, *args):
+        def forward(self, *args, **kwargs):
             calls.append((torch.is_autocast_enabled("cpu"), torch.is_grad_enabled()))
-            return self.model(*args)
+            return self.model(*args, **kwargs)
 
     model = Recorder(VariantModel(net, TrainOptions(stage="alternating").variant))
     batch = sampler.batch(0, 0, 1, side=True)

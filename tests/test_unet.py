@@ -144,15 +144,17 @@ def test_identity_switch_is_off_in_the_paper_config_and_its_path_reaches_the_out
     identity[:, :, 3] = 1.0  # alpha: the condition covers the whole image here
     background = torch.full((B, 3, R, R), 0.3)
     with torch.no_grad():
-        out = model(**inputs, identity=identity, background=background)
+        out, shut_gate = model(**inputs, identity=identity, background=background, with_gate=True)
         dropped = model(**inputs, identity=None, background=background)
     torch.testing.assert_close(out.frontal, checker.expand_as(out.frontal), atol=1e-5, rtol=0)
+    assert float(shut_gate) < 1e-6  # the mean gate returned with the prediction (what training charges)
     torch.testing.assert_close(out.residual, out.frontal)
     # dropped (no portrait): the composite is the background alone
     torch.testing.assert_close(dropped.frontal, torch.full_like(dropped.frontal, 0.3), atol=1e-5, rtol=0)
     # gates open: the painted colour (tanh of conv2's colour output: 0 here) instead
     with torch.no_grad():
         conv2.bias[6:] = 40.0
-        opened = model(**inputs, identity=identity, background=background)
+        opened, open_gate = model(**inputs, identity=identity, background=background, with_gate=True)
     torch.testing.assert_close(opened.frontal, torch.zeros_like(opened.frontal), atol=1e-5, rtol=0)
+    assert float(open_gate) > 1 - 1e-6
     assert (model.colour_head.detail.conv2.bias[6:] == 40).all() and DetailHead.GATE_BIAS < 0

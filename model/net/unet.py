@@ -170,9 +170,6 @@ class DetailHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        # mean gate of each call since the network's forward began (with gradients): training
-        # charges for open gates, so the network copies wherever copying is nearly as good
-        self.gate_means: list[Tensor] = []
         c, g = cfg.colour_head_channels, cfg.norm_groups
         self.conv1 = nn.Conv2d(c + cfg.detail_in_channels, cfg.detail_channels, 3, padding=1)
         self.norm = group_norm(cfg.detail_channels, min(g, cfg.detail_channels))
@@ -180,15 +177,15 @@ class DetailHead(nn.Module):
         with torch.no_grad():
             self.conv2.bias[6:].fill_(self.GATE_BIAS)
 
-    def forward(self, features: Tensor, full: Tensor) -> Tensor:
-        """(N, 6, H, W) frontal and residual in [-1, 1]; full's first 3 channels are the composite."""
+    def forward(self, features: Tensor, full: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, 6, H, W) frontal and residual in [-1, 1], and the gates (N, 2, H, W) in [0, 1];
+        full's first 3 channels are the composite."""
         out = self.conv2(F.silu(self.norm(self.conv1(torch.cat([features, full], 1)))))
         colour, gate = torch.tanh(out[:, :6]), torch.sigmoid(out[:, 6:])
-        self.gate_means.append(gate.mean())
         composite = full[:, :3]
         frontal = composite + gate[:, :1] * (colour[:, :3] - composite)
         residual = composite + gate[:, 1:] * (colour[:, 3:] - composite)
-        return torch.cat([frontal, residual], 1)
+        return torch.cat([frontal, residual], 1), gate
 
 
 class ColourHead(nn.Module):
@@ -204,14 +201,15 @@ class ColourHead(nn.Module):
         self.up2 = PixelShuffleUp(cfg.stem_channels, cfg.colour_head_channels, out, s0, g)
         self.detail = DetailHead(cfg) if cfg.identity_warp else None
 
-    def forward(self, x: Tensor, stem_mid: Tensor, full: Tensor | None = None) -> Tensor:
-        """x (N, C0, h, w) U-Net features, stem_mid (N, stem_channels, ...) the stem's first level;
+    def forward(self, x: Tensor, stem_mid: Tensor, full: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """(N, 6, H, W) frontal and residual, and the DetailHead's gates (N, 2, H, W) (None without
+        it). x (N, C0, h, w) U-Net features, stem_mid (N, stem_channels, ...) the stem's first level;
         full (N, detail_in_channels, H, W): the identity condition composited over the background,
         the condition, x_t, the background (identity_warp only)."""
         h = self.up2(F.silu(self.up1(x) + stem_mid))
         if self.detail is not None:
             return self.detail(F.silu(h), full)
-        return torch.tanh(h)
+        return torch.tanh(h), None
 
 
 class GeometryHead(nn.Module):
@@ -273,18 +271,18 @@ class MPIUNet(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor, coords: Tensor, mesh_alpha: Tensor, portrait: Tensor,
                 first_frame: Tensor, first_frame_flag: Tensor, identity: Tensor | None = None,
-                background: Tensor | None = None) -> MPIPrediction:
+                background: Tensor | None = None, with_gate: bool = False) -> MPIPrediction | tuple[MPIPrediction, Tensor]:
         """x_t (B, T, 3, H, W); t (B,); coords (B, T, Cc, H, W); mesh_alpha (B, T, D, H, W);
         portrait (B, 3+Cc, H, W); first_frame (B, 3, H, W); first_frame_flag (B,) (1 = given);
         configs with identity_warp only: identity (B, T, 5, H, W), the identity condition
-        (model/geometry/portrait_warp.py; None = dropped), and background (B, 3, H, W)."""
+        (model/geometry/portrait_warp.py; None = dropped), and background (B, 3, H, W).
+        with_gate: also return the DetailHead's mean gate (a scalar with gradients; 0 without a
+        DetailHead), which training charges for (LossWeights.gate)."""
         cfg = self.cfg
         B, T, _, H, W = x_t.shape
         if (H, W) != (cfg.res, cfg.res) or mesh_alpha.shape[2] != cfg.planes or T % cfg.temporal_stride:
             raise ValueError(f"config {cfg.name!r} takes {cfg.res}x{cfg.res} frames, {cfg.planes} planes and a multiple of "
                              f"{cfg.temporal_stride} frames; got x_t {tuple(x_t.shape)}, mesh_alpha {tuple(mesh_alpha.shape)}")
-        if self.colour_head.detail is not None:
-            self.colour_head.detail.gate_means = []
         emb = self.time_embed(t)
         inp = self.network_input(x_t, coords, mesh_alpha, first_frame, first_frame_flag, identity, background)
         full = None
@@ -294,14 +292,20 @@ class MPIUNet(nn.Module):
             full = torch.cat([composite, ident, x_t, bg], 2).flatten(0, 1)
         h, colour_mid = self.colour_stem(inp)
         h, colour_stages = self.colour(h, emb, T, self.portrait_encoder(portrait.to(x_t), emb))
-        rgb = torch.cat([self.colour_head(*c) for c in _frame_chunks(cfg.head_frames, h, colour_mid, full)])
+        heads = [self.colour_head(*c) for c in _frame_chunks(cfg.head_frames, h, colour_mid, full)]
+        rgb = torch.cat([colour for colour, _ in heads])
+        gates = [gate.mean() for _, gate in heads if gate is not None]
+        del heads
         g, geometry_mid = self.geometry_stem(inp)
         del inp
         g, _ = self.geometry(g, emb, T, injected=colour_stages)
         del colour_stages
         alpha = torch.cat([self.geometry_head(*c) for c in _frame_chunks(cfg.head_frames, g, geometry_mid)])
         rgb = rgb.reshape(B, T, 6, H, W)
-        return MPIPrediction(rgb[:, :, :3], rgb[:, :, 3:], alpha.reshape(B, T, cfg.planes, H, W))
+        pred = MPIPrediction(rgb[:, :, :3], rgb[:, :, 3:], alpha.reshape(B, T, cfg.planes, H, W))
+        if with_gate:
+            return pred, torch.stack(gates).mean() if gates else x_t.new_zeros(())
+        return pred
 
 
 def count_parameters(model: MPIUNet) -> dict[str, int]:

@@ -36,7 +36,7 @@ from model.diffusion.process import Conditions, NoiseSchedule, drop_conditions, 
 from model.training.losses import LossWeights, mpi_losses
 from model.data.pairs import TrainBatch
 from model.diffusion.sampler import DDIMScheduler, Guidance, sample_clip
-from model.net.unet import DetailHead, MPIPrediction, MPIUNet
+from model.net.unet import MPIPrediction, MPIUNet
 from model.net.variant import Variant
 
 STAGES = ("bootstrap", "alternating")
@@ -163,10 +163,13 @@ class Autocast(nn.Module):
         self.device_type = device_type
         self.cfg = getattr(model, "cfg", None)
 
-    def forward(self, *args, **kwargs) -> MPIPrediction:
+    def forward(self, *args, **kwargs) -> MPIPrediction | tuple[MPIPrediction, Tensor]:
         with torch.autocast(device_type=self.device_type, dtype=torch.bfloat16):
-            pred = self.model(*args, **kwargs)
-        return MPIPrediction(*(p.float() for p in pred))
+            out = self.model(*args, **kwargs)
+        if isinstance(out, MPIPrediction):
+            return MPIPrediction(*(p.float() for p in out))
+        pred, gate = out
+        return MPIPrediction(*(p.float() for p in pred)), gate.float()
 
 
 class StepOutput(NamedTuple):
@@ -203,18 +206,16 @@ def training_step(model: nn.Module, sampling_model: nn.Module, batch: TrainBatch
     noise = torch.randn(x0.shape, generator=generator).to(device)
     t = t.to(device)
     x_t = q_sample(x0, t, noise, schedule)
-    pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag, cond.identity,
-                 cond.background)
+    pred, gate = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag,
+                       cond.identity, cond.background, with_gate=True)
     pred = MPIPrediction(*(p.float() for p in pred)).inside(batch.valid)
     rendering = render_in_targets(pred, batch, recompute)
     weights = opts.loss_weights if opts.variant.alpha_source == "network" else opts.loss_weights.for_fixed_geometry()
     valid = batch.valid[:, None].expand(B, T, *batch.valid.shape[1:]).flatten(0, 1)
     loss, terms = mpi_losses(rendering, batch.target.flatten(0, 1), batch.matte.flatten(0, 1),
                              batch.mesh_disparity.flatten(0, 1), batch.mesh_coverage.flatten(0, 1), lpips, weights, valid)
-    detail = next((m for m in model.modules() if isinstance(m, DetailHead)), None)
-    if detail is not None and detail.gate_means and weights.gate > 0:
+    if batch.identity is not None and weights.gate > 0:
         # a gate opened to paint over the portrait's pixels costs a little: copying wins where it is nearly as good
-        gate = torch.stack(detail.gate_means).mean()
         loss = loss + weights.gate * gate
         terms["gate"] = float(gate.detach())
     terms["total"] = float(loss.detach())
