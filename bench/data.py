@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--activation-checkpointing", choices=("auto", "on", "off"), default="auto",
                         help="for the training step (default auto: on for paper)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training step (default 1, as `imp train`)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available); on a GPU the loader's "
+    parser.add_argument("--device", default="auto", help="auto|cpu|cuda[:N] (default auto: cuda when available); on a GPU the loader's "
                         "batches are finished there (mesh conditions), as in training")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--step-child", default=None, help=argparse.SUPPRESS)  # internal: run the step in this process

@@ -24,6 +24,8 @@ import os
 import time
 from pathlib import Path
 
+from model.runtime import add_device_argument
+
 HITCH_S = 0.25  # a window frame later than this after the previous one is a hitch
 
 
@@ -35,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps per clip (default: the checkpoint's)")
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="torch threads of the worker (default: all cores but one; %(default)s here)")
+    add_device_argument(parser, "where the generation worker runs the network")
     parser.add_argument("--clip", type=Path, help="play this clip file (streamed) instead of generating")
     parser.add_argument("--make-clip", type=float, metavar="SECONDS",
                         help="with --clip: write a synthetic 512^2, 24-plane clip of this length there first, if absent")
@@ -106,7 +109,7 @@ def soak(args: argparse.Namespace) -> dict:
         else:
             driving = lambda p: default_driving(p.track)  # noqa: E731
         job = GenerationJob(checkpoint=resolve_checkpoint(args.checkpoint), portrait=portrait, driving=driving,
-                            steps=args.steps, threads=args.threads)
+                            steps=args.steps, device=args.device, threads=args.threads)
         live = LiveSession(job)
         source = "soak"
     samples: list[tuple[float, float]] = []

@@ -29,6 +29,8 @@ import os
 import time
 from pathlib import Path
 
+from model.runtime import add_device_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the shipped demo model)")
@@ -38,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps per clip (default: the checkpoint's)")
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="torch threads of the worker (default: all cores but one, as imp-viewer; %(default)s here)")
+    add_device_argument(parser, "where the generation worker runs the network")
     parser.add_argument("--display", choices=("desktop", "xr"), default="desktop",
                         help="desktop window (default) or the OpenXR headset with its desktop mirror")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up when no frame came after this many seconds")
@@ -54,7 +57,7 @@ def _drive(viewer, seconds: float) -> float:
 
 
 def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: int | None, threads: int | None,
-            timeout: float) -> dict:
+            timeout: float, device: str = "cpu") -> dict:
     from app.live.session import LiveSession
     from app.viewer.viewer import Viewer
     from app.live.worker import GenerationJob
@@ -62,7 +65,7 @@ def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: i
 
     launched = time.perf_counter()
     job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=lambda p: default_driving(p.track),
-                        steps=steps, threads=threads)
+                        steps=steps, device=device, threads=threads)
     live = LiveSession(job)
     with Viewer(None, "bench", size=(2 * eye, eye), vsync=False, stereo="sbs", show_panel=False, live=live,
                 max_fps=None) as viewer:
@@ -110,7 +113,7 @@ def _phase(a: dict, b: dict, period_s: float) -> dict:
 
 
 def measure_xr(checkpoint: Path, portrait: Path, seconds: float, steps: int | None, threads: int | None,
-               timeout: float, graphics: str = "auto") -> dict:
+               timeout: float, graphics: str = "auto", device: str = "cpu") -> dict:
     """The headset loop of imp-viewer (app/xr/view.py) with live generation, in two phases."""
     from app.live.session import LiveSession
     from app.live.worker import GenerationJob
@@ -120,7 +123,7 @@ def measure_xr(checkpoint: Path, portrait: Path, seconds: float, steps: int | No
 
     launched = time.perf_counter()
     job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=lambda p: default_driving(p.track),
-                        steps=steps, threads=threads)
+                        steps=steps, device=device, threads=threads)
     live = LiveSession(job)
     marks: dict[str, dict] = {}
     failure: list[str] = []
@@ -166,9 +169,12 @@ def run(args: argparse.Namespace) -> int:
     from app.cli.viewer import virtual_display
     from model.resources import asset_path
 
+    from model.runtime import resolve_device
+
     try:
         checkpoint = resolve_checkpoint(args.checkpoint)
-    except FileNotFoundError as exc:
+        args.device = resolve_device(args.device)
+    except (FileNotFoundError, ValueError) as exc:
         print(f"imp bench viewer: {exc}")
         return 2
     portrait = args.portrait or asset_path("astronaut.png")
@@ -177,13 +183,14 @@ def run(args: argparse.Namespace) -> int:
     size = (2 * args.eye + 64, args.eye + 64)
     try:
         if os.environ.get("DISPLAY"):
-            result = measure(checkpoint, portrait, args.eye, args.seconds, args.steps, args.threads, args.timeout)
+            result = measure(checkpoint, portrait, args.eye, args.seconds, args.steps, args.threads, args.timeout, device=args.device)
         else:
             with virtual_display(size):
-                result = measure(checkpoint, portrait, args.eye, args.seconds, args.steps, args.threads, args.timeout)
+                result = measure(checkpoint, portrait, args.eye, args.seconds, args.steps, args.threads, args.timeout, device=args.device)
     except RuntimeError as exc:
         print(f"imp bench viewer: {exc}")
         return 1
+    result["device"] = args.device
     if args.json:
         print(json.dumps(result))
     else:
@@ -204,13 +211,14 @@ def _run_xr(args: argparse.Namespace, checkpoint: Path, portrait: Path) -> int:
         return 2
     try:
         if os.environ.get("DISPLAY"):
-            result = measure_xr(checkpoint, portrait, args.seconds, args.steps, args.threads, args.timeout)
+            result = measure_xr(checkpoint, portrait, args.seconds, args.steps, args.threads, args.timeout, device=args.device)
         else:
             with virtual_display((1280, 720)):
-                result = measure_xr(checkpoint, portrait, args.seconds, args.steps, args.threads, args.timeout)
+                result = measure_xr(checkpoint, portrait, args.seconds, args.steps, args.threads, args.timeout, device=args.device)
     except (RuntimeError, XRUnavailable) as exc:
         print(f"imp bench viewer: {exc}")
         return 1
+    result["device"] = args.device
     if args.json:
         print(json.dumps(result))
         return 0

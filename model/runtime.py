@@ -4,15 +4,36 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch
+
+DEVICE_CHOICES = "auto|cpu|cuda[:N]"
 
 
 def resolve_device(name: str | None) -> str:
-    """`name`, or cuda when available else cpu; ValueError when cuda is asked for but missing."""
-    device = name or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} but CUDA is not available (this torch build or machine has no GPU)")
-    return device
+    """The torch device for `name` (auto|cpu|cuda[:N]; None = auto): auto is cuda when a GPU is
+    available, else cpu. ValueError saying what to pass when the name is unknown or the GPU missing."""
+    import torch  # here, not at import: argparse setup (add_device_argument) stays light
+
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    kind, _, index = name.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ValueError(f"--device {name!r}: expected {DEVICE_CHOICES}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {name} but CUDA is not available (this torch build or machine has no GPU); "
+                         "use --device cpu or auto")
+    if index and int(index) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name} but this machine has {torch.cuda.device_count()} GPU(s): cuda:0 to "
+                         f"cuda:{torch.cuda.device_count() - 1}")
+    return name
+
+
+def add_device_argument(parser, what: str = "torch device") -> None:
+    """The --device option every command that runs the network shares (default auto)."""
+    parser.add_argument("--device", default="auto", metavar=DEVICE_CHOICES,
+                        help=f"{what}: auto (default: CUDA when a GPU is present, else the CPU), cpu, cuda or cuda:N")
 
 
 @contextmanager
@@ -22,6 +43,8 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
     One thread per process is the fast choice on a busy CPU: idle OpenMP threads spin-wait for each
     other there, and a step can get 10-100x slower."""
+    import torch
+
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

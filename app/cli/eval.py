@@ -16,6 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from model.runtime import add_device_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", metavar="CKPT", nargs="+",
@@ -34,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-landmarks", action="store_true", help="skip the MediaPipe landmark distance")
     parser.add_argument("--no-identity", action="store_true", help="skip the dlib identity figures")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_device_argument(parser, "where the network runs (fp16 on a GPU)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; more can be far slower on a busy CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -82,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     from model.evaluation.reenactment import EvalSettings, evaluate
     from model.evaluation.table import format_cross_table, format_table
     from model.net.checkpoint import CheckpointError
+    from model.net.precision import for_inference
     from model.net.variant import demo_checkpoint, load_trained
     from model.runtime import resolve_device
 
@@ -106,6 +109,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         for path in paths:
             model, state = load_trained(path, device)
+            model = for_inference(model, device)  # fp16 autocast on a GPU, as generation
             trained_on = set(state.get("videos") or [])
             evaluated = set(args.videos) if args.videos else {e["id"] for e in PreparedDataset(args.data).entries}
             overlap = sorted(trained_on & (evaluated | set(cross_videos or [])))

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from model.runtime import add_device_argument
+
 ANIMATE_SECONDS = 8.0  # --animate without --max-frames: one period of the built-in animation
 
 
@@ -33,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=25.0, help="--animate: frame rate of the animation (default 25)")
     parser.add_argument("--no-first-frame", action="store_true",
                         help="do not give the portrait as the first clip's first-frame condition")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_device_argument(parser, "where the network runs (fp16 on a GPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
@@ -71,13 +73,14 @@ def run(args: argparse.Namespace) -> int:
     from model.diffusion.pipeline import Generator
     from model.tracking.track import TrackingError
     from model.formats.video import VideoError
+    from model.runtime import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     try:
-        generator = Generator.from_checkpoint(ckpt, args.device)
-    except CheckpointError as exc:
+        generator = Generator.from_checkpoint(ckpt, resolve_device(args.device))
+    except (CheckpointError, ValueError) as exc:
         return _fail(str(exc))
     cfg = generator.cfg
     if args.steps is not None and args.steps > cfg.diffusion.train_timesteps:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from model.runtime import add_device_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DATASET", help="dataset folder written by `imp prepare`")
@@ -41,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and more, i.e. paper)")
     parser.add_argument("--image-every", type=int, default=100, help="TensorBoard sample renders every N steps (default 100; 0 = never)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and of every random draw (default 0)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_device_argument(parser, "where training runs")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast of the training pass and the L_side pseudo ground truth "
                                                           "(CUDA only; ignored on CPU)")
     parser.add_argument("--tf32", action="store_true", help="CUDA: TF32 matmuls and convolutions (faster on Ampere and newer, less precise)")

@@ -37,6 +37,8 @@ import threading
 import time
 from pathlib import Path
 
+from model.runtime import add_device_argument, resolve_device
+
 HEADLESS_SCREENSHOT = Path(tempfile.gettempdir()) / "imp-viewer.png"
 HEADLESS_SAVE_EVERY = 2.0  # seconds between screenshots while running on a virtual display
 HEADLESS_LIVE_SECONDS = 20.0  # live generation on a virtual display: stop this long after the first frame
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--max-frames", type=int, help="generate at most this many frames")
     p.add_argument("--buffer", type=int, default=32, help="ring buffer size in MPI frames (default %(default)s)")
+    add_device_argument(p, "where the generation worker runs the network (fp16 on a GPU)")
     p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="torch threads of the generation worker (default: all cores but one, which the window keeps; %(default)s here)")
     p.add_argument("--size", default=f"{WINDOW_SIZE[0]}x{WINDOW_SIZE[1]}", help="window size WxH (default %(default)s)")
@@ -223,10 +226,14 @@ def _live_session(args, checkpoint: Path):
     portrait = args.portrait or asset_path("astronaut.png")
     if not Path(portrait).is_file():
         raise SystemExit(f"imp-viewer: {portrait}: no such portrait image")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise SystemExit(f"imp-viewer: {exc}") from None
     driving, label, sliders = _driving_factory(args)
     job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=driving, seed=args.seed, steps=args.steps,
-                        max_frames=args.max_frames, threads=args.threads)
-    return LiveSession(job, capacity=args.buffer, save=args.save), f"{Path(portrait).name} driven by {label} ({checkpoint.name})", sliders
+                        max_frames=args.max_frames, device=device, threads=args.threads)
+    return LiveSession(job, capacity=args.buffer, save=args.save), f"{Path(portrait).name} driven by {label} ({checkpoint.name} on {device})", sliders
 
 
 def _choose_checkpoint(args) -> Path | None:

@@ -65,7 +65,7 @@ class GenerationJob:
     seed: int = 0
     steps: int | None = None
     max_frames: int | None = None
-    device: str = "cpu"
+    device: str = "auto"  # auto|cpu|cuda[:N] (model.runtime.resolve_device): the GPU when there is one
     threads: int | None = None  # torch CPU threads (process-wide); None: torch's choice
 
 
@@ -130,6 +130,7 @@ class GenerationWorker:
 
     def _generate(self) -> None:
         from model.diffusion.pipeline import Generator
+        from model.runtime import resolve_device
 
         job = self.job
         if job.threads:
@@ -137,7 +138,7 @@ class GenerationWorker:
 
             torch.set_num_threads(job.threads)
         self._set(phase="loading model")
-        generator = Generator.from_checkpoint(job.checkpoint, job.device)
+        generator = Generator.from_checkpoint(job.checkpoint, resolve_device(job.device))
         self._check()
         self._set(phase="preparing portrait")
         portrait = generator.prepare(job.portrait)

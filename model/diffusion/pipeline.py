@@ -37,6 +37,7 @@ from model.diffusion.process import Conditions, make_schedule
 from model.data.driving import DrivingFrames, DrivingSource
 from model.diffusion.sampler import DDIMScheduler, Guidance, sample_chained
 from model.tracking.track import Track
+from model.net.precision import for_inference
 from model.net.unet import MPIPrediction, MPIUNet
 
 RASTER_CHUNK = 8  # frames rasterised per call (bounds the rasteriser's memory at 512^2)
@@ -168,22 +169,23 @@ class GenerationStatus:
 class Generator:
     """Samples MPI videos of one portrait driven by a DrivingSource with a trained MPIUNet."""
 
-    def __init__(self, model: MPIUNet, device: str | torch.device = "cpu"):
-        # `model` may also be a model.net.variant.VariantModel (same call signature and .cfg)
+    def __init__(self, model: MPIUNet, device: str | torch.device = "cpu", half: bool | None = None):
+        """`model` may also be a model.net.variant.VariantModel (same call signature and .cfg);
+        half: fp16 autocast (None: on a GPU only, model.net.precision.for_inference)."""
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = for_inference(model.to(self.device).eval(), self.device, half)
         self.cfg: ModelConfig = model.cfg
         self.schedule = make_schedule(self.cfg.diffusion)
         self.portrait: Portrait | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Generator":
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", half: bool | None = None) -> "Generator":
         """A generator with the weights of a checkpoint (model.net.checkpoint.CheckpointError if it is not one),
         rendered the way it was trained (model.net.variant: mesh alpha for bootstrap-only, no residual)."""
         from model.net.variant import load_trained
 
         model, _ = load_trained(path, device=device)
-        return cls(model, device)
+        return cls(model, device, half)
 
     def prepare(self, portrait_image: str | Path | np.ndarray) -> Portrait:
         """Track, crop, matte and inpaint the portrait; later clips are generated of it."""

@@ -110,6 +110,11 @@ class Conditions:
     def with_first_frame(self, image: Tensor) -> "Conditions":
         return dataclasses.replace(self, first_frame=image, first_frame_flag=torch.ones_like(self.first_frame_flag))
 
+    def to(self, device: str | torch.device) -> "Conditions":
+        """The same conditions on `device`."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
+                                            if getattr(self, f.name) is not None})
+
     def frame_range(self, start: int, stop: int) -> "Conditions":
         """Frames [start, stop) of the per-frame conditions; past the end the last frame repeats."""
         idx = torch.arange(start, stop).clamp(max=self.frames - 1)

@@ -36,6 +36,7 @@ from model.diffusion.process import Conditions, NoiseSchedule, drop_conditions, 
 from model.training.losses import LossWeights, mpi_losses
 from model.data.pairs import TrainBatch
 from model.diffusion.sampler import DDIMScheduler, Guidance, sample_clip
+from model.net.precision import Autocast
 from model.net.unet import MPIPrediction, MPIUNet
 from model.net.variant import Variant
 
@@ -151,25 +152,6 @@ def render_in_targets(pred: MPIPrediction, batch: TrainBatch, recompute: bool = 
     n = RECOMPUTE_RENDER_FRAMES
     parts = [checkpoint(mpi.render, *(a[i:i + n] for a in args), use_reentrant=False) for i in range(0, B * T, n)]
     return mpi.Rendering(*(torch.cat(field) for field in zip(*parts)))
-
-
-class Autocast(nn.Module):
-    """`model` called under bf16 autocast on `device_type`, its prediction returned in float32 (the
-    renderer, the sampler's update and the losses stay in float32). Same call signature."""
-
-    def __init__(self, model: nn.Module, device_type: str):
-        super().__init__()
-        self.model = model
-        self.device_type = device_type
-        self.cfg = getattr(model, "cfg", None)
-
-    def forward(self, *args, **kwargs) -> MPIPrediction | tuple[MPIPrediction, Tensor]:
-        with torch.autocast(device_type=self.device_type, dtype=torch.bfloat16):
-            out = self.model(*args, **kwargs)
-        if isinstance(out, MPIPrediction):
-            return MPIPrediction(*(p.float() for p in out))
-        pred, gate = out
-        return MPIPrediction(*(p.float() for p in pred)), gate.float()
 
 
 class StepOutput(NamedTuple):
