@@ -9,7 +9,10 @@ generation worker on a thread filling the ring buffer) in a desktop window side 
 - generated_fps: MPI frames the worker put into the buffer per second of sampling (from the start
   of sampling to the end of the window: clips arrive whole, so a short window alone says little);
 - idle_stereo_fps: the same window's rate after the worker has been stopped (what generation costs
-  the render loop).
+  the render loop);
+- frame_ms: where a generated frame's time goes: conditions (driving frames, mesh conditions,
+  identity warp), network (passes per frame and their ms, DDIM updates included), decode to an
+  MPI frame, and the window's upload to the GPU.
 With --display xr the headset comes first (an OpenXR runtime must answer: XR_RUNTIME_JSON, e.g.
 ../shared/xr-runtime with XRT_COMPOSITOR_NULL=1 for its 20 Hz simulated headset); after the first
 generated frame it measures, while the worker generates, --seconds with the desktop mirror and
@@ -84,11 +87,20 @@ def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: i
         stereo_fps = _drive(viewer, seconds)
         status = live.worker.status  # frames arrive a clip at a time: rate over all sampling so far
         generated_fps = status.frames_generated / (time.perf_counter() - status.generating_since)
+        frame_ms = _frame_breakdown(live.worker.times, viewer)
         live.close()
         idle_fps = _drive(viewer, min(seconds, 3.0))
     return {"stereo_fps": round(stereo_fps, 2), "generated_fps": round(generated_fps, 3),
             "first_frame_s": round(first_frame_s, 2), "idle_stereo_fps": round(idle_fps, 2),
-            "eye_px": eye, "seconds": seconds}
+            "frame_ms": frame_ms, "eye_px": eye, "seconds": seconds}
+
+
+def _frame_breakdown(times, viewer) -> dict[str, float]:
+    """Where a generated frame's time goes: the worker's conditions / network / decode ms and
+    network passes per frame (model.diffusion.pipeline.GenerationTimes), the window's upload ms."""
+    out = times.per_frame_ms() if times is not None else {}
+    out["upload_ms"] = round(1000 * viewer.upload_seconds / max(viewer.uploads, 1), 2)
+    return out
 
 
 def _snapshot(xrv) -> dict:
@@ -197,6 +209,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"stereo {args.eye}^2 per eye: {result['stereo_fps']:.1f} fps while generating "
               f"({result['idle_stereo_fps']:.1f} fps idle); generated {result['generated_fps']:.2f} MPI frames/s; "
               f"first frame after {result['first_frame_s']:.1f} s")
+        ms = result["frame_ms"]
+        print(f"per generated frame: conditions {ms.get('conditions_ms', 0):.1f} ms, {ms.get('passes', 0):g} network passes "
+              f"{ms.get('network_ms', 0):.1f} ms, decode to MPI frame {ms.get('decode_ms', 0):.1f} ms, "
+              f"upload {ms['upload_ms']:.1f} ms (render thread) [{args.device}]")
     return 0
 
 

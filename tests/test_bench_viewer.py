@@ -26,3 +26,8 @@ def test_bench_viewer_json(xvfb_display, tiny_checkpoint):
     assert 0.0 < result["first_frame_s"] < 120.0
     assert result["stereo_fps"] > 1.0 and result["idle_stereo_fps"] > 1.0
     assert result["generated_fps"] > 0.0  # tiny model, one step: at least one clip within the 3 s window
+    # where a generated frame's time goes: every part measured, and together no more than the worker's time per frame
+    ms = result["frame_ms"]
+    assert result["device"] == "cpu"
+    assert ms["passes"] > 0 and ms["network_ms"] > 0 and ms["conditions_ms"] > 0 and ms["decode_ms"] > 0 and ms["upload_ms"] > 0
+    assert ms["conditions_ms"] + ms["network_ms"] + ms["decode_ms"] <= 1.1 * 1000.0 / result["generated_fps"]

@@ -92,6 +92,7 @@ class GenerationWorker:
         self.driving = None
         self.fps: float | None = None
         self.started_at: float | None = None
+        self._generator = None  # model.diffusion.pipeline.Generator once loaded
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="imp-generation", daemon=True)
 
@@ -99,6 +100,11 @@ class GenerationWorker:
         self.started_at = time.perf_counter()
         self._thread.start()
         return self
+
+    @property
+    def times(self):
+        """The model.diffusion.pipeline.GenerationTimes of the sampling so far (None before it began)."""
+        return None if self._generator is None else self._generator.times
 
     @property
     def alive(self) -> bool:
@@ -139,6 +145,7 @@ class GenerationWorker:
             torch.set_num_threads(job.threads)
         self._set(phase="loading model")
         generator = Generator.from_checkpoint(job.checkpoint, resolve_device(job.device))
+        self._generator = generator
         self._check()
         self._set(phase="preparing portrait")
         portrait = generator.prepare(job.portrait)

@@ -73,6 +73,8 @@ class Viewer:
         self.show_panel = show_panel
         self._fps = 0.0
         self.frames_drawn = 0
+        self.upload_seconds = 0.0  # spent sending MPI frames to the GPU, over `uploads` frames
+        self.uploads = 0
         self.warnings: list[str] = []
 
     def _anchor(self, frame: MPIFrame) -> None:
@@ -189,7 +191,10 @@ class Viewer:
             ctx.viewport = (0, 0, *self.window.framebuffer_size)
         elif self.frame is not None and min(self.eye_size()) >= 2:  # a minimised window has no pixels to draw into
             if self._uploaded_frame is not self.frame:
+                started = time.perf_counter()
                 self.renderer.upload(self.frame)
+                self.upload_seconds += time.perf_counter() - started
+                self.uploads += 1
                 self._uploaded_frame = self.frame
             cameras = self.eye_cameras(self.eye_size())
             self.warnings = vs.view_warnings(self.view, cameras, self.eye_size(), self.frame.K, self.frame.T_cam_from_head,

@@ -22,6 +22,8 @@ DESIGN.md Pipeline 1-4).
 """
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +156,23 @@ def prepare_portrait(image: str | Path | np.ndarray, cfg: ModelConfig) -> Portra
 
 # -------------------------------------------------------------------------------------- generator
 
+@dataclass
+class GenerationTimes:
+    """Where `Generator.generate_clips` spent its time, in seconds, summed since the call began."""
+
+    conditions: float = 0.0  # driving frames, mesh conditions and the identity warp of each clip
+    network: float = 0.0  # the denoiser's passes with the DDIM updates
+    decode: float = 0.0  # samples turned into uint8 MPIFrames
+    passes: int = 0  # network evaluations
+    frames: int = 0  # MPI frames yielded
+
+    def per_frame_ms(self) -> dict[str, float]:
+        """conditions / network / decode ms and network passes per yielded frame (zeros before the first)."""
+        n = max(self.frames, 1)
+        return {"conditions_ms": round(1000 * self.conditions / n, 2), "network_ms": round(1000 * self.network / n, 2),
+                "decode_ms": round(1000 * self.decode / n, 2), "passes": round(self.passes / n, 2)}
+
+
 @dataclass(frozen=True)
 class GenerationStatus:
     """Progress report: denoising step `step` of `steps` in clip `clip` (0-based) is done;
@@ -177,6 +196,7 @@ class Generator:
         self.cfg: ModelConfig = model.cfg
         self.schedule = make_schedule(self.cfg.diffusion)
         self.portrait: Portrait | None = None
+        self.times = GenerationTimes()  # of the current / last generate_clips call
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", half: bool | None = None) -> "Generator":
@@ -254,6 +274,7 @@ class Generator:
         total = remaining if max_frames is None else (max_frames if remaining is None else min(max_frames, remaining))
         clips: list[tuple[DrivingFrames, int, int]] = []  # per clip: driving frames, valid count, frames done before it
         finished = False
+        times = self.times = GenerationTimes()
 
         def conditions() -> Iterator[Conditions]:
             """Each clip's conditions, read from the driving source only when the sampler asks."""
@@ -264,6 +285,7 @@ class Generator:
                 want = F if last_frame is None else F - 1
                 if max_frames is not None:
                     want = min(want, max_frames - done)
+                started = time.perf_counter()
                 new = driving.frames(want) if want > 0 else None
                 if new is None or len(new) == 0:
                     return
@@ -276,12 +298,31 @@ class Generator:
                 finished = len(new) < want  # the source ended inside this clip
                 done += valid - (0 if last_frame is None else 1)
                 last_frame = frames[valid - 1:valid]
-                yield self.clip_conditions(frames, first)
+                cond = self.clip_conditions(frames, first)
+                times.conditions += time.perf_counter() - started
+                yield cond
 
         def on_step(k: int, step: int) -> None:
             if progress is not None:
                 progress(GenerationStatus(k, step, steps, clips[k][2], total))
 
-        for k, sample in enumerate(sample_chained(self.model, conditions(), scheduler, guidance, generator, on_step=on_step)):
-            frames, valid, _ = clips[k]
-            yield self.mpi_frames(sample.mpi, frames, range(0 if k == 0 else 1, valid))
+        def count_pass(*_) -> None:
+            times.passes += 1
+
+        hook = self.model.register_forward_hook(count_pass)
+        try:
+            samples = sample_chained(self.model, conditions(), scheduler, guidance, generator, on_step=on_step)
+            for k in itertools.count():
+                started, before = time.perf_counter(), times.conditions
+                sample = next(samples, None)
+                if sample is None:
+                    return
+                times.network += time.perf_counter() - started - (times.conditions - before)  # conditions are read lazily inside
+                started = time.perf_counter()
+                frames, valid, _ = clips[k]
+                out = self.mpi_frames(sample.mpi, frames, range(0 if k == 0 else 1, valid))
+                times.decode += time.perf_counter() - started
+                times.frames += len(out)
+                yield out
+        finally:
+            hook.remove()
