@@ -81,3 +81,29 @@ def test_export_weights_drops_optimiser_tensors_keeps_state(tmp_path):
     assert tuned.config.planes == cfg.planes and tuned.state["export_sampling"] == {"sample_steps": 4, "portrait_guidance": 1.0}
     with pytest.raises(ValueError, match="not sampling settings"):
         export_weights(src, tmp_path / "bad.safetensors", sampling={"planes": 4})
+
+
+def test_export_gate_shift_moves_only_the_detail_gates(tmp_path):
+    """export_weights(gate_shift=...) adds the shift to the DetailHead's two gate logits and to
+    nothing else, records it, and refuses a config without the identity condition."""
+    import torch
+
+    from model.net.checkpoint import export_weights, load_checkpoint, save_checkpoint
+    from model.net.config import get_config
+    from model.net.unet import MPIUNet
+
+    cfg = get_config("demo")
+    torch.manual_seed(0)
+    net = MPIUNet(cfg)
+    src = save_checkpoint(tmp_path / "train.safetensors", net, cfg, {"step": 1})
+    out = load_checkpoint(export_weights(src, tmp_path / "shifted.safetensors", gate_shift=-2.0))
+    key = "colour_head.detail.conv2.bias"
+    for k, v in net.state_dict().items():
+        if k != key:
+            assert torch.equal(out.weights[k], v), k
+    torch.testing.assert_close(out.weights[key][6:], net.state_dict()[key][6:] - 2.0)
+    assert torch.equal(out.weights[key][:6], net.state_dict()[key][:6])
+    assert out.state["export_gate_shift"] == -2.0
+    tiny = save_checkpoint(tmp_path / "tiny.safetensors", MPIUNet(get_config("tiny")), get_config("tiny"), {"step": 1})
+    with pytest.raises(ValueError, match="identity condition"):
+        export_weights(tiny, tmp_path / "bad.safetensors", gate_shift=-1.0)

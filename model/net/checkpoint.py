@@ -116,13 +116,16 @@ SAMPLING_FIELDS = ("sample_steps", "eta", "portrait_guidance", "first_frame_guid
 
 
 def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None = None,
-                   sampling: dict[str, Any] | None = None) -> Path:
+                   sampling: dict[str, Any] | None = None, gate_shift: float = 0.0) -> Path:
     """Copy a training checkpoint without its extra tensors (optimiser moments): the file to ship.
 
     The config and the training state (step, stage, variant, options) are kept, plus `note`
     under state["export"] (e.g. the data and budget it was trained with). `sampling` sets the
     default sampling settings shipped with the weights (SAMPLING_FIELDS of the diffusion config:
-    steps, eta, guidance scales, as measured on held-out data); nothing that shapes the weights."""
+    steps, eta, guidance scales, as measured on held-out data); nothing that shapes the weights.
+    `gate_shift` (identity_warp configs) is added to the DetailHead's gate logits: how readily the
+    shipped model paints over the portrait's pixels instead of copying them, a calibration chosen
+    by looking at generated frames (recorded in state["export_gate_shift"])."""
     ckpt = load_checkpoint(src)
     from model.net.unet import MPIUNet
 
@@ -135,6 +138,12 @@ def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None
     model = MPIUNet(config)
     model.load_state_dict(ckpt.weights)
     state = dict(ckpt.state)
+    if gate_shift:
+        if model.colour_head.detail is None:
+            raise ValueError(f"export_weights: gate_shift needs a config with the identity condition; {config.name!r} has none")
+        with torch.no_grad():
+            model.colour_head.detail.conv2.bias[6:] += gate_shift  # the frontal and residual gates' logits
+        state["export_gate_shift"] = state.get("export_gate_shift", 0.0) + float(gate_shift)
     if note:
         state["export"] = note
     if sampling:
