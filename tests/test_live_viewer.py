@@ -249,15 +249,16 @@ def test_fullscreen_is_side_by_side_on_the_whole_screen(xvfb_display, tmp_path):
 @pytest.mark.slow
 def test_default_demo_model_shows_a_generated_head(xvfb_display, astronaut_path):
     """The embedded default end to end: the shipped demo model drives the astronaut with the built-in
-    animation through the worker, ring buffer and GL renderer, and what the window shows is a face
-    (MediaPipe's face detector on the screenshot; the demo model is small and blurry, so the full
-    478-point mesh is not asked for)."""
+    animation through the worker, ring buffer and GL renderer (with the sampling settings shipped in
+    the weights), what the window shows is a face (MediaPipe's face detector on the screenshot), and
+    it is the astronaut herself (dlib's face-recognition distance to the portrait under 0.6, when
+    the `eval` extra is installed)."""
     import mediapipe as mp
 
     from model.net.variant import demo_checkpoint
 
     job = GenerationJob(demo_checkpoint(), astronaut_path, lambda p: default_driving(p.track, max_frames=8),
-                        seed=0, steps=10, threads=1)
+                        seed=0, threads=1)
     live = LiveSession(job, capacity=8)
     with _viewer(live, sliders=True) as viewer:
         live.start()
@@ -271,3 +272,15 @@ def test_default_demo_model_shows_a_generated_head(xvfb_display, astronaut_path)
     assert found, "no face in the live view of the demo model"
     box = found[0].location_data.relative_bounding_box
     assert 0.15 < box.width < 0.9  # a head filling a good part of the view, not a speck
+    from PIL import Image
+
+    from model.evaluation.identity import FaceIdentity, IdentityUnavailable, distance
+
+    try:
+        faces = FaceIdentity().load()
+    except IdentityUnavailable as exc:
+        pytest.skip(f"identity check: {exc}")
+    portrait = faces.embed(np.asarray(Image.open(astronaut_path).convert("RGB")))
+    shown = faces.embed(image)
+    assert portrait is not None and shown is not None, "dlib finds no face in the portrait or the view"
+    assert distance(portrait.embedding, shown.embedding) < 0.6, "the view does not show the astronaut"
