@@ -8,7 +8,10 @@ would lose faces' red detail and cause rivalry), green and blue come from the ri
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from app.gl.blit import TextureBlit
+from model.geometry import camera
 from model.resources import shader_source
 
 # out = M_LEFT @ left + M_RIGHT @ right, per pixel, RGB
@@ -66,41 +69,54 @@ class StereoCompositor:
         self._vao = ctx.vertex_array(self._program, [])
         self._eye_fbos: list = []
         self._eye_size: tuple[int, int] | None = None
+        self._blit: TextureBlit | None = None
 
-    def _eye_targets(self, size: tuple[int, int]) -> list:
+    def _eye_targets(self, size: tuple[int, int], scaled: bool) -> list:
         if self._eye_size != size:
             for fbo in self._eye_fbos:
                 fbo.color_attachments[0].release()
                 fbo.release()
-            self._eye_fbos = []
-            for _ in range(2):
-                tex = self.ctx.texture(size, 4)
-                tex.filter = (self._moderngl.NEAREST, self._moderngl.NEAREST)  # same size as the viewport
-                self._eye_fbos.append(self.ctx.framebuffer(color_attachments=[tex]))
+            self._eye_fbos = [self.ctx.framebuffer(color_attachments=[self.ctx.texture(size, 4)]) for _ in range(2)]
             self._eye_size = size
+        for fbo in self._eye_fbos:  # same size as the viewport: texel for pixel; smaller: scaled up
+            f = self._moderngl.LINEAR if scaled else self._moderngl.NEAREST
+            fbo.color_attachments[0].filter = (f, f)
         return self._eye_fbos
 
-    def draw(self, renderer, cameras: list[tuple[np.ndarray, np.ndarray]], mode: str, viewport: Viewport, target) -> None:
+    def draw(self, renderer, cameras: list[tuple[np.ndarray, np.ndarray]], mode: str, viewport: Viewport, target,
+             scale: float = 1.0) -> None:
         """Draw `cameras` [(K, T_view_from_head)] per eye (from `app.viewer.view_state.eye_cameras`,
         their K made for the size of `eye_viewports(mode, viewport)`) into `target` (a moderngl
-        framebuffer, e.g. ctx.screen) inside `viewport`."""
+        framebuffer, e.g. ctx.screen) inside `viewport`. scale < 1: each eye is drawn at that
+        fraction of its viewport's width and height and scaled up linearly
+        (`app.viewer.view_state.render_scale`: beyond ~2 screen pixels per MPI pixel more pixels
+        show nothing new of the MPI, they only cost fill rate)."""
         ctx, mgl = self.ctx, self._moderngl
         viewports = eye_viewports(mode, viewport)
         if len(cameras) != len(viewports):
             raise ValueError(f"{mode} needs {len(viewports)} eye camera(s), got {len(cameras)}")
-        if mode != "anaglyph":
+        if mode != "anaglyph" and scale >= 1.0:
             target.use()
             for (K, T), vp in zip(cameras, viewports):
                 target.clear(0.0, 0.0, 0.0, 1.0, viewport=vp)  # the renderer blends over what is there
                 renderer.draw(K, T, vp)
             return
-        size = (viewport[2], viewport[3])
-        fbos = self._eye_targets(size)
+        w, h = viewports[0][2:]
+        s = min(1.0, scale)
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        fbos = self._eye_targets(size, scaled=size != (w, h))
         for (K, T), fbo in zip(cameras, fbos):
             fbo.use()
             fbo.clear(0.0, 0.0, 0.0, 1.0)
-            renderer.draw(K, T, (0, 0, *size))
+            Ks = camera.scale_intrinsics(torch.as_tensor(K, dtype=torch.float64), size[0] / w, size[1] / h).numpy()
+            renderer.draw(Ks, T, (0, 0, *size))
         target.use()
+        if mode != "anaglyph":
+            if self._blit is None:
+                self._blit = TextureBlit(ctx)
+            for fbo, vp in zip(fbos, viewports):
+                self._blit.draw(fbo.color_attachments[0], vp)
+            return
         ctx.viewport = viewport
         ctx.disable(mgl.BLEND)
         fbos[0].color_attachments[0].use(0)
@@ -112,5 +128,7 @@ class StereoCompositor:
             fbo.color_attachments[0].release()
             fbo.release()
         self._eye_fbos = []
+        if self._blit is not None:
+            self._blit.release()
         self._vao.release()
         self._program.release()

@@ -199,7 +199,8 @@ class Viewer:
             cameras = self.eye_cameras(self.eye_size())
             self.warnings = vs.view_warnings(self.view, cameras, self.eye_size(), self.frame.K, self.frame.T_cam_from_head,
                                              self.frame.far, self.frame.size)
-            self.compositor.draw(self.renderer, cameras, self.view.stereo, viewport, ctx.screen)
+            scale = vs.render_scale(cameras, self.frame.K, self.frame.T_cam_from_head)
+            self.compositor.draw(self.renderer, cameras, self.view.stereo, viewport, ctx.screen, scale)
         self.window.draw_ui()
         image = self.window.read() if capture else None
         self.window.swap()
