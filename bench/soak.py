@@ -161,8 +161,10 @@ def soak(args: argparse.Namespace) -> dict:
         else:
             result.update(clip_frames=len(clip), clip_error=clip.error, clip_frames_read=clip.frames_read)
     rss = [r for _, r in samples]
+    # one value per minute too: warm-up (allocator, caches) levels off, a leak keeps climbing
+    minutes = [next(r for t, r in samples if t >= 60.0 * m) for m in range(int(samples[-1][0] // 60.0) + 1)]
     result["rss_mb"] = {"start": round(rss[0], 1), "end": round(rss[-1], 1), "growth": round(rss[-1] - rss[0], 1),
-                        "max": round(max(rss), 1), "samples": len(rss)}
+                        "max": round(max(rss), 1), "samples": len(rss), "per_minute": [round(r, 1) for r in minutes]}
     return result
 
 

@@ -47,6 +47,7 @@ def test_bench_soak_live_and_clip_json(xvfb_display, tiny_checkpoint, tmp_path):
     live = json.loads(out.stdout.strip().splitlines()[-1])
     assert live["frames_shown"] > 0 and live["frames_lost"] == 0 and live["error"] is None
     assert live["rss_mb"]["samples"] >= 3 and live["rss_mb"]["start"] > 0
+    assert live["rss_mb"]["per_minute"][0] == live["rss_mb"]["start"]
     clip = tmp_path / "short.mpi"
     out = subprocess.run([sys.executable, "-m", "app.cli", "bench", "soak", "--json", "--minutes", "0.05", "--sample", "1",
                           "--clip", str(clip), "--make-clip", "0.4"], cwd=REPO, capture_output=True, text=True, timeout=170, env=env)

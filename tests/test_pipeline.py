@@ -91,6 +91,31 @@ def test_chained_clips_have_the_right_frame_counts(generator):
     assert [len(c) for c in _run(generator, 5)] == [5]  # a short source: one padded, trimmed clip
 
 
+def test_a_long_session_keeps_only_the_clips_being_sampled(generator):
+    """Live generation runs for hours: the driving frames of clips already delivered are let go
+    (a list of every clip's frames grew a 30-minute live session by tens of MB). Also: the time
+    breakdown counts every delivered frame and the network passes."""
+    import gc
+    import tracemalloc
+
+    clips = generator.generate_clips(default_driving(generator.portrait.track, max_frames=40 * TINY.frames), steps=1)
+    for _ in range(5):
+        next(clips)
+    tracemalloc.start()
+    gc.collect()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(30):
+        next(clips)
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    clips.close()
+    per_clip = 478 * 3 * 4 * TINY.frames  # one clip's driving vertices alone
+    assert grown < 5 * per_clip, f"{grown / 1e3:.0f} kB more after 30 clips"
+    times = generator.times
+    assert times.frames == TINY.frames + 34 * (TINY.frames - 1) and times.passes >= 35 and times.network > 0
+
+
 def test_generator_equals_the_samplers_chained_video(generator):
     """Clip by clip from a driving stream gives exactly model.diffusion.sampler.sample_video on the whole
     sequence: same noise draws, same first-frame chaining, same dropped frames."""

@@ -272,7 +272,9 @@ class Generator:
         generator = torch.Generator().manual_seed(int(seed))
         remaining = driving.remaining()
         total = remaining if max_frames is None else (max_frames if remaining is None else min(max_frames, remaining))
-        clips: list[tuple[DrivingFrames, int, int]] = []  # per clip: driving frames, valid count, frames done before it
+        # per clip being sampled: driving frames, valid count, frames done before it (dropped once
+        # yielded: a live session runs for hours)
+        clips: dict[int, tuple[DrivingFrames, int, int]] = {}
         finished = False
         times = self.times = GenerationTimes()
 
@@ -281,6 +283,7 @@ class Generator:
             nonlocal finished
             done = 0
             last_frame: DrivingFrames | None = None
+            index = 0
             while not finished:
                 want = F if last_frame is None else F - 1
                 if max_frames is not None:
@@ -292,7 +295,8 @@ class Generator:
                 frames = new if last_frame is None else DrivingFrames.concat([last_frame, new])
                 valid = len(frames)
                 frames = frames.padded(F)
-                clips.append((frames, valid, done))
+                clips[index] = (frames, valid, done)
+                index += 1
                 # clip 0's first frame: the portrait (or none); later ones: set by sample_chained
                 first = image_to_model(p.image) if last_frame is None and first_frame == "portrait" else None
                 finished = len(new) < want  # the source ended inside this clip
@@ -319,7 +323,7 @@ class Generator:
                     return
                 times.network += time.perf_counter() - started - (times.conditions - before)  # conditions are read lazily inside
                 started = time.perf_counter()
-                frames, valid, _ = clips[k]
+                frames, valid, _ = clips.pop(k)
                 out = self.mpi_frames(sample.mpi, frames, range(0 if k == 0 else 1, valid))
                 times.decode += time.perf_counter() - started
                 times.frames += len(out)
