@@ -59,11 +59,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         shard = Shard.parse(args.shard) if args.shard else Shard()
         workers = default_workers() if args.workers is None else args.workers
-        # this process has run no MediaPipe graph and no thread pool: forked workers skip ~2.5 s of imports
-        # each, a large share of a short video's few seconds (spawn elsewhere)
-        start = "fork" if sys.platform == "linux" else "spawn"
-        manifest = prepare_dataset(args.inputs, args.output, cfg, progress=not args.quiet, log=say, workers=workers, shard=shard,
-                                   start_method=start)
+        manifest = prepare_dataset(args.inputs, args.output, cfg, progress=not args.quiet, log=say, workers=workers, shard=shard)
     except (PrepareError, DatasetError) as exc:
         say(str(exc))
         return 2

@@ -233,15 +233,12 @@ def _worker_init() -> None:
 
 def prepare_dataset(inputs: Sequence[str | Path], out: str | Path, cfg: PrepareConfig = PrepareConfig(),
                     progress: bool = True, log: Callable[[str], None] = print, tracker: Callable | None = None,
-                    workers: int = 1, shard: Shard = Shard(), start_method: str = "spawn") -> dict:
+                    workers: int = 1, shard: Shard = Shard()) -> dict:
     """Prepare every video of `inputs` (or this shard's share of them) into the dataset folder
     `out`; returns this run's manifest.
 
-    workers > 1 prepares that many videos at once, each in its own process (with its own MediaPipe
-    graphs); `tracker` must then be a module-level function. start_method: how the processes
-    start; "fork" only from a process that has run no MediaPipe graph and no OpenCV / torch thread
-    pool yet (`imp prepare`): their threads do not survive a fork, but a forked worker starts
-    without importing torch and MediaPipe again. Already prepared videos
+    workers > 1 prepares that many videos at once, each in its own process (spawned, with its own
+    MediaPipe graphs); `tracker` must then be a module-level function. Already prepared videos
     (status "ok" in the manifest, folder present) are kept as they are; skipped ones are retried
     only with cfg.retry_skipped. With a shard of several, the manifest is
     manifest-shard-I-of-N.json (`merge_shards` folds them into manifest.json); video ids come from
@@ -321,7 +318,8 @@ def prepare_dataset(inputs: Sequence[str | Path], out: str | Path, cfg: PrepareC
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(start_method),
+        # spawn, not fork: MediaPipe and OpenCV thread pools do not survive a fork
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init)
         try:
             futures = {pool.submit(_prepare_one, path, root, vid, cfg, False, tracker): (path, vid, entry)
