@@ -226,17 +226,16 @@ class Generator:
             raise ValueError(f"a clip needs {self.cfg.frames} driving frames, got {len(frames)}")
         coords, alpha, _ = mesh_inputs(frames.vertices_head, frames.T_cam_from_head, p.code, self.cfg)
         given = first_frame is not None
-        dev = self.device
         return Conditions(
-            coords=coords[None].to(dev),
-            mesh_alpha=alpha[None].to(dev),
-            portrait=p.reference[None].to(dev),
-            first_frame=(first_frame if given else torch.zeros(3, R, R))[None].to(dev),
-            first_frame_flag=torch.tensor([1.0 if given else 0.0], device=dev),
-            background=image_to_model(p.background)[None].to(dev),
-            identity=p.identity(frames)[None].to(dev) if self.cfg.identity_warp else None,
-            valid=torch.from_numpy(p.valid).float()[None, None].to(dev),
-        )
+            coords=coords[None],
+            mesh_alpha=alpha[None],
+            portrait=p.reference[None],
+            first_frame=(first_frame if given else torch.zeros(3, R, R))[None],
+            first_frame_flag=torch.tensor([1.0 if given else 0.0]),
+            background=image_to_model(p.background)[None],
+            identity=p.identity(frames)[None] if self.cfg.identity_warp else None,
+            valid=torch.from_numpy(p.valid).float()[None, None],
+        ).to(self.device)
 
     def mpi_frames(self, pred: MPIPrediction, frames: DrivingFrames, indices: range) -> list[MPIFrame]:
         """MPIFrames of the clip's frames `indices` (batch element 0)."""
