@@ -231,6 +231,22 @@ def test_workers_and_shards_make_the_one_process_dataset(shared_data, tmp_path):
     assert stamps == {vid: (shared / vid / "frames.npy").stat().st_mtime_ns for vid, *_ in expected}
 
 
+def test_preparing_a_video_does_without_torch(shared_data, tmp_path):
+    """What a spawned --workers process runs (track, crop, matte, write) never imports torch: its
+    import alone (~1.4 s) would be most of a worker's start-up."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from model.data.prepare import PrepareConfig, _prepare_one; "
+            f"out = _prepare_one(Path({str(_videos(shared_data)[1])!r}), Path({str(tmp_path)!r}), 'd18', "
+            "PrepareConfig(res=32, max_frames=8, min_frames=4), False, None); "
+            "print(out[0], 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["ok", "False"], done.stdout
+    assert (tmp_path / "d18" / "meta.json").exists()
+
+
 def test_shard_and_merge_errors(tmp_path, capsys):
     assert prepare.Shard.parse("3/8") == prepare.Shard(3, 8)
     for bad in ("8/8", "-1/2", "1-2", "a/b"):

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-found", type=float, default=0.5, help="skip videos where the face is found in fewer than this fraction of frames (default 0.5)")
     parser.add_argument("--retry-skipped", action="store_true", help="try again the videos an earlier run skipped")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="videos prepared at once, each in its own process (default: all cores of this machine or job)")
+                        help="videos prepared at once: one in this process, the others each in a process of its own "
+                             "(default: all cores of this machine or job)")
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="prepare only videos I, I+N, I+2N, ... of the sorted inputs (I from 0, e.g. $SLURM_ARRAY_TASK_ID/N); "
                              "writes DATASET/manifest-shard-I-of-N.json; merge with --merge when all shards are done")

@@ -31,7 +31,7 @@ import numpy as np
 
 from model.atomic_write import write_json_atomic
 from model.data import dataset as ds
-from model.geometry.camera import crop_intrinsics
+from model.geometry.crop_camera import crop_camera_K
 from model.tracking.crop import crop_affine, crop_image, valid_mask
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
@@ -155,7 +155,7 @@ def prepare_video(source: Path, root: Path, vid: str, cfg: PrepareConfig, progre
             "res": cfg.res,
             "source_size": [int(v) for v in track.image_size],
             "crop": [float(v) for v in np.asarray(track.crop).ravel()],
-            "K": crop_intrinsics(cfg.res).tolist(),
+            "K": crop_camera_K(cfg.res).tolist(),
             "found_fraction": found,
             "inside_fraction": float(valid_mask(A, track.image_size, cfg.res).mean()),
         }
@@ -219,16 +219,84 @@ def _prepare_one(path: Path, root: Path, vid: str, cfg: PrepareConfig, progress:
 
 
 def _worker_init() -> None:
-    # one core per worker: the parallelism is the workers; library thread pools would fight them
+    # one core per worker: the parallelism is the workers; library thread pools would fight them.
+    # (Workers do not import torch: preparing needs NumPy, OpenCV and MediaPipe only.)
     import cv2
 
     cv2.setNumThreads(1)
-    try:
-        import torch
 
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+
+def _prepare_parallel(todo: list[tuple[Path, str, dict]], workers: int, root: Path, cfg: PrepareConfig,
+                      tracker: Callable | None, record: Callable, bar) -> None:
+    """Prepare `todo` with workers - 1 spawned processes and a thread of this process, which has its
+    imports done and so starts at once (a spawned worker spends ~1 s importing MediaPipe and
+    OpenCV). The largest files go first, so that no long video starts last while the others idle.
+    Outcomes are recorded on this thread as they come."""
+    import multiprocessing
+    import queue
+    import threading
+    from collections import deque
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    import cv2
+
+    def size(path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except OSError:
+            return 0
+
+    jobs = deque(sorted(todo, key=lambda job: -size(job[0])))
+    lock, stop = threading.Lock(), threading.Event()
+    outcomes: queue.Queue = queue.Queue()
+
+    def take():
+        with lock:
+            return jobs.popleft() if jobs and not stop.is_set() else None
+
+    def here() -> None:
+        while (job := take()) is not None:
+            try:
+                outcomes.put((job, _prepare_one(job[0], root, job[1], cfg, False, tracker)))
+            except BaseException as exc:  # handed to the main thread, which raises it
+                outcomes.put((job, exc))
+                return
+
+    def submit() -> None:
+        if (job := take()) is not None:
+            pool.submit(_prepare_one, job[0], root, job[1], cfg, False, tracker).add_done_callback(
+                lambda fut, job=job: outcomes.put((job, fut)))
+
+    cv2_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # as in the workers: one core for this thread's videos
+    # spawn, not fork: MediaPipe and OpenCV thread pools do not survive a fork
+    pool = ProcessPoolExecutor(max_workers=workers - 1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init)
+    thread = threading.Thread(target=here, name="imp-prepare", daemon=True)
+    interrupted = False
+    try:
+        for _ in range(workers - 1):
+            submit()
+        thread.start()
+        for _ in range(len(todo)):
+            (path, vid, entry), outcome = outcomes.get()
+            if isinstance(outcome, Future):
+                outcome = outcome.result()  # a worker's exception is raised here
+                submit()
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            record(path, entry, outcome)
+            bar.set_postfix_str(vid)
+            bar.update(1)
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        raise
+    finally:
+        stop.set()  # no new videos; finished ones are recorded
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
+        if thread.is_alive() and not interrupted:  # Ctrl-C does not wait for this thread's video
+            thread.join()
+        cv2.setNumThreads(cv2_threads)
 
 
 def prepare_dataset(inputs: Sequence[str | Path], out: str | Path, cfg: PrepareConfig = PrepareConfig(),
@@ -237,8 +305,9 @@ def prepare_dataset(inputs: Sequence[str | Path], out: str | Path, cfg: PrepareC
     """Prepare every video of `inputs` (or this shard's share of them) into the dataset folder
     `out`; returns this run's manifest.
 
-    workers > 1 prepares that many videos at once, each in its own process (spawned, with its own
-    MediaPipe graphs); `tracker` must then be a module-level function. Already prepared videos
+    workers > 1 prepares that many videos at once: one in a thread of this process, the others each
+    in a spawned process with its own MediaPipe graphs; `tracker` must then be a module-level
+    function. Already prepared videos
     (status "ok" in the manifest, folder present) are kept as they are; skipped ones are retried
     only with cfg.retry_skipped. With a shard of several, the manifest is
     manifest-shard-I-of-N.json (`merge_shards` folds them into manifest.json); video ids come from
@@ -315,25 +384,7 @@ def prepare_dataset(inputs: Sequence[str | Path], out: str | Path, cfg: PrepareC
             record(path, entry, _prepare_one(path, root, vid, cfg, progress, tracker))
             bar.update(1)
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        # spawn, not fork: MediaPipe and OpenCV thread pools do not survive a fork
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init)
-        try:
-            futures = {pool.submit(_prepare_one, path, root, vid, cfg, False, tracker): (path, vid, entry)
-                       for path, vid, entry in todo}
-            for fut in as_completed(futures):
-                path, vid, entry = futures[fut]
-                record(path, entry, fut.result())
-                bar.set_postfix_str(vid)
-                bar.update(1)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C or a failure: no new videos; finished ones are recorded
-            raise
-        finally:
-            pool.shutdown(wait=True)
+        _prepare_parallel(todo, workers, root, cfg, tracker, record, bar)
     bar.close()
     write()
     return manifest

@@ -11,7 +11,8 @@ import math
 import torch
 from torch import Tensor
 
-DEFAULT_FOCAL_FACTOR = 2.5  # f = 2.5 * S: a head filling ~60 % of the crop sits about 1 m away
+from model.geometry import crop_camera
+from model.geometry.crop_camera import DEFAULT_FOCAL_FACTOR
 DEFAULT_BASELINE = 0.05  # metres between the eyes of the stereo rig
 
 
@@ -25,8 +26,7 @@ def intrinsics(fx: Tensor | float, fy: Tensor | float, cx: Tensor | float, cy: T
 
 def crop_intrinsics(size: int, focal_factor: float = DEFAULT_FOCAL_FACTOR) -> Tensor:
     """K (3, 3) of the default square crop camera: f = focal_factor * size, centred principal point."""
-    c = (size - 1) / 2.0
-    return intrinsics(focal_factor * size, focal_factor * size, c, c)
+    return torch.from_numpy(crop_camera.crop_camera_K(size, focal_factor)).float()
 
 
 def scale_intrinsics(K: Tensor, sx: float, sy: float | None = None) -> Tensor:

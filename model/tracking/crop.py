@@ -2,7 +2,7 @@
 
 Tight, as in the paper's supplement (fig. B): the crop spans `CROP_SPAN` metres at the head, i.e.
 the head (~23 cm chin to crown) fills ~60 % of it with a little hair and shoulder room, centred
-just below the eyes. With the crop camera's f = 2.5 · S (model.geometry.camera.crop_intrinsics) a crop of
+just below the eyes. With the crop camera's f = 2.5 · S (model.geometry.crop_camera.crop_camera_K) a crop of
 0.4 m at the head puts the head at 2.5 · 0.4 = 1 m, the viewing distance of DESIGN.md. When the
 head moves, the crop grows to hold every frame's centre span, so it never follows the head.
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.geometry.camera import DEFAULT_FOCAL_FACTOR, crop_intrinsics
+from model.geometry.crop_camera import DEFAULT_FOCAL_FACTOR, crop_camera_K
 
 CROP_SPAN = 0.40  # m across the crop at the head's distance
 CENTRE_BELOW_EYES = 0.01  # m: the crop centre sits this far below the eye line
@@ -52,11 +52,11 @@ def resized_crop_K(K: np.ndarray, crop: np.ndarray, res: int) -> np.ndarray:
 
 
 def crop_affine(K_source: np.ndarray, res: int) -> np.ndarray:
-    """(3, 3) affine map from source pixels to crop pixels: crop_intrinsics(res) @ K_source^-1.
+    """(3, 3) affine map from source pixels to crop pixels: crop_camera_K(res) @ K_source^-1.
 
     K_source is the tracker's source-frame intrinsics (f = 2.5 * crop size, principal point at the
-    crop centre), so the resized crop's camera is exactly crop_intrinsics(res)."""
-    A = crop_intrinsics(res).double().numpy() @ np.linalg.inv(np.asarray(K_source, np.float64))
+    crop centre), so the resized crop's camera is exactly crop_camera_K(res)."""
+    A = crop_camera_K(res) @ np.linalg.inv(np.asarray(K_source, np.float64))
     if abs(A[0, 1]) > 1e-9 or abs(A[1, 0]) > 1e-9 or abs(A[0, 0] - A[1, 1]) > 1e-6 * abs(A[0, 0]):
         raise ValueError("the source intrinsics are not a square-pixel crop camera (f_x != f_y or skew)")
     return A
