@@ -4,7 +4,8 @@ Live (default): what `imp-viewer` runs (portrait + checkpoint + driving, the gen
 filling the ring buffer, the window playing it at the driving fps, 1280x720 with the panel, on a
 private Xvfb when there is no display) for --minutes. Reported:
 - rss_mb: resident memory after the first generated frame was shown (start), at the end, the
-  growth between them and the largest value, sampled every --sample seconds;
+  growth between them and the largest value, sampled every --sample seconds; one value per
+  minute and the growth after the first minute (warm-up levels off there, a leak keeps climbing);
 - frames generated / shown, frames lost (generated, never shown and not waiting in the buffer:
   must be 0), stalls (a frame was due and the buffer was empty: generation slower than playback),
   window hitches (more than 0.25 s between two window frames), the worker's error if any;
@@ -165,6 +166,9 @@ def soak(args: argparse.Namespace) -> dict:
     minutes = [next(r for t, r in samples if t >= 60.0 * m) for m in range(int(samples[-1][0] // 60.0) + 1)]
     result["rss_mb"] = {"start": round(rss[0], 1), "end": round(rss[-1], 1), "growth": round(rss[-1] - rss[0], 1),
                         "max": round(max(rss), 1), "samples": len(rss), "per_minute": [round(r, 1) for r in minutes]}
+    if len(minutes) > 2:
+        # the allocator and caches settle within the first minute; what still grows after it is a leak
+        result["rss_mb"]["growth_after_minute_1"] = round(rss[-1] - minutes[1], 1)
     return result
 
 
@@ -193,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
     r = result["rss_mb"]
     print(f"{result['minutes']:g} min: RSS {r['start']:.0f} -> {r['end']:.0f} MB (growth {r['growth']:+.1f} MB, max {r['max']:.0f}); "
           f"{result['window_frames']} window frames, {result['window_hitches']} hitches > {HITCH_S:g} s")
+    if "growth_after_minute_1" in r:
+        print(f"RSS per minute: {' '.join(f'{v:.0f}' for v in r['per_minute'])} MB; "
+              f"growth after minute 1: {r['growth_after_minute_1']:+.1f} MB")
     if "frames_generated" in result:
         print(f"generated {result['frames_generated']}, shown {result['frames_shown']}, lost {result['frames_lost']}, "
               f"stalls {result['stalls']}, error: {result['error'] or 'none'}")
