@@ -7,7 +7,9 @@
 - with --portraits, cross-identity: every portrait driven by every --cross-videos video (default:
   the --videos ones): identity distance to the portrait, same-person rate, landmark distance to
   the retargeted driving mesh (model/evaluation/cross_identity.py);
-- --warp-baseline adds a row for the portrait carried by the meshes alone (no learning).
+- --warp-baseline adds a row for the portrait carried by the meshes alone (no learning);
+- several checkpoints: one row each, and every later one's differences to the first (a distilled
+  student against its teacher: `--checkpoint TEACHER STUDENT`).
 
 Without --checkpoint: the demo model in assets/."""
 from __future__ import annotations
@@ -82,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     from model.evaluation.cross_identity import CrossSettings, evaluate_cross
     from model.evaluation.generators import model_generator, warp_generator
     from model.evaluation.reenactment import EvalSettings, evaluate
-    from model.evaluation.table import format_cross_table, format_table
+    from model.evaluation.table import format_cross_table, format_differences, format_table
     from model.net.checkpoint import CheckpointError
     from model.net.precision import for_inference
     from model.net.variant import demo_checkpoint, load_trained
@@ -104,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
         print("imp eval: --portraits needs driving videos: --cross-videos ID ... (or --videos)", file=sys.stderr)
         return 2
 
-    rows, cross_rows, outputs = {}, {}, {}
+    rows, cross_rows, outputs, named = {}, {}, {}, {}
     methods = []  # (row name, config, generator, checkpoint state or None)
     try:
         for path in paths:
@@ -140,6 +142,7 @@ def _run(args: argparse.Namespace) -> int:
                     result["cross_identity"] = evaluate_cross(args.data, cfg, generate, args.portraits, cross_videos, cross, tag)
                     cross_rows[name] = result["cross_identity"]
             outputs[info.get("checkpoint", name)] = result
+            named[name] = result
     except (CheckpointError, DatasetError, FileNotFoundError, ValueError) as exc:
         print(f"imp eval: {exc}", file=sys.stderr)
         return 2
@@ -149,6 +152,10 @@ def _run(args: argparse.Namespace) -> int:
     if cross_rows:
         print(f"\ncross-identity ({len(args.portraits)} portraits x {len(cross_videos)} driving videos, {args.cross_frames} frames each)")
         print(format_cross_table(cross_rows))
+    checkpoints = [name for name, *_, info in methods if "checkpoint" in info]
+    if len(checkpoints) > 1:
+        print(f"\ndifferences to {checkpoints[0]}")
+        print(format_differences({n: named[n] for n in checkpoints}, checkpoints[0]))
     if args.json:
         payload = next(iter(outputs.values())) if len(outputs) == 1 else {"checkpoints": outputs}
         Path(args.json).write_text(json.dumps(payload, indent=1))

@@ -1,6 +1,8 @@
 """`imp train --data DATASET --config NAME --out RUN [--stage bootstrap|alternating] [--resume] ...`:
 train the MPI diffusion model on prepared monocular videos (paper sec. 3.3; recipe in
-docs/training.md). Works alone on a CPU / GPU or under `torchrun` (DistributedDataParallel)."""
+docs/training.md); `imp train --stage distill --teacher CKPT --data DATASET --out RUN` distils a
+trained model into a student that takes the guidance scales as inputs (one network pass instead
+of two or three). Works alone on a CPU / GPU or under `torchrun` (DistributedDataParallel)."""
 from __future__ import annotations
 
 import argparse
@@ -11,10 +13,13 @@ from model.runtime import add_device_argument
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DATASET", help="dataset folder written by `imp prepare`")
-    parser.add_argument("--config", default="tiny", metavar="NAME", help="model config: tiny, small, demo or paper (default tiny)")
+    parser.add_argument("--config", default=None, metavar="NAME",
+                        help="model config: tiny, small, demo or paper (default tiny; distill: the teacher's)")
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder: checkpoints, config, TensorBoard logs, caches")
-    parser.add_argument("--stage", choices=("bootstrap", "alternating"), default="bootstrap",
-                        help="bootstrap: colour branch with L_mpi; alternating: geometry branch with L_mpi / L_side (default bootstrap)")
+    parser.add_argument("--stage", choices=("bootstrap", "alternating", "distill"), default="bootstrap",
+                        help="bootstrap: colour branch with L_mpi; alternating: geometry branch with L_mpi / L_side; distill: a "
+                             "student with the guidance scales as inputs learns --teacher's guided prediction (default bootstrap)")
+    parser.add_argument("--teacher", metavar="CKPT", help="distill stage: the trained model to distil (e.g. assets/demo-teacher.safetensors)")
     parser.add_argument("--resume", action="store_true", help="continue RUN/<stage>/latest.safetensors bit-exactly")
     parser.add_argument("--auto-resume", action="store_true",
                         help="resume when RUN/<stage> has a checkpoint, else start: for job scripts that are requeued or "
@@ -63,12 +68,30 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
 
 
+def _config(args: argparse.Namespace):
+    """The model config to train: --config (default tiny), or for a student its teacher's with the
+    guidance inputs (model/training/distill.py)."""
+    from model.net.checkpoint import load_checkpoint
+    from model.net.config import get_config
+    from model.training.distill import student_config
+
+    if args.stage != "distill":
+        if args.teacher is not None:
+            raise ValueError("--teacher is for --stage distill")
+        return get_config(args.config or "tiny")
+    if args.teacher is None:
+        raise ValueError("--stage distill needs --teacher CKPT: the trained model to distil")
+    teacher = load_checkpoint(args.teacher).config
+    if args.config is not None and args.config != teacher.name:
+        raise ValueError(f"--config {args.config}: a student has its teacher's config ({teacher.name}); drop --config")
+    return student_config(teacher)
+
+
 def _run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
     from model.net.checkpoint import CheckpointError
-    from model.net.config import get_config
     from model.data.dataset import DatasetError
     from model.training.loop import RunSettings, TrainError, train
     from model.runtime import resolve_device
@@ -80,8 +103,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"imp train: {exc}", file=sys.stderr)
         return 2
     try:
-        cfg = get_config(args.config)
-        opts = TrainOptions(stage=args.stage, steps=args.steps, batch=args.batch, lr=args.lr, p_side=args.p_side,
+        cfg = _config(args)
+        opts = TrainOptions(stage=args.stage, teacher=args.teacher, steps=args.steps, batch=args.batch, lr=args.lr, p_side=args.p_side,
                             k_steps=args.k_steps, late_stage_noise=not args.no_late_stage_noise, residual=not args.no_residual,
                             lpips=args.lpips, seed=args.seed, amp=args.amp and device.startswith("cuda"),
                             videos=tuple(args.videos) if args.videos else None, exclude=tuple(args.exclude))

@@ -155,8 +155,10 @@ def render_frontal(pred: MPIPrediction, background: Tensor | None, chunk: int = 
     return rgb.reshape(B, T, *rgb.shape[1:])
 
 
-def denoise(model: MPIUNet, x_t: Tensor, t: Tensor, cond: Conditions) -> tuple[MPIPrediction, Tensor]:
-    """One network evaluation: (S, x0_hat = R(S) over the background)."""
+def denoise(model: MPIUNet, x_t: Tensor, t: Tensor, cond: Conditions, guidance: Tensor | None = None) -> tuple[MPIPrediction, Tensor]:
+    """One network evaluation: (S, x0_hat = R(S) over the background). guidance (B, T, 2): the
+    scales a guidance-distilled student takes as inputs (model.diffusion.sampler.Guidance.inputs)."""
+    extra = {} if guidance is None else {"guidance": guidance}
     pred = model(x_t, t, cond.coords, cond.mesh_alpha, cond.portrait, cond.first_frame, cond.first_frame_flag, cond.identity,
-                 cond.background).inside(cond.valid)
+                 cond.background, **extra).inside(cond.valid)
     return pred, render_frontal(pred, cond.background)

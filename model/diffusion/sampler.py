@@ -88,10 +88,24 @@ class Guidance:
         """Both scales 0: the unconditional branch (no portrait, no first frame) alone."""
         return Guidance(0.0, torch.zeros(frames))
 
+    def inputs(self, cond: Conditions) -> Tensor:
+        """(B, T, 2) float32: the scales as a guidance-distilled student takes them, per clip and
+        frame (s_p, s_f), s_f being 0 for clips without a first frame, where guided sampling's
+        first-frame branch equals its portrait branch."""
+        B, T = cond.coords.shape[:2]
+        s_f = self.first_frame.to(cond.coords.device, torch.float32)[None] * cond.first_frame_flag.to(torch.float32).view(B, 1)
+        return torch.stack([torch.full_like(s_f, float(self.portrait)), s_f], -1)
+
 
 def guided_prediction(model: MPIUNet, x_t: Tensor, t: Tensor, cond: Conditions, guidance: Guidance) -> tuple[MPIPrediction, Tensor]:
     """(S, x0_hat) combined over the guidance branches (see the module docstring). Branches whose
-    weight is zero on every frame are not evaluated; without a first frame eps(p, f) = eps(p, 0)."""
+    weight is zero on every frame are not evaluated; without a first frame eps(p, f) = eps(p, 0).
+    A guidance-distilled student (cfg.guidance_input) takes the scales as inputs and stands for
+    the combination in one pass."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is not None and cfg.guidance_input:
+        pred, x0 = denoise(model, x_t, t, cond, guidance.inputs(cond))
+        return MPIPrediction(pred.frontal.clamp(-1, 1), pred.residual.clamp(-1, 1), pred.alpha.clamp(0, 1)), x0.clamp(-1, 1)
     s_p = float(guidance.portrait)
     s_f = guidance.first_frame.to(x_t)
     if not bool(cond.first_frame_flag.any()):

@@ -37,3 +37,32 @@ def format_cross_table(rows: dict[str, dict]) -> str:
         lines.append(f"{name:<{w}} | {_f(ident.get('distance')):>7} {_pct(ident.get('same_person_rate')):>11} "
                      f"{_pct(ident.get('detected_fraction')):>10} | {_f(lm.get('distance_px'), 2):>16}")
     return "\n".join(lines)
+
+
+DIFFERENCES = (  # (label, path into a result, digits): the figures a student is held to against its teacher
+    ("frontal PSNR", ("frontal", "psnr"), 2), ("SSIM", ("frontal", "ssim"), 3), ("side face PSNR", ("side", "face_psnr"), 2),
+    ("ID dist", ("identity", "distance"), 3), ("cross ID dist", ("cross_identity", "identity", "distance"), 3),
+)
+
+
+def _get(result: dict, path: tuple[str, ...]) -> float | None:
+    for key in path:
+        result = (result or {}).get(key)
+    return result
+
+
+def format_differences(results: dict[str, dict], reference: str) -> str:
+    """One line per result other than `reference`: its figures minus the reference's (e.g. a
+    distilled student against its teacher); results: name -> `imp eval` result of a checkpoint."""
+    base = results[reference]
+    lines = []
+    for name, r in results.items():
+        if name == reference:
+            continue
+        parts = []
+        for label, path, digits in DIFFERENCES:
+            a, b = _get(r, path), _get(base, path)
+            if a is not None and b is not None:
+                parts.append(f"{label} {a - b:+.{digits}f}")
+        lines.append(f"{name} - {reference}: {', '.join(parts) or 'no common figures'}")
+    return "\n".join(lines)

@@ -14,6 +14,8 @@ from typing import Any
 
 from model.geometry.portrait_warp import IDENTITY_CHANNELS
 
+GUIDANCE_CHANNELS = 2  # a student's guidance inputs per frame: portrait scale, first-frame scale
+
 
 @dataclass(frozen=True)
 class DiffusionConfig:
@@ -59,6 +61,10 @@ class ModelConfig:
     # keep an identity and copy what it is given instead of painting it through the U-Net.
     identity_warp: bool = False
     detail_channels: int = 16  # hidden channels of that full-resolution path
+    # A guidance-distilled student (`imp train --stage distill`): the two guidance scales (the
+    # portrait's, and each frame's first-frame scale) are two more constant input channels per
+    # frame, and one network pass stands for the two or three branches of guided sampling.
+    guidance_input: bool = False
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
     def __post_init__(self) -> None:
@@ -93,8 +99,10 @@ class ModelConfig:
     @property
     def in_channels(self) -> int:
         """Per-frame input channels: noisy RGB, coordinates, mesh alphas, first frame RGB + flag,
-        and with identity_warp the identity condition and the background."""
-        return 3 + self.coord_channels + self.planes + 4 + self.identity_channels + (3 if self.identity_warp else 0)
+        with identity_warp the identity condition and the background, with guidance_input the two
+        guidance scales."""
+        return (3 + self.coord_channels + self.planes + 4 + self.identity_channels + (3 if self.identity_warp else 0)
+                + (GUIDANCE_CHANNELS if self.guidance_input else 0))
 
     @property
     def detail_in_channels(self) -> int:

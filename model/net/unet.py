@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from model.net.attention import CrossAttention, SpatialSelfAttention, TemporalSelfAttention
 from model.net.blocks import Downsample, InflationBlock, PixelShuffleUp, ResBlock2D, TimestepEmbedding, Upsample, group_norm, zero_init
-from model.net.config import ModelConfig
+from model.net.config import GUIDANCE_CHANNELS, ModelConfig
 
 
 class MPIPrediction(NamedTuple):
@@ -248,10 +248,11 @@ class MPIUNet(nn.Module):
         self.geometry_head = GeometryHead(cfg)
 
     def network_input(self, x_t: Tensor, coords: Tensor, mesh_alpha: Tensor, first_frame: Tensor, first_frame_flag: Tensor,
-                      identity: Tensor | None = None, background: Tensor | None = None) -> Tensor:
+                      identity: Tensor | None = None, background: Tensor | None = None, guidance: Tensor | None = None) -> Tensor:
         """(B*T, in_channels, H, W): per-frame channels; the first frame and its flag sit at frame 0
         only (Lumiere-style conditioning frames + mask), zero elsewhere or when dropped; with
-        identity_warp the identity condition (zeros when dropped) and the background last."""
+        identity_warp the identity condition (zeros when dropped) and the background; with
+        guidance_input the guidance scales (B, T, 2) as constant planes, last."""
         B, T, _, H, W = x_t.shape
         flag = first_frame_flag.to(x_t).view(B, 1, 1, 1)
         ff = torch.zeros(B, T, 4, H, W, dtype=x_t.dtype, device=x_t.device)
@@ -260,6 +261,12 @@ class MPIUNet(nn.Module):
         parts = [x_t, coords.to(x_t), mesh_alpha.to(x_t), ff]
         if self.cfg.identity_warp:
             parts += self._given(identity, background, x_t)
+        if self.cfg.guidance_input:
+            if guidance is None or guidance.shape != (B, T, GUIDANCE_CHANNELS):
+                raise ValueError(f"config {self.cfg.name!r} is a guidance-distilled student: it needs the guidance scales "
+                                 f"(B, T, {GUIDANCE_CHANNELS}) = {(B, T, GUIDANCE_CHANNELS)}, got "
+                                 f"{None if guidance is None else tuple(guidance.shape)}")
+            parts.append(guidance.to(x_t)[..., None, None].expand(B, T, GUIDANCE_CHANNELS, H, W))
         return torch.cat(parts, 2).flatten(0, 1)
 
     def _given(self, identity: Tensor | None, background: Tensor | None, x_t: Tensor) -> list[Tensor]:
@@ -271,20 +278,23 @@ class MPIUNet(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor, coords: Tensor, mesh_alpha: Tensor, portrait: Tensor,
                 first_frame: Tensor, first_frame_flag: Tensor, identity: Tensor | None = None,
-                background: Tensor | None = None, with_gate: bool = False) -> MPIPrediction | tuple[MPIPrediction, Tensor]:
+                background: Tensor | None = None, with_gate: bool = False,
+                guidance: Tensor | None = None) -> MPIPrediction | tuple[MPIPrediction, Tensor]:
         """x_t (B, T, 3, H, W); t (B,); coords (B, T, Cc, H, W); mesh_alpha (B, T, D, H, W);
         portrait (B, 3+Cc, H, W); first_frame (B, 3, H, W); first_frame_flag (B,) (1 = given);
         configs with identity_warp only: identity (B, T, 5, H, W), the identity condition
         (model/geometry/portrait_warp.py; None = dropped), and background (B, 3, H, W).
         with_gate: also return the DetailHead's mean gate (a scalar with gradients; 0 without a
-        DetailHead), which training charges for (LossWeights.gate)."""
+        DetailHead), which training charges for (LossWeights.gate).
+        guidance (B, T, 2): a guidance-distilled student's scales (guidance_input configs only;
+        model.diffusion.sampler.Guidance.inputs)."""
         cfg = self.cfg
         B, T, _, H, W = x_t.shape
         if (H, W) != (cfg.res, cfg.res) or mesh_alpha.shape[2] != cfg.planes or T % cfg.temporal_stride:
             raise ValueError(f"config {cfg.name!r} takes {cfg.res}x{cfg.res} frames, {cfg.planes} planes and a multiple of "
                              f"{cfg.temporal_stride} frames; got x_t {tuple(x_t.shape)}, mesh_alpha {tuple(mesh_alpha.shape)}")
         emb = self.time_embed(t)
-        inp = self.network_input(x_t, coords, mesh_alpha, first_frame, first_frame_flag, identity, background)
+        inp = self.network_input(x_t, coords, mesh_alpha, first_frame, first_frame_flag, identity, background, guidance)
         full = None
         if cfg.identity_warp:
             ident, bg = self._given(identity, background, x_t)

@@ -75,8 +75,10 @@ class VariantModel(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor, coords: Tensor, mesh_alpha: Tensor, portrait: Tensor,
                 first_frame: Tensor, first_frame_flag: Tensor, identity: Tensor | None = None,
-                background: Tensor | None = None, with_gate: bool = False) -> MPIPrediction | tuple[MPIPrediction, Tensor]:
-        out = self.net(x_t, t, coords, mesh_alpha, portrait, first_frame, first_frame_flag, identity, background, with_gate)
+                background: Tensor | None = None, with_gate: bool = False,
+                guidance: Tensor | None = None) -> MPIPrediction | tuple[MPIPrediction, Tensor]:
+        out = self.net(x_t, t, coords, mesh_alpha, portrait, first_frame, first_frame_flag, identity, background, with_gate,
+                       guidance)
         if with_gate:
             return apply_variant(out[0], mesh_alpha, self.variant), out[1]
         return apply_variant(out, mesh_alpha, self.variant)

@@ -54,7 +54,9 @@ from model.data.loader import BatchLoader, SamplerSpec, default_workers
 from model.data.pairs import PairSampler, TrainBatch
 from model.geometry.portrait_warp import warp_composite
 from model.training import activation_checkpointing, checkpoint_files, cuda
+from model.training.distill import distill_step, student_config, student_weights
 from model.training.step import StepOutput, TrainOptions, chooses_side, set_stage, step_seed, training_step
+from model.net.precision import Autocast
 from model.net.unet import MPIUNet
 from model.net.variant import VariantModel
 
@@ -200,6 +202,10 @@ def _any_rank(flag: bool, dist_info: Distributed, device: torch.device) -> bool:
 
 
 def _initial_weights(net: MPIUNet, cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Callable[[str], None]) -> None:
+    if opts.stage == "distill":  # the student starts as the teacher (its guidance inputs weighted 0)
+        net.load_state_dict(student_weights(load_checkpoint(opts.teacher).weights, net))
+        log(f"distill: the student starts from the teacher {opts.teacher}")
+        return
     if opts.stage != "alternating":
         if settings.init is not None:  # warm start: every parameter the checkpoint has with the same shape
             ckpt = load_checkpoint(settings.init, expected=cfg)
@@ -260,6 +266,7 @@ def train(cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Call
 
     if settings.keep_last < 1:
         raise TrainError(f"--keep-last must be at least 1, got {settings.keep_last}")
+    teacher = _teacher(opts, cfg, device) if opts.stage == "distill" else None
     for line in cuda.configure(device, settings.tf32, settings.deterministic):
         say(line)
     torch.manual_seed(opts.seed)  # the same fresh weights on every replica and every run
@@ -338,13 +345,39 @@ def train(cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Call
     stop = StopFlag().__enter__()  # from here on a signal means "save and stop", not "die"
     try:
         return _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, params, sampler, loader, schedule, lpips,
-                     start_step, resumed_from, recompute, stop, say)
+                     start_step, resumed_from, recompute, stop, say, teacher)
     finally:
         stop.__exit__()
 
 
+def _teacher(opts: TrainOptions, cfg: ModelConfig, device: torch.device) -> torch.nn.Module:
+    """The frozen teacher of a distill run, checked against the student's config."""
+    from model.net.checkpoint import load_model
+    from model.net.config import config_differences
+    from model.net.variant import VariantModel, variant_of_state
+
+    if not Path(opts.teacher).is_file():
+        raise TrainError(f"--teacher {opts.teacher}: no such checkpoint file")
+    try:
+        net, ckpt = load_model(opts.teacher, device=device)
+        expected = student_config(net.cfg)
+    except (CheckpointError, ValueError) as exc:
+        raise TrainError(f"--teacher {opts.teacher}: {exc}") from None
+    differ = config_differences(expected, cfg)
+    if differ:
+        raise TrainError(f"--teacher {opts.teacher}: the student's config must be the teacher's with guidance inputs; "
+                         f"differs in {'; '.join(differ)}")
+    variant = variant_of_state(ckpt.state)
+    if variant.alpha_source != "network":
+        raise TrainError(f"--teacher {opts.teacher} is a bootstrap-stage model (mesh alphas): distil a model after stage 2")
+    teacher = VariantModel(net, variant).to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return Autocast(teacher, device.type) if opts.amp else teacher
+
+
 def _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, params, sampler, loader, schedule, lpips,
-          start_step, resumed_from, recompute, stop, say) -> TrainResult:
+          start_step, resumed_from, recompute, stop, say, teacher=None) -> TrainResult:
     stage_dir = settings.out / opts.stage
     ckpt_path = stage_dir / CHECKPOINT
     writer = None
@@ -397,8 +430,11 @@ def _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, param
             _, batch = next(batches)
             t_data = time.perf_counter() - t0
             generator = torch.Generator().manual_seed(step_seed(opts.seed, step, dist_info.rank, 1))
-            out = training_step(model, vmodel, batch, schedule, opts, generator, cfg.diffusion.drop_first_frame,
-                                cfg.diffusion.drop_portrait, lpips, recompute=recompute)
+            if teacher is not None:
+                out = distill_step(Autocast(model, device.type) if opts.amp else model, teacher, batch, schedule, cfg, generator)
+            else:
+                out = training_step(model, vmodel, batch, schedule, opts, generator, cfg.diffusion.drop_first_frame,
+                                    cfg.diffusion.drop_portrait, lpips, recompute=recompute)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             if opts.grad_clip > 0:

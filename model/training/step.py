@@ -10,6 +10,8 @@ Stages (supp. A):
 - "alternating": the colour branch is frozen except its output layer (`colour_head`); the
   geometry branch (stem, U-Net incl. its zero convs `geometry.inject`, head) and `colour_head`
   train. Each iteration picks L_side with probability p_side (0.2) and L_mpi otherwise.
+- "distill" (beyond the paper): a student with the guidance scales as inputs learns a trained
+  teacher's guided prediction in one pass; every parameter trains (model/training/distill.py).
 
 L_side: the MPI camera is the reference camera with the target expressions rasterised there; the
 pseudo ground truth is the frontal rendering of a k-step DDIM sample of the current model (no
@@ -40,7 +42,7 @@ from model.net.precision import Autocast
 from model.net.unet import MPIPrediction, MPIUNet
 from model.net.variant import Variant
 
-STAGES = ("bootstrap", "alternating")
+STAGES = ("bootstrap", "alternating", "distill")
 COLOUR_PARTS = ("time_embed", "colour_stem", "portrait_encoder", "colour", "colour_head")
 GEOMETRY_PARTS = ("geometry_stem", "geometry", "geometry_head", "colour_head")  # + the colour output layer
 
@@ -63,6 +65,7 @@ class TrainOptions:
     amp: bool = False  # bf16 autocast of every network call: training forward and pseudo ground truth (`imp train --amp`: CUDA only)
     videos: tuple[str, ...] | None = None  # train on these dataset video ids only
     exclude: tuple[str, ...] = ()  # ... or on all but these (held out for `imp eval`)
+    teacher: str | None = None  # stage "distill": the teacher's checkpoint
     loss_weights: LossWeights = field(default_factory=LossWeights)
 
     def __post_init__(self) -> None:
@@ -72,6 +75,8 @@ class TrainOptions:
             raise ValueError(f"p_side must be in [0, 1], got {self.p_side}")
         if self.k_steps < 1 or self.batch < 1 or self.steps < 0:
             raise ValueError("k_steps and batch must be >= 1 and steps >= 0")
+        if (self.stage == "distill") != (self.teacher is not None):
+            raise ValueError("stage 'distill' and only it takes a teacher checkpoint (--teacher CKPT)")
 
     @property
     def variant(self) -> Variant:
@@ -95,9 +100,9 @@ class TrainOptions:
 def set_stage(net: MPIUNet, stage: str) -> list[tuple[str, nn.Parameter]]:
     """Set requires_grad for the stage's parts and return the trainable (name, parameter)s in a
     fixed order (the optimizer's order, which checkpoints rely on)."""
-    parts = COLOUR_PARTS if stage == "bootstrap" else GEOMETRY_PARTS
     for p in net.parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(stage == "distill")  # a student learns with every parameter
+    parts = {"bootstrap": COLOUR_PARTS, "alternating": GEOMETRY_PARTS}.get(stage, ())
     for name in parts:
         for p in getattr(net, name).parameters():
             p.requires_grad_(True)
