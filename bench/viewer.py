@@ -1,7 +1,8 @@
 """`imp bench viewer`: the live viewer as its users meet it, measured.
 
 Launches what `imp-viewer` launches (portrait + checkpoint + the built-in parametric driving, the
-generation worker on a thread filling the ring buffer) in a desktop window side by side at
+generation worker on a thread filling the ring buffer; `--worker process`: in a separate process,
+app/live/process_worker.py) in a desktop window side by side at
 --eye px squared per eye, without the panel, on a private Xvfb when there is no display. Figures:
 - first_frame_s: seconds from launch (before the model is loaded) to the first generated frame shown;
 - stereo_fps: window frames drawn per second over --seconds after that, while the worker generates
@@ -44,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="torch threads of the worker (default: all cores but one, as imp-viewer; %(default)s here)")
     add_device_argument(parser, "where the generation worker runs the network")
+    parser.add_argument("--worker", choices=("thread", "process"), default="thread",
+                        help="generate on a thread of the viewer's process (default, as imp-viewer) or in a separate process "
+                             "with the frames in shared memory (app/live/process_worker.py)")
     parser.add_argument("--display", choices=("desktop", "xr"), default="desktop",
                         help="desktop window (default) or the OpenXR headset with its desktop mirror")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up when no frame came after this many seconds")
@@ -59,17 +63,23 @@ def _drive(viewer, seconds: float) -> float:
     return (viewer.frames_drawn - drawn0) / (time.perf_counter() - start)
 
 
+def portrait_driving(portrait):
+    """The built-in parametric driving of a prepared portrait (module level: a worker process unpickles it)."""
+    from model.data.driving import default_driving
+
+    return default_driving(portrait.track)
+
+
 def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: int | None, threads: int | None,
-            timeout: float, device: str = "cpu") -> dict:
+            timeout: float, device: str = "cpu", worker: str = "thread") -> dict:
     from app.live.session import LiveSession
     from app.viewer.viewer import Viewer
     from app.live.worker import GenerationJob
-    from model.data.driving import default_driving
 
     launched = time.perf_counter()
-    job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=lambda p: default_driving(p.track),
-                        steps=steps, device=device, threads=threads)
-    live = LiveSession(job)
+    job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=portrait_driving, steps=steps, device=device,
+                        threads=threads)
+    live = LiveSession(job, process=worker == "process")
     with Viewer(None, "bench", size=(2 * eye, eye), vsync=False, stereo="sbs", show_panel=False, live=live,
                 max_fps=None) as viewer:
         viewer.set("play", "on")
@@ -92,7 +102,7 @@ def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: i
         idle_fps = _drive(viewer, min(seconds, 3.0))
     return {"stereo_fps": round(stereo_fps, 2), "generated_fps": round(generated_fps, 3),
             "first_frame_s": round(first_frame_s, 2), "idle_stereo_fps": round(idle_fps, 2),
-            "frame_ms": frame_ms, "eye_px": eye, "seconds": seconds}
+            "frame_ms": frame_ms, "eye_px": eye, "seconds": seconds, "worker": worker}
 
 
 def _frame_breakdown(times, viewer) -> dict[str, float]:
@@ -131,11 +141,9 @@ def measure_xr(checkpoint: Path, portrait: Path, seconds: float, steps: int | No
     from app.live.worker import GenerationJob
     from app.viewer.viewer import Viewer
     from app.xr.view import run_xr
-    from model.data.driving import default_driving
 
     launched = time.perf_counter()
-    job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=lambda p: default_driving(p.track),
-                        steps=steps, device=device, threads=threads)
+    job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=portrait_driving, steps=steps, device=device, threads=threads)
     live = LiveSession(job)
     marks: dict[str, dict] = {}
     failure: list[str] = []
@@ -193,12 +201,14 @@ def run(args: argparse.Namespace) -> int:
     if args.display == "xr":
         return _run_xr(args, checkpoint, portrait)
     size = (2 * args.eye + 64, args.eye + 64)
+    go = lambda: measure(checkpoint, portrait, args.eye, args.seconds, args.steps, args.threads, args.timeout, device=args.device,
+                         worker=args.worker)
     try:
         if os.environ.get("DISPLAY"):
-            result = measure(checkpoint, portrait, args.eye, args.seconds, args.steps, args.threads, args.timeout, device=args.device)
+            result = go()
         else:
             with virtual_display(size):
-                result = measure(checkpoint, portrait, args.eye, args.seconds, args.steps, args.threads, args.timeout, device=args.device)
+                result = go()
     except RuntimeError as exc:
         print(f"imp bench viewer: {exc}")
         return 1
@@ -212,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         ms = result["frame_ms"]
         print(f"per generated frame: conditions {ms.get('conditions_ms', 0):.1f} ms, {ms.get('passes', 0):g} network passes "
               f"{ms.get('network_ms', 0):.1f} ms, decode to MPI frame {ms.get('decode_ms', 0):.1f} ms, "
-              f"upload {ms['upload_ms']:.1f} ms (render thread) [{args.device}]")
+              f"upload {ms['upload_ms']:.1f} ms (render thread) [{args.device}, worker {args.worker}]")
     return 0
 
 

@@ -60,9 +60,16 @@ class LiveState:
 class LiveSession:
     """Owns the worker, the buffer, the pacer and the save writer of one live viewer session."""
 
-    def __init__(self, job: GenerationJob, capacity: int = BUFFER_FRAMES, save: Path | None = None):
+    def __init__(self, job: GenerationJob, capacity: int = BUFFER_FRAMES, save: Path | None = None, process: bool = False):
+        """process: generate in a separate process (app/live/process_worker.py; measured against the
+        thread by `imp bench viewer --worker process`) instead of the worker thread."""
         self.buffer: RingBuffer = RingBuffer(capacity)
-        self.worker = GenerationWorker(job, self.buffer)
+        if process:
+            from app.live.process_worker import ProcessGenerationWorker
+
+            self.worker = ProcessGenerationWorker(job, self.buffer)
+        else:
+            self.worker = GenerationWorker(job, self.buffer)
         self.pacer: FramePacer | None = None
         self.frames_shown = 0
         self.first_shown_at: float | None = None

@@ -1,0 +1,67 @@
+"""The generation worker in a separate process (app/live/process_worker.py), with a randomly
+initialised tiny checkpoint and the shipped astronaut: it delivers the thread worker's frames to
+the bit through shared memory, stops between two sampler steps, and reports failures."""
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from app.live.process_worker import ProcessGenerationWorker  # noqa: E402
+from app.live.ring_buffer import RingBuffer  # noqa: E402
+from app.live.worker import GenerationJob, GenerationWorker  # noqa: E402
+from model.data.driving import ParametricDriving, default_driving  # noqa: E402
+from tests.test_worker import _drain  # noqa: E402
+
+
+def driving_of(portrait, max_frames=None):
+    """Module level: the worker process unpickles it."""
+    return default_driving(portrait.track, max_frames=max_frames)
+
+
+def endless(portrait):
+    return ParametricDriving(portrait.track)
+
+
+def test_process_worker_delivers_the_thread_workers_frames(tiny_checkpoint, astronaut_path):
+    job = GenerationJob(tiny_checkpoint, astronaut_path, functools.partial(driving_of, max_frames=10), seed=3, steps=1, threads=1)
+    results = {}
+    for name, cls in (("process", ProcessGenerationWorker), ("thread", GenerationWorker)):
+        buffer = RingBuffer(3)  # smaller than the output and than the shared slots: both sides block and resume
+        worker = cls(job, buffer).start()
+        results[name] = _drain(buffer, worker, timeout=120)
+        assert worker.stop(timeout=10) and worker.status.phase == "finished", worker.status
+        assert worker.fps == 25.0 and worker.status.frames_generated == 10
+    assert len(results["process"]) == len(results["thread"]) == 10
+    for a, b in zip(results["process"], results["thread"]):
+        for name in ("frontal", "residual", "alpha", "background"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        np.testing.assert_array_equal(a.T_cam_from_head, b.T_cam_from_head)
+        assert (a.near, a.far) == (b.near, b.far)
+
+
+def test_process_worker_stops_between_sampler_steps(tiny_checkpoint, astronaut_path):
+    buffer = RingBuffer(4)
+    worker = ProcessGenerationWorker(GenerationJob(tiny_checkpoint, astronaut_path, endless, steps=200, threads=1), buffer).start()
+    deadline = time.perf_counter() + 120
+    while worker.status.step < 1 and worker.alive and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    assert worker.status.phase == "generating" and worker.status.step >= 1
+    started = time.perf_counter()
+    assert worker.stop(timeout=10)
+    assert time.perf_counter() - started < 5.0 and worker.status.phase == "stopped"
+    assert not worker.alive and buffer.closed
+
+
+def test_process_worker_failure_is_a_status_message(tiny_checkpoint, tmp_path):
+    buffer = RingBuffer(4)
+    job = GenerationJob(tiny_checkpoint, tmp_path / "missing.png", endless, steps=1, threads=1)
+    worker = ProcessGenerationWorker(job, buffer).start()
+    assert worker.join(timeout=120)
+    assert worker.status.phase == "failed" and "missing.png" in worker.status.error and "\n" not in worker.status.text
+    assert "Traceback" in worker.traceback and buffer.closed
+    worker.stop()
