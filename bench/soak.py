@@ -30,6 +30,13 @@ from model.runtime import add_device_argument
 HITCH_S = 0.25  # a window frame later than this after the previous one is a hitch
 
 
+def video_as_webcam(video: str, portrait):
+    """A video read as a live camera would be (module level: the worker process unpickles it)."""
+    from app.live.webcam import WebcamDriving
+
+    return WebcamDriving(video, portrait.track, realtime=True)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="how long to run (default 30)")
     parser.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the shipped demo model)")
@@ -39,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="torch threads of the worker (default: all cores but one; %(default)s here)")
     add_device_argument(parser, "where the generation worker runs the network")
+    parser.add_argument("--worker", choices=("process", "thread"), default="process",
+                        help="generation in a separate process (default, as imp-viewer) or on a thread of the viewer")
     parser.add_argument("--clip", type=Path, help="play this clip file (streamed) instead of generating")
     parser.add_argument("--make-clip", type=float, metavar="SECONDS",
                         help="with --clip: write a synthetic 512^2, 24-plane clip of this length there first, if absent")
@@ -95,23 +104,19 @@ def soak(args: argparse.Namespace) -> dict:
         clip = ClipStream(args.clip)
         source = str(args.clip)
     else:
+        import functools
+
+        from app.cli.viewer import sliders_driving
         from app.live.session import LiveSession
         from app.live.worker import GenerationJob
-        from model.data.driving import default_driving
         from model.net.variant import resolve_checkpoint
         from model.resources import asset_path
 
         portrait = args.portrait or asset_path("astronaut.png")
-        if args.driving is not None:
-            from app.live.webcam import WebcamDriving
-
-            video = str(args.driving)
-            driving = lambda p: WebcamDriving(video, p.track, realtime=True)  # noqa: E731
-        else:
-            driving = lambda p: default_driving(p.track)  # noqa: E731
+        driving = sliders_driving if args.driving is None else functools.partial(video_as_webcam, str(args.driving))
         job = GenerationJob(checkpoint=resolve_checkpoint(args.checkpoint), portrait=portrait, driving=driving,
                             steps=args.steps, device=args.device, threads=args.threads)
-        live = LiveSession(job)
+        live = LiveSession(job, process=args.worker == "process")
         source = "soak"
     samples: list[tuple[float, float]] = []
     hitches = 0

@@ -1,8 +1,8 @@
 """`imp bench viewer`: the live viewer as its users meet it, measured.
 
 Launches what `imp-viewer` launches (portrait + checkpoint + the built-in parametric driving, the
-generation worker on a thread filling the ring buffer; `--worker process`: in a separate process,
-app/live/process_worker.py) in a desktop window side by side at
+generation worker in its own process filling the ring buffer; `--worker thread`: on a thread of the
+viewer, app/live/worker.py) in a desktop window side by side at
 --eye px squared per eye, without the panel, on a private Xvfb when there is no display. Figures:
 - first_frame_s: seconds from launch (before the model is loaded) to the first generated frame shown;
 - stereo_fps: window frames drawn per second over --seconds after that, while the worker generates
@@ -45,9 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="torch threads of the worker (default: all cores but one, as imp-viewer; %(default)s here)")
     add_device_argument(parser, "where the generation worker runs the network")
-    parser.add_argument("--worker", choices=("thread", "process"), default="thread",
-                        help="generate on a thread of the viewer's process (default, as imp-viewer) or in a separate process "
-                             "with the frames in shared memory (app/live/process_worker.py)")
+    parser.add_argument("--worker", choices=("process", "thread"), default="process",
+                        help="generate in a separate process with the frames in shared memory (default, as imp-viewer; "
+                             "app/live/process_worker.py) or on a thread of the viewer's process")
     parser.add_argument("--display", choices=("desktop", "xr"), default="desktop",
                         help="desktop window (default) or the OpenXR headset with its desktop mirror")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up when no frame came after this many seconds")
@@ -63,21 +63,15 @@ def _drive(viewer, seconds: float) -> float:
     return (viewer.frames_drawn - drawn0) / (time.perf_counter() - start)
 
 
-def portrait_driving(portrait):
-    """The built-in parametric driving of a prepared portrait (module level: a worker process unpickles it)."""
-    from model.data.driving import default_driving
-
-    return default_driving(portrait.track)
-
-
 def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: int | None, threads: int | None,
-            timeout: float, device: str = "cpu", worker: str = "thread") -> dict:
+            timeout: float, device: str = "cpu", worker: str = "process") -> dict:
+    from app.cli.viewer import sliders_driving
     from app.live.session import LiveSession
     from app.viewer.viewer import Viewer
     from app.live.worker import GenerationJob
 
     launched = time.perf_counter()
-    job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=portrait_driving, steps=steps, device=device,
+    job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=sliders_driving, steps=steps, device=device,
                         threads=threads)
     live = LiveSession(job, process=worker == "process")
     with Viewer(None, "bench", size=(2 * eye, eye), vsync=False, stereo="sbs", show_panel=False, live=live,
@@ -135,16 +129,17 @@ def _phase(a: dict, b: dict, period_s: float) -> dict:
 
 
 def measure_xr(checkpoint: Path, portrait: Path, seconds: float, steps: int | None, threads: int | None,
-               timeout: float, graphics: str = "auto", device: str = "cpu") -> dict:
+               timeout: float, graphics: str = "auto", device: str = "cpu", worker: str = "process") -> dict:
     """The headset loop of imp-viewer (app/xr/view.py) with live generation, in two phases."""
+    from app.cli.viewer import sliders_driving
     from app.live.session import LiveSession
     from app.live.worker import GenerationJob
     from app.viewer.viewer import Viewer
     from app.xr.view import run_xr
 
     launched = time.perf_counter()
-    job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=portrait_driving, steps=steps, device=device, threads=threads)
-    live = LiveSession(job)
+    job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=sliders_driving, steps=steps, device=device, threads=threads)
+    live = LiveSession(job, process=worker == "process")
     marks: dict[str, dict] = {}
     failure: list[str] = []
 
@@ -237,10 +232,12 @@ def _run_xr(args: argparse.Namespace, checkpoint: Path, portrait: Path) -> int:
         return 2
     try:
         if os.environ.get("DISPLAY"):
-            result = measure_xr(checkpoint, portrait, args.seconds, args.steps, args.threads, args.timeout, device=args.device)
+            result = measure_xr(checkpoint, portrait, args.seconds, args.steps, args.threads, args.timeout, device=args.device,
+                                worker=args.worker)
         else:
             with virtual_display((1280, 720)):
-                result = measure_xr(checkpoint, portrait, args.seconds, args.steps, args.threads, args.timeout, device=args.device)
+                result = measure_xr(checkpoint, portrait, args.seconds, args.steps, args.threads, args.timeout, device=args.device,
+                                    worker=args.worker)
     except (RuntimeError, XRUnavailable) as exc:
         print(f"imp bench viewer: {exc}")
         return 1

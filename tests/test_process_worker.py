@@ -65,3 +65,34 @@ def test_process_worker_failure_is_a_status_message(tiny_checkpoint, tmp_path):
     assert worker.status.phase == "failed" and "missing.png" in worker.status.error and "\n" not in worker.status.text
     assert "Traceback" in worker.traceback and buffer.closed
     worker.stop()
+
+
+def test_sliders_reach_the_source_in_the_worker_process(tiny_checkpoint, astronaut_path):
+    """imp-viewer's sliders set the parametric source's params through the RemoteDriving handle:
+    the clips generated after the change turn the head."""
+    from app.cli.viewer import sliders_driving
+    from app.live.session import LiveSession
+    from model.data.driving import DrivingParams
+    from model.tracking.pose import yaw_pitch_roll
+
+    live = LiveSession(GenerationJob(tiny_checkpoint, astronaut_path, sliders_driving, steps=1, threads=1), capacity=64,
+                       process=True)
+    assert live.set_params(DrivingParams()) is True  # kept until the source is open
+    live.start()
+    try:
+        deadline = time.perf_counter() + 120
+        while live.worker.driving is None and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        assert live.worker.driving.parametric and live.worker.fps == 25.0
+        while len(live.buffer) < 8 and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        assert live.set_params(DrivingParams(yaw=25.0), animate=False) is True
+        frames = []
+        while time.perf_counter() < deadline and not (frames and abs(yaw_pitch_roll(frames[-1].T_cam_from_head)[0]) > 15):
+            frame = live.buffer.get(timeout=0.1)
+            if frame is not None:
+                frames.append(frame)
+        yaws = [float(yaw_pitch_roll(f.T_cam_from_head)[0]) for f in frames]
+        assert abs(yaws[0]) < 5 and abs(yaws[-1]) > 15, yaws
+    finally:
+        assert live.close()

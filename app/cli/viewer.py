@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--max-frames", type=int, help="generate at most this many frames")
     p.add_argument("--buffer", type=int, default=32, help="ring buffer size in MPI frames (default %(default)s)")
+    p.add_argument("--worker", choices=("process", "thread"), default="process",
+                   help="where live generation runs: a separate process at the lowest CPU priority (default: on 2 cores it "
+                        "generates faster and costs the window less, app/live/process_worker.py) or a thread of the viewer")
     add_device_argument(p, "where the generation worker runs the network (fp16 on a GPU)")
     p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="torch threads of the generation worker (default: all cores but one, which the window keeps; %(default)s here)")
@@ -190,15 +193,35 @@ def _looks_like_driving(text: str) -> bool:
     return text == "sliders" or parse_webcam(text) is not None or Path(text).suffix.lower() in VIDEO_SUFFIXES
 
 
+def sliders_driving(portrait):
+    """The built-in animation + sliders source of a prepared portrait. The driving factories are
+    module-level functions (or partials of them): the worker process unpickles them."""
+    from model.data.driving import default_driving
+
+    return default_driving(portrait.track)
+
+
+def webcam_driving(index: int, portrait):
+    from app.live.webcam import WebcamDriving
+
+    return WebcamDriving(index, portrait.track)
+
+
+def video_driving(path: Path, portrait):
+    from model.data.driving import VideoDriving
+
+    return VideoDriving(path, portrait.track, progress=False)
+
+
 def _driving_factory(args):
     """(driving(portrait) for the worker, its label, sliders shown?). A missing webcam falls back
     to the sliders with one line; a missing video file is an error."""
-    from model.data.driving import default_driving
+    import functools
 
     spec = args.driving or "sliders"
     if spec == "sliders":
-        return (lambda portrait: default_driving(portrait.track)), "built-in animation + sliders", True
-    from app.live.webcam import WebcamDriving, WebcamUnavailable, open_capture, parse_webcam
+        return sliders_driving, "built-in animation + sliders", True
+    from app.live.webcam import WebcamUnavailable, open_capture, parse_webcam
 
     index = parse_webcam(spec)
     if index is not None:
@@ -207,14 +230,12 @@ def _driving_factory(args):
             cap.release()
         except WebcamUnavailable as exc:
             print(f"imp-viewer: {exc}; driving with the sliders instead", flush=True)
-            return (lambda portrait: default_driving(portrait.track)), "built-in animation + sliders (no webcam found)", True
-        return (lambda portrait: WebcamDriving(index, portrait.track)), f"webcam {index}", False
+            return sliders_driving, "built-in animation + sliders (no webcam found)", True
+        return functools.partial(webcam_driving, index), f"webcam {index}", False
     path = Path(spec)
     if not path.is_file():
         raise SystemExit(f"imp-viewer: {spec}: no such driving video (or use `webcam`, `webcam:N`, `sliders`)")
-    from model.data.driving import VideoDriving
-
-    return (lambda portrait: VideoDriving(path, portrait.track, progress=False)), path.name, False
+    return functools.partial(video_driving, path), path.name, False
 
 
 def _live_session(args, checkpoint: Path):
@@ -233,7 +254,8 @@ def _live_session(args, checkpoint: Path):
     driving, label, sliders = _driving_factory(args)
     job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=driving, seed=args.seed, steps=args.steps,
                         max_frames=args.max_frames, device=device, threads=args.threads)
-    return LiveSession(job, capacity=args.buffer, save=args.save), f"{Path(portrait).name} driven by {label} ({checkpoint.name} on {device})", sliders
+    live = LiveSession(job, capacity=args.buffer, save=args.save, process=args.worker == "process")
+    return live, f"{Path(portrait).name} driven by {label} ({checkpoint.name} on {device})", sliders
 
 
 def _choose_checkpoint(args) -> Path | None:

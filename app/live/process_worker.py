@@ -1,16 +1,22 @@
-"""The generation worker in a separate process, for measuring it against the thread
-(app/live/worker.py; `imp bench viewer --worker process`).
+"""The viewer's generation worker in a separate process (imp-viewer's default; the thread of
+app/live/worker.py with `--worker thread`).
 
 A spawned process loads the model, prepares the portrait, opens the driving source and samples
 clips; each MPI frame's arrays go through shared memory (a few frame-sized slots the parent
 creates), and only the slot number and the camera (K, pose, near, far) through a queue. A
 receiver thread in the viewer's process copies a frame out of its slot, hands the slot back and
 puts the frame into the RingBuffer, blocking while it is full, so the child waits for slots and
-memory stays bounded as with the thread.
+memory stays bounded as with the thread. The child runs at the lowest CPU priority (nice +19).
 
-The job's `driving` must be picklable (a module-level function), and the viewer cannot change the
-driving source's parameters while it runs (`driving` stays None): what the sliders need, the
-thread has.
+Why a process: measured with `imp bench viewer` on this 2-core CPU (512^2 per eye, demo model),
+the thread generated 3.7-4.1 MPI frames/s with the window at 29-31 fps, because the worker's
+Python between torch kernels waits for the GIL the spinning render loop holds; the process at
+nice +19 generated 5.1 frames/s with the window at 41 fps (48 idle). At nice +5 the process made
+8.5-9.5 frames/s but the window fell to 20-23 fps: the render loop keeps its core first.
+
+The job's `driving` must be picklable (a module-level function or a functools.partial of one).
+`driving` here is a `RemoteDriving`: the viewer's sliders set its params, which go to the child's
+source before its next clip; a webcam's capture times come back with the frames.
 """
 from __future__ import annotations
 
@@ -25,9 +31,42 @@ from dataclasses import replace
 import numpy as np
 
 from app.live.ring_buffer import RingBuffer
-from app.live.worker import PUT_POLL, WORKER_NICE, GenerationJob, WorkerStatus
+from app.live.worker import PUT_POLL, GenerationJob, WorkerStatus
 
 SLOTS = 4  # frames in flight between the processes
+PROCESS_NICE = 19  # the generation process's priority below the render loop's (see the module docstring)
+
+
+class RemoteDriving:
+    """The viewer's handle on the driving source in the worker process: its frame rate, whether it
+    is parametric (the sliders' `params` / `animate`, forwarded to the child, act from its next
+    clip), and a live camera's capture times of the frames received so far (None otherwise)."""
+
+    def __init__(self, control, fps: float, parametric: bool, live: bool):
+        self._control = control
+        self.fps = fps
+        self.parametric = parametric
+        self.capture_times: list[float] | None = [] if live else None
+        self._params = None
+        self._animate = None
+
+    @property
+    def params(self):
+        return self._params
+
+    @params.setter
+    def params(self, value) -> None:
+        self._params = value
+        self._control.put(("params", value))
+
+    @property
+    def animate(self):
+        return self._animate
+
+    @animate.setter
+    def animate(self, value: bool) -> None:
+        self._animate = value
+        self._control.put(("animate", value))
 
 
 def _layout(res: int, planes: int) -> list[tuple[str, tuple[int, ...], int]]:
@@ -41,12 +80,23 @@ def _layout(res: int, planes: int) -> list[tuple[str, tuple[int, ...], int]]:
     return out
 
 
-def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, stop) -> None:
+def _apply_controls(control, driving) -> None:
+    """Slider changes that came from the viewer, applied to the child's parametric source."""
+    while True:
+        try:
+            name, value = control.get_nowait()
+        except queue.Empty:
+            return
+        if driving is not None:
+            setattr(driving, name, value)
+
+
+def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, control, stop) -> None:
     """The worker process: sample clips into the shared slots, report over `out`."""
     from multiprocessing import shared_memory
 
     try:  # lower than the render loop, for every thread torch starts from here on
-        os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE))
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + PROCESS_NICE))
     except (AttributeError, OSError):
         pass
     shm = shared_memory.SharedMemory(name=shm_name)
@@ -60,6 +110,7 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
         if stop.is_set():
             raise Stopped
 
+    driving = None
     try:
         import torch
 
@@ -73,15 +124,21 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
         out.put(("status", {"phase": "preparing portrait"}))
         portrait = generator.prepare(job.portrait)
         out.put(("status", {"phase": "tracking driving"}))
+        from model.data.driving import ParametricDriving
+
         driving = job.driving(portrait)
-        out.put(("fps", float(driving.fps)))
+        captured = getattr(driving, "capture_times", None)
+        out.put(("driving", float(driving.fps), isinstance(driving, ParametricDriving), captured is not None))
         steps = job.steps or generator.cfg.diffusion.sample_steps
         out.put(("status", {"phase": "generating", "steps": steps, "generating_since": time.perf_counter()}))
 
         def progress(status) -> None:
             out.put(("status", {"clip": status.clip, "step": status.step, "steps": status.steps}))
+            _apply_controls(control, driving)  # before the source is asked for the next clip's frames
             check()
 
+        _apply_controls(control, driving)
+        sent = 0
         for frames in generator.generate_clips(driving, seed=job.seed, steps=steps, max_frames=job.max_frames, progress=progress):
             for frame in frames:
                 while True:
@@ -96,7 +153,10 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
                     view = np.ndarray(shape, np.uint8, buffer=shm.buf, offset=base + offset)
                     view[...] = getattr(frame, name)
                     del view
-                out.put(("frame", slot, frame.K, frame.T_cam_from_head, frame.near, frame.far))
+                # generated frames come out in the order their driving frames went in, one each
+                when = captured[sent] if captured is not None and sent < len(captured) else None
+                out.put(("frame", slot, frame.K, frame.T_cam_from_head, frame.near, frame.far, when))
+                sent += 1
             out.put(("times", generator.times))
         out.put(("end", "finished", None, None))
     except Stopped:
@@ -105,6 +165,9 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         out.put(("end", "failed", message, traceback.format_exc()))
     finally:
+        close = getattr(driving, "close", None)  # a webcam releases its camera
+        if close is not None:
+            close()
         shm.close()
 
 
@@ -118,7 +181,7 @@ class ProcessGenerationWorker:
         self.job = job
         self.buffer = buffer
         self.status = WorkerStatus()
-        self.driving = None  # the source lives in the child: no sliders
+        self.driving: RemoteDriving | None = None  # once the child has opened the source
         self.fps: float | None = None
         self.started_at: float | None = None
         self.times = None
@@ -130,11 +193,12 @@ class ProcessGenerationWorker:
         from multiprocessing import shared_memory
 
         self._shm = shared_memory.SharedMemory(create=True, size=SLOTS * self._layout[-1][2])
-        self._free, self._out, self._stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+        self._free, self._out, self._control, self._stop = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
         for slot in range(SLOTS):
             self._free.put(slot)
         self._process = ctx.Process(target=_child, name="imp-generation", daemon=True,
-                                    args=(job, self._shm.name, cfg.res, cfg.planes, self._free, self._out, self._stop))
+                                    args=(job, self._shm.name, cfg.res, cfg.planes, self._free, self._out, self._control,
+                                          self._stop))
         self._receiver = threading.Thread(target=self._receive, name="imp-generation-receiver", daemon=True)
 
     def start(self) -> "ProcessGenerationWorker":
@@ -150,13 +214,15 @@ class ProcessGenerationWorker:
     def _set(self, **changes) -> None:
         self.status = replace(self.status, **changes)
 
-    def _frame(self, slot: int, K, T, near: float, far: float):
+    def _frame(self, slot: int, K, T, near: float, far: float, captured: float | None):
         from model.formats.clip import MPIFrame
 
         base = slot * self._layout[-1][2]
         arrays = {name: np.ndarray(shape, np.uint8, buffer=self._shm.buf, offset=base + offset).copy()
                   for name, shape, offset in self._layout[:-1]}
         self._free.put(slot)
+        if captured is not None and self.driving is not None and self.driving.capture_times is not None:
+            self.driving.capture_times.append(captured)
         return MPIFrame(K=K, T_cam_from_head=T, near=near, far=far, **arrays)
 
     def _receive(self) -> None:
@@ -172,8 +238,10 @@ class ProcessGenerationWorker:
                 kind = message[0]
                 if kind == "status":
                     self._set(**message[1])
-                elif kind == "fps":
-                    self.fps = message[1]
+                elif kind == "driving":
+                    _, fps, parametric, live = message
+                    self.driving = RemoteDriving(self._control, fps, parametric, live)
+                    self.fps = fps
                 elif kind == "times":
                     self.times = message[1]
                 elif kind == "frame":

@@ -61,8 +61,8 @@ class LiveSession:
     """Owns the worker, the buffer, the pacer and the save writer of one live viewer session."""
 
     def __init__(self, job: GenerationJob, capacity: int = BUFFER_FRAMES, save: Path | None = None, process: bool = False):
-        """process: generate in a separate process (app/live/process_worker.py; measured against the
-        thread by `imp bench viewer --worker process`) instead of the worker thread."""
+        """process: generate in a separate process (app/live/process_worker.py, imp-viewer's default;
+        job.driving must then be picklable) instead of on a thread of this one."""
         self.buffer: RingBuffer = RingBuffer(capacity)
         if process:
             from app.live.process_worker import ProcessGenerationWorker
@@ -145,7 +145,8 @@ class LiveSession:
         if driving is None:
             return True
         self._pending = None
-        if not isinstance(driving, ParametricDriving):
+        # the source itself (worker thread) or the worker process's handle on it (RemoteDriving)
+        if not (isinstance(driving, ParametricDriving) or getattr(driving, "parametric", False)):
             return False
         driving.params = params  # one reference swap, read by the worker at its next clip
         if animate is not None:

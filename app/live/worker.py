@@ -1,11 +1,11 @@
 """The viewer's generation worker: a background thread that loads the model, prepares the
 portrait, opens the driving source and samples clip after clip into the viewer's RingBuffer.
 
-A thread, not a process: torch releases the GIL inside its kernels, so the render loop keeps
-drawing while the sampler runs, and MPI frames reach the render loop without being copied between
-processes. Measured on 2 shared cores (llvmpipe, 512^2 per eye side by side): a single-threaded
-torch conv loop in a thread cost the window less than the same loop in a separate process (15-38
-vs 8-11 fps, from 30-48 idle; noisy). `imp bench viewer` reports the rate under real generation.
+A thread is the simple way: MPI frames reach the render loop without being copied between
+processes and the sliders change the driving source directly. But on 2 cores the worker's Python
+between torch kernels waits for the GIL the spinning render loop holds, so imp-viewer runs the
+same work in a separate process by default (app/live/process_worker.py, which says what was
+measured); `imp-viewer --worker thread` uses this one.
 
 Stopping: `stop()` sets an event that is checked after every denoising step and while waiting for
 room in the full buffer, closes the buffer, then joins the thread with a timeout. Errors never
