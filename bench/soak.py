@@ -3,7 +3,8 @@
 Live (default): what `imp-viewer` runs (portrait + checkpoint + driving, the generation worker
 filling the ring buffer, the window playing it at the driving fps, 1280x720 with the panel, on a
 private Xvfb when there is no display) for --minutes. Reported:
-- rss_mb: resident memory after the first generated frame was shown (start), at the end, the
+- rss_mb: resident memory (this process and the generation worker process, not the private Xvfb)
+  after the first generated frame was shown (start), at the end, the
   growth between them and the largest value, sampled every --sample seconds; one value per
   minute and the growth after the first minute (warm-up levels off there, a leak keeps climbing);
 - frames generated / shown, frames lost (generated, never shown and not waiting in the buffer:
@@ -55,13 +56,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def rss_mb() -> float:
-    """Resident set size of this process now, MB (Linux /proc; elsewhere the peak so far)."""
+def _proc_rss_kb(pid: int | str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _is_python_child(pid: str) -> bool:
+    """A process multiprocessing started (the generation worker, its resource tracker), not Xvfb."""
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"multiprocessing" in f.read()
+    except OSError:
+        return False
+
+
+def rss_mb() -> float:
+    """Resident set size of this process and of the processes multiprocessing started for it (the
+    generation worker) now, MB (Linux /proc; elsewhere this process's peak so far)."""
+    try:
+        own = os.getpid()
+        children = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                if ppid == own and _is_python_child(entry):
+                    children.append(entry)
+        total = _proc_rss_kb(own)
+        for pid in children:
+            try:
+                total += _proc_rss_kb(pid)
+            except OSError:  # ended meanwhile
+                pass
+        return total / 1024.0
     except OSError:
         pass
     import resource
