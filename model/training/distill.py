@@ -11,7 +11,7 @@ the teacher's guided prediction (no gradient) is the target of the student's one
 MPI (frontal, residual, alpha) and on its frontal rendering.
 
 Step reduction: our networks predict x0 through the MPI, and the shipped teacher already samples
-with one DDIM step from t = T - 1 (its card measures 1 step against more), so half of the draws use
+with one DDIM step from t = T - 1 (its card measures 1 step against more), so 80 % of the draws use
 that timestep and the rest cover [0, T) for students sampled with more steps.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from model.diffusion.sampler import Guidance, guided_prediction
 from model.net.config import GUIDANCE_CHANNELS, ModelConfig
 from model.net.unet import MPIPrediction, MPIUNet
 
-P_SHIPPED = 0.5  # share of draws at the teacher's own sampling settings (scales and the first timestep)
+P_SHIPPED = 0.8  # share of draws at the teacher's own sampling settings (scales and the first timestep): the ones users get
 PORTRAIT_RANGE = (1.0, 2.0)  # s_p drawn from here otherwise
 FIRST_FRAME_RANGE = (0.0, 2.0)  # s_f at frame 0, falling to 0 at the clip's middle
 P_NO_FIRST_FRAME = 0.1  # generation nearly always has a first frame (the portrait, then the previous clip's last frame)
