@@ -6,7 +6,8 @@ private Xvfb when there is no display) for --minutes. Reported:
 - rss_mb: resident memory (this process and the generation worker process, not the private Xvfb)
   after the first generated frame was shown (start), at the end, the
   growth between them and the largest value, sampled every --sample seconds; one value per
-  minute and the growth after the first minute (warm-up levels off there, a leak keeps climbing);
+  minute, the growth after the first minute and the trend after it (least-squares MB per minute;
+  warm-up levels off in the first minute, a leak keeps climbing);
 - frames generated / shown, frames lost (generated, never shown and not waiting in the buffer:
   must be 0), stalls (a frame was due and the buffer was empty: generation slower than playback),
   window hitches (more than 0.25 s between two window frames), the worker's error if any;
@@ -54,6 +55,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --clip: write a synthetic 512^2, 24-plane clip of this length there first, if absent")
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between memory samples (default 10)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def rss_figures(samples: list[tuple[float, float]]) -> dict:
+    """The rss_mb figures of (seconds since the first frame, RSS MB) samples, in time order."""
+    rss = [r for _, r in samples]
+    # one value per minute too: warm-up (allocator, caches) levels off, a leak keeps climbing
+    minutes = [next(r for t, r in samples if t >= 60.0 * m) for m in range(int(samples[-1][0] // 60.0) + 1)]
+    out = {"start": round(rss[0], 1), "end": round(rss[-1], 1), "growth": round(rss[-1] - rss[0], 1),
+           "max": round(max(rss), 1), "samples": len(rss), "per_minute": [round(r, 1) for r in minutes]}
+    if len(minutes) > 2:
+        # the allocator and caches settle within the first minute; what still grows after it is a leak.
+        # Single values swing by tens of MB (clips, GL buffers): the trend is the least-squares slope.
+        import numpy as np
+
+        after = np.asarray(minutes[1:], np.float64)
+        out["growth_after_minute_1"] = round(rss[-1] - minutes[1], 1)
+        out["trend_mb_per_minute"] = round(float(np.polyfit(np.arange(len(after)), after, 1)[0]), 3)
+    return out
 
 
 def _proc_rss_kb(pid: int | str) -> int:
@@ -199,14 +218,7 @@ def soak(args: argparse.Namespace) -> dict:
                                         "dropped_camera_frames": getattr(getattr(live.worker.driving, "capture", None), "dropped", None)}
         else:
             result.update(clip_frames=len(clip), clip_error=clip.error, clip_frames_read=clip.frames_read)
-    rss = [r for _, r in samples]
-    # one value per minute too: warm-up (allocator, caches) levels off, a leak keeps climbing
-    minutes = [next(r for t, r in samples if t >= 60.0 * m) for m in range(int(samples[-1][0] // 60.0) + 1)]
-    result["rss_mb"] = {"start": round(rss[0], 1), "end": round(rss[-1], 1), "growth": round(rss[-1] - rss[0], 1),
-                        "max": round(max(rss), 1), "samples": len(rss), "per_minute": [round(r, 1) for r in minutes]}
-    if len(minutes) > 2:
-        # the allocator and caches settle within the first minute; what still grows after it is a leak
-        result["rss_mb"]["growth_after_minute_1"] = round(rss[-1] - minutes[1], 1)
+    result["rss_mb"] = rss_figures(samples)
     return result
 
 
@@ -237,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
           f"{result['window_frames']} window frames, {result['window_hitches']} hitches > {HITCH_S:g} s")
     if "growth_after_minute_1" in r:
         print(f"RSS per minute: {' '.join(f'{v:.0f}' for v in r['per_minute'])} MB; "
-              f"growth after minute 1: {r['growth_after_minute_1']:+.1f} MB")
+              f"growth after minute 1: {r['growth_after_minute_1']:+.1f} MB, trend {r['trend_mb_per_minute']:+.2f} MB/min")
     if "frames_generated" in result:
         print(f"generated {result['frames_generated']}, shown {result['frames_shown']}, lost {result['frames_lost']}, "
               f"stalls {result['stalls']}, error: {result['error'] or 'none'}")

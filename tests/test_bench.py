@@ -36,6 +36,24 @@ def test_bench_lists_render():
 
 
 @pytest.mark.slow
+def test_soak_memory_figures_tell_a_leak_from_swings():
+    """rss_figures: one value per minute, and a trend after the first minute that is ~0 for values
+    swinging around a level (warm-up first) and the leak's rate for a steady climb."""
+    import numpy as np
+
+    from bench.soak import rss_figures
+
+    t = np.arange(0, 30 * 60 + 1, 10.0)
+    swings = 600 + 40 * np.minimum(t / 60, 1) + 30 * np.sin(t / 37.0)  # warm-up, then noise
+    flat = rss_figures(list(zip(t, swings)))
+    assert len(flat["per_minute"]) == 31 and flat["per_minute"][0] == flat["start"] == 600.0
+    assert abs(flat["trend_mb_per_minute"]) < 0.5 and flat["max"] > flat["end"] - 1
+    leak = rss_figures(list(zip(t, swings + 2.0 * t / 60)))  # +2 MB a minute on top
+    assert abs(leak["trend_mb_per_minute"] - 2.0) < 0.5  # where the end-minus-minute-1 difference can even be negative
+    short = rss_figures([(0.0, 500.0), (10.0, 510.0)])
+    assert short["per_minute"] == [500.0] and "trend_mb_per_minute" not in short
+
+
 def test_bench_soak_live_and_clip_json(xvfb_display, tiny_checkpoint, tmp_path):
     """`imp bench soak` for a few seconds (the real figure is 30 minutes): live with a random tiny
     model, then a streamed clip it writes itself; one JSON object each, nothing lost."""
