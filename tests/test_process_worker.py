@@ -96,3 +96,13 @@ def test_sliders_reach_the_source_in_the_worker_process(tiny_checkpoint, astrona
         assert abs(yaws[0]) < 5 and abs(yaws[-1]) > 15, yaws
     finally:
         assert live.close()
+
+
+def test_a_corrupt_checkpoint_is_a_status_message_too(astronaut_path, tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    buffer = RingBuffer(4)
+    worker = ProcessGenerationWorker(GenerationJob(bad, astronaut_path, endless, steps=1, threads=1), buffer).start()
+    assert worker.join(timeout=120)
+    assert worker.status.phase == "failed" and "broken.safetensors" in worker.status.error
+    worker.stop()

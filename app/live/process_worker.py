@@ -186,9 +186,12 @@ class ProcessGenerationWorker:
         self.started_at: float | None = None
         self.times = None
         self.traceback: str | None = None
-        cfg = load_checkpoint(job.checkpoint).config
-        self._res, self._planes = cfg.res, cfg.planes
-        self._layout = _layout(cfg.res, cfg.planes)
+        try:  # the slots' size
+            cfg = load_checkpoint(job.checkpoint).config
+            res, planes = cfg.res, cfg.planes
+        except Exception:  # noqa: BLE001 - the child loads it again and reports what is wrong, as the thread does
+            res, planes = 1, 1
+        self._layout = _layout(res, planes)
         ctx = multiprocessing.get_context("spawn")  # MediaPipe, OpenGL and torch threads do not survive a fork
         from multiprocessing import shared_memory
 
@@ -197,7 +200,7 @@ class ProcessGenerationWorker:
         for slot in range(SLOTS):
             self._free.put(slot)
         self._process = ctx.Process(target=_child, name="imp-generation", daemon=True,
-                                    args=(job, self._shm.name, cfg.res, cfg.planes, self._free, self._out, self._control,
+                                    args=(job, self._shm.name, res, planes, self._free, self._out, self._control,
                                           self._stop))
         self._receiver = threading.Thread(target=self._receive, name="imp-generation-receiver", daemon=True)
 

@@ -1,4 +1,5 @@
-"""The training loop around model/training/step.py: a run folder, checkpoints that survive anything,
+"""The training loop around model/training/step.py (and model/training/distill.py for the distill
+stage): a run folder, checkpoints that survive anything,
 bit-exact resume, DistributedDataParallel, TensorBoard logs and a progress bar.
 
 Run folder (RUN = --out):
