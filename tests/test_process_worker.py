@@ -106,3 +106,28 @@ def test_a_corrupt_checkpoint_is_a_status_message_too(astronaut_path, tmp_path):
     assert worker.join(timeout=120)
     assert worker.status.phase == "failed" and "broken.safetensors" in worker.status.error
     worker.stop()
+
+
+def test_a_live_camera_in_the_worker_process_reports_its_capture_times(shared_data, tiny_checkpoint, astronaut_path):
+    """A video read as a camera (real time, stale frames dropped) in the child: every frame that
+    arrives carries its capture time, so the session measures capture -> shown latency."""
+    from app.live.session import LiveSession
+    from bench.soak import video_as_webcam
+
+    video = str(shared_data / "videos/LivePortrait/d18.mp4")
+    job = GenerationJob(tiny_checkpoint, astronaut_path, functools.partial(video_as_webcam, video), steps=1, threads=1,
+                        max_frames=16)
+    live = LiveSession(job, capacity=64, process=True).start()
+    try:
+        deadline = time.perf_counter() + 120
+        while live.frames_shown < 16 and time.perf_counter() < deadline:
+            live.poll()
+            time.sleep(0.005)
+        remote = live.worker.driving
+        assert live.frames_shown == 16 and not remote.parametric
+        assert len(remote.capture_times) == 16 and remote.capture_times == sorted(remote.capture_times)
+        assert len(live.latencies) == 16 and all(0 < t < 120 for t in live.latencies)
+        assert remote.capture.dropped >= 0
+        assert live.set_params(None) is False  # a camera has no sliders
+    finally:
+        assert live.close()

@@ -40,15 +40,21 @@ PROCESS_NICE = 19  # the generation process's priority below the render loop's (
 class RemoteDriving:
     """The viewer's handle on the driving source in the worker process: its frame rate, whether it
     is parametric (the sliders' `params` / `animate`, forwarded to the child, act from its next
-    clip), and a live camera's capture times of the frames received so far (None otherwise)."""
+    clip), and for a live camera the capture times of the frames received so far (None otherwise)
+    and the camera frames it dropped (`capture.dropped`, as WebcamDriving has it)."""
 
     def __init__(self, control, fps: float, parametric: bool, live: bool):
         self._control = control
         self.fps = fps
         self.parametric = parametric
         self.capture_times: list[float] | None = [] if live else None
+        self.dropped = 0  # a live camera's frames never delivered because newer ones were taken (WebcamDriving.capture)
         self._params = None
         self._animate = None
+
+    @property
+    def capture(self) -> "RemoteDriving":
+        return self
 
     @property
     def params(self):
@@ -155,7 +161,8 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
                     del view
                 # generated frames come out in the order their driving frames went in, one each
                 when = captured[sent] if captured is not None and sent < len(captured) else None
-                out.put(("frame", slot, frame.K, frame.T_cam_from_head, frame.near, frame.far, when))
+                dropped = getattr(getattr(driving, "capture", None), "dropped", 0)
+                out.put(("frame", slot, frame.K, frame.T_cam_from_head, frame.near, frame.far, when, dropped))
                 sent += 1
             out.put(("times", generator.times))
         out.put(("end", "finished", None, None))
@@ -217,7 +224,7 @@ class ProcessGenerationWorker:
     def _set(self, **changes) -> None:
         self.status = replace(self.status, **changes)
 
-    def _frame(self, slot: int, K, T, near: float, far: float, captured: float | None):
+    def _frame(self, slot: int, K, T, near: float, far: float, captured: float | None, dropped: int):
         from model.formats.clip import MPIFrame
 
         base = slot * self._layout[-1][2]
@@ -226,6 +233,7 @@ class ProcessGenerationWorker:
         self._free.put(slot)
         if captured is not None and self.driving is not None and self.driving.capture_times is not None:
             self.driving.capture_times.append(captured)
+            self.driving.dropped = dropped
         return MPIFrame(K=K, T_cam_from_head=T, near=near, far=far, **arrays)
 
     def _receive(self) -> None:
