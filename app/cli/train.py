@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace):
     """The model config to train: --config (default tiny), or for a student its teacher's with the
     guidance inputs (model/training/distill.py)."""
-    from model.net.checkpoint import load_checkpoint
+    from model.net.checkpoint import read_config
     from model.net.config import get_config
     from model.training.distill import student_config
 
@@ -81,7 +81,7 @@ def _config(args: argparse.Namespace):
         return get_config(args.config or "tiny")
     if args.teacher is None:
         raise ValueError("--stage distill needs --teacher CKPT: the trained model to distil")
-    teacher = load_checkpoint(args.teacher).config
+    teacher = read_config(args.teacher)
     if args.config is not None and args.config != teacher.name:
         raise ValueError(f"--config {args.config}: a student has its teacher's config ({teacher.name}); drop --config")
     return student_config(teacher)

@@ -120,6 +120,7 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
     try:
         import torch
 
+        from model.data.driving import ParametricDriving
         from model.diffusion.pipeline import Generator
         from model.runtime import resolve_device
 
@@ -130,8 +131,6 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
         out.put(("status", {"phase": "preparing portrait"}))
         portrait = generator.prepare(job.portrait)
         out.put(("status", {"phase": "tracking driving"}))
-        from model.data.driving import ParametricDriving
-
         driving = job.driving(portrait)
         captured = getattr(driving, "capture_times", None)
         out.put(("driving", float(driving.fps), isinstance(driving, ParametricDriving), captured is not None))
@@ -183,7 +182,7 @@ class ProcessGenerationWorker:
     sampling in a spawned process; see the module docstring."""
 
     def __init__(self, job: GenerationJob, buffer: RingBuffer):
-        from model.net.checkpoint import load_checkpoint
+        from model.net.checkpoint import read_config
 
         self.job = job
         self.buffer = buffer
@@ -194,7 +193,7 @@ class ProcessGenerationWorker:
         self.times = None
         self.traceback: str | None = None
         try:  # the slots' size
-            cfg = load_checkpoint(job.checkpoint).config
+            cfg = read_config(job.checkpoint)
             res, planes = cfg.res, cfg.planes
         except Exception:  # noqa: BLE001 - the child loads it again and reports what is wrong, as the thread does
             res, planes = 1, 1

@@ -26,6 +26,7 @@ from model.diffusion.process import Conditions, NoiseSchedule, denoise, drop_con
 from model.diffusion.sampler import Guidance, guided_prediction
 from model.net.config import GUIDANCE_CHANNELS, ModelConfig
 from model.net.unet import MPIPrediction, MPIUNet
+from model.training.step import StepOutput
 
 P_SHIPPED = 0.8  # share of draws at the teacher's own sampling settings (scales and the first timestep): the ones users get
 PORTRAIT_RANGE = (1.0, 2.0)  # s_p drawn from here otherwise
@@ -87,11 +88,9 @@ def distill_loss(student: MPIPrediction, student_x0: Tensor, teacher: MPIPredict
 
 
 def distill_step(model: nn.Module, teacher: nn.Module, batch: TrainBatch, schedule: NoiseSchedule, cfg: ModelConfig,
-                 generator: torch.Generator):
-    """Loss of one distillation iteration (a model.training.step.StepOutput). `model` is the
-    student (maybe a DDP wrapper), `teacher` the frozen teacher's VariantModel."""
-    from model.training.step import StepOutput
-
+                 generator: torch.Generator) -> StepOutput:
+    """Loss of one distillation iteration. `model` is the student (maybe a DDP wrapper), `teacher`
+    the frozen teacher's VariantModel."""
     B, T = batch.target.shape[:2]
     device = batch.target.device
     cond = Conditions(coords=batch.coords, mesh_alpha=batch.mesh_alpha, portrait=batch.portrait,

@@ -202,9 +202,10 @@ def _any_rank(flag: bool, dist_info: Distributed, device: torch.device) -> bool:
     return bool(v.item() > 0)
 
 
-def _initial_weights(net: MPIUNet, cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Callable[[str], None]) -> None:
+def _initial_weights(net: MPIUNet, cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Callable[[str], None],
+                     teacher: MPIUNet | None = None) -> None:
     if opts.stage == "distill":  # the student starts as the teacher (its guidance inputs weighted 0)
-        net.load_state_dict(student_weights(load_checkpoint(opts.teacher).weights, net))
+        net.load_state_dict(student_weights(teacher.state_dict(), net))
         log(f"distill: the student starts from the teacher {opts.teacher}")
         return
     if opts.stage != "alternating":
@@ -267,7 +268,7 @@ def train(cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Call
 
     if settings.keep_last < 1:
         raise TrainError(f"--keep-last must be at least 1, got {settings.keep_last}")
-    teacher = _teacher(opts, cfg, device) if opts.stage == "distill" else None
+    teacher_net, teacher = _teacher(opts, cfg, device) if opts.stage == "distill" else (None, None)
     for line in cuda.configure(device, settings.tf32, settings.deterministic):
         say(line)
     torch.manual_seed(opts.seed)  # the same fresh weights on every replica and every run
@@ -295,7 +296,7 @@ def train(cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Call
     else:
         if ckpt_path.exists() or checkpoint_files.step_files(stage_dir):
             raise TrainError(f"{ckpt_path} exists: continue that run with --resume, or choose another --out")
-        _initial_weights(net, cfg, opts, settings, say)
+        _initial_weights(net, cfg, opts, settings, say, teacher_net)
 
     named = set_stage(net, opts.stage)
     params = [p for _, p in named]
@@ -351,8 +352,9 @@ def train(cfg: ModelConfig, opts: TrainOptions, settings: RunSettings, log: Call
         stop.__exit__()
 
 
-def _teacher(opts: TrainOptions, cfg: ModelConfig, device: torch.device) -> torch.nn.Module:
-    """The frozen teacher of a distill run, checked against the student's config."""
+def _teacher(opts: TrainOptions, cfg: ModelConfig, device: torch.device) -> tuple[MPIUNet, torch.nn.Module]:
+    """(the teacher's network, the frozen teacher as distillation calls it) of a distill run,
+    checked against the student's config."""
     from model.net.checkpoint import load_model
     from model.net.config import config_differences
     from model.net.variant import VariantModel, variant_of_state
@@ -374,7 +376,7 @@ def _teacher(opts: TrainOptions, cfg: ModelConfig, device: torch.device) -> torc
     teacher = VariantModel(net, variant).to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    return Autocast(teacher, device.type) if opts.amp else teacher
+    return net, Autocast(teacher, device.type) if opts.amp else teacher
 
 
 def _loop(cfg, opts, settings, dist_info, device, net, vmodel, model, opt, params, sampler, loader, schedule, lpips,
