@@ -183,6 +183,28 @@ def test_crop_maps_source_points_to_the_crop_camera():
         crop_affine(np.array([[100.0, 0, 10], [0, 120.0, 10], [0, 0, 1]]), 64)
 
 
+def test_crop_warps_only_where_the_image_reaches():
+    """A crop far larger than its frame (a small video) samples only the blocks the frame reaches:
+    the same picture as warping the whole (m res)^2 canvas, up to OpenCV's fixed-point rounding,
+    and exactly 0 around it."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (120, 140, 3), np.uint8), (0, 0), 2)
+    res = 64
+    for s, tx, ty in ((0.16, 30.0, 25.0), (0.3, -10.0, 40.0), (0.9, 5.0, -20.0), (1.4, -100.0, -60.0), (0.2, 200.0, 0.0), (0.25, 0.0, 0.0)):
+        A = np.array([[s, 0.0, tx], [0.0, s, ty], [0.0, 0.0, 1.0]])
+        m = max(1, int(round(1.0 / s))) if s < 1.0 else 1
+        Am = (np.array([[m, 0.0, (m - 1) / 2.0], [0.0, m, (m - 1) / 2.0], [0.0, 0.0, 1.0]]) @ A)[:2]
+        full = cv2.warpAffine(img, Am, (m * res, m * res), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        full = cv2.resize(full, (res, res), interpolation=cv2.INTER_AREA).astype(int)
+        out = crop_image(img, A, res).astype(int)
+        assert out.shape == full.shape
+        assert np.abs(out - full).max() <= 2, (s, tx, ty)
+        assert np.array_equal(out > 0, full > 0), (s, tx, ty)  # the same support: no block left out
+    assert crop_image(img, np.array([[0.5, 0, 500.0], [0, 0.5, 0.0], [0, 0, 1]]), res).max() == 0  # misses it
+
+
 def _listing(root) -> list[tuple]:
     m = json.loads((root / "manifest.json").read_text())
     return [(e["id"], e["status"], e["frames"], e.get("found_fraction")) for e in m["videos"]]
@@ -245,6 +267,22 @@ def test_preparing_a_video_does_without_torch(shared_data, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-2:] == ["ok", "False"], done.stdout
     assert (tmp_path / "d18" / "meta.json").exists()
+
+
+def test_imp_prepare_does_without_torch(shared_data, tmp_path):
+    """`imp prepare` as a whole, its command line included, never imports torch: `imp` reads the
+    arguments of the command it runs only, and other commands' modules import torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from app.cli.imp import main; "
+            f"code = main(['prepare', {str(_videos(shared_data)[1])!r}, '-o', {str(tmp_path / 'ds')!r}, '--res', '32', "
+            "'--max-frames', '8', '--min-frames', '4', '--quiet']); "
+            "print(code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout
+    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["videos"][0]["status"] == "ok"
 
 
 def test_shard_and_merge_errors(tmp_path, capsys):

@@ -22,13 +22,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with `only` given, the arguments of that one command alone:
+    some command modules import torch (1.4 s here), which `imp prepare` and its worker-count
+    speed-up should not pay for."""
     parser = argparse.ArgumentParser(prog="imp", description="im-portrait tools: 3D talking heads as MPI videos")
     parser.add_argument("--verbose", action="store_true", help="leave the log lines of MediaPipe's C++ code on the terminal")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
+        if only is not None and name != only:
+            continue
         try:
             importlib.import_module(module).add_arguments(p)
         except ImportError as exc:  # show the command anyway, explain when it is run
@@ -36,8 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_named(argv: list[str]) -> str | None:
+    """The command an argument list runs (the first word that names one), or None."""
+    return next((a for a in argv if a in COMMANDS), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(only=_command_named(argv) or "")
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

@@ -80,10 +80,35 @@ def crop_image(image: np.ndarray, A: np.ndarray, res: int, border: str = "consta
     # pixel u of the res-crop is the centre of the m x m block starting at m*u: u_m = m u + (m-1)/2
     S = np.array([[m, 0.0, (m - 1) / 2.0], [0.0, m, (m - 1) / 2.0], [0.0, 0.0, 1.0]])
     Am = (S @ A)[:2].astype(np.float64)
-    out = cv2.warpAffine(image, Am, (m * res, m * res), flags=cv2.INTER_LINEAR, borderMode=modes[border], borderValue=0)
+    blocks = (0, 0, res, res) if border != "constant" else _covered_blocks(Am, image.shape[:2], m, res)
+    bx0, by0, bx1, by1 = blocks
+    out = np.zeros((res, res) + image.shape[2:], image.dtype)
+    if bx1 <= bx0 or by1 <= by0:  # the crop misses the image entirely
+        return out
+    # only the m x m blocks the image reaches are sampled: a crop that leaves a small video's frame
+    # is mostly border, and warping all of it cost imp prepare ~2 ms a frame
+    Am[:, 2] -= (m * bx0, m * by0)
+    part = cv2.warpAffine(image, Am, (m * (bx1 - bx0), m * (by1 - by0)), flags=cv2.INTER_LINEAR,
+                          borderMode=modes[border], borderValue=0)
     if m > 1:
-        out = cv2.resize(out, (res, res), interpolation=cv2.INTER_AREA)
+        part = cv2.resize(part, (bx1 - bx0, by1 - by0), interpolation=cv2.INTER_AREA)
+    out[by0:by1, bx0:bx1] = part.reshape(out[by0:by1, bx0:bx1].shape)
     return out
+
+
+def _covered_blocks(Am: np.ndarray, shape: tuple[int, int], m: int, res: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) in crop pixels: the m x m blocks of the (m res)^2 warp whose bilinear samples
+    can touch an image of `shape` (H, W) under the axis-aligned map Am (2, 3); outside them the
+    constant-border warp is exactly 0."""
+    H, W = shape
+    lo, hi = [], []
+    for axis, size in ((0, W), (1, H)):
+        s, t = Am[axis, axis], Am[axis, 2]
+        # source x in (-1, size) is within one pixel of the image; one more block of margin on each side
+        a, b = sorted((s * -1.0 + t, s * size + t))
+        lo.append(min(res, max(0, int(np.floor(a / m)) - 1)))
+        hi.append(min(res, max(0, int(np.ceil(b / m)) + 1)))
+    return lo[0], lo[1], hi[0], hi[1]
 
 
 def valid_mask(A: np.ndarray, image_size: tuple[int, int], res: int) -> np.ndarray:
