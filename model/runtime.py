@@ -52,3 +52,17 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def single_threaded_blas() -> None:
+    """NumPy's BLAS (OpenBLAS) on one thread for the rest of this process.
+
+    After every matrix product, however small, OpenBLAS's idle threads spin (sched_yield) and its
+    caller waits for them spinning too: in imp-viewer, the per-frame camera maths of 3x3 and 4x4
+    matrices kept a whole core of 2 busy, taken from the generation worker. The matrices of the
+    render loop and of the generation worker's NumPy code are far too small for threads to pay.
+    (torch has thread pools of its own: `torch_threads`.)"""
+    import numpy  # noqa: F401 - loads OpenBLAS: threadpoolctl limits only the libraries already loaded
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")

@@ -54,3 +54,15 @@ def test_torch_threads_restores_the_count() -> None:
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_single_threaded_blas_leaves_one_numpy_thread() -> None:
+    """In a fresh process (the limit is process-wide): NumPy's BLAS runs on one thread afterwards."""
+    import subprocess
+    import sys
+
+    code = ("from threadpoolctl import threadpool_info; from model.runtime import single_threaded_blas; "
+            "single_threaded_blas(); print([p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[1]", done.stdout

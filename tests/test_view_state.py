@@ -212,15 +212,17 @@ def test_view_warnings_orbit_and_borders():
         assert got == (["the MPI's borders reach the head: it moved near the MPI's edge"] if bad else [])
 
 
-def test_render_scale_caps_the_eye_at_two_pixels_per_mpi_pixel():
+def test_render_scale_caps_the_eye_at_one_pixel_per_mpi_pixel():
     """The initial view reproduces the MPI camera: at the MPI's own size one eye pixel per MPI
-    pixel (full size); a 4x larger eye, or a 4x longer focal length, gets half of its pixels
-    (2 px per MPI pixel); moving the camera back makes the head smaller and the scale larger."""
+    pixel (full size); a 4x larger eye, or a 4x longer focal length, gets a quarter of its width
+    (1 px per MPI pixel); moving the camera back makes the head smaller and the scale larger; a
+    limit of 2 doubles them."""
     K, T = _mpi_camera()
     state = vs.initial_state(K, T, S)
     assert vs.render_scale(vs.eye_cameras(state, T, T, (S, S)), K, T) == 1.0
-    assert vs.render_scale(vs.eye_cameras(state, T, T, (4 * S, 4 * S)), K, T) == pytest.approx(0.5, rel=1e-3)
+    assert vs.render_scale(vs.eye_cameras(state, T, T, (4 * S, 4 * S)), K, T) == pytest.approx(0.25, rel=1e-3)
+    assert vs.render_scale(vs.eye_cameras(state, T, T, (4 * S, 4 * S)), K, T, limit=2.0) == pytest.approx(0.5, rel=1e-3)
     zoomed = vs.set_value(state, "focal", str(state.focal * 4))
-    assert vs.render_scale(vs.eye_cameras(zoomed, T, T, (S, S)), K, T) == pytest.approx(0.5, rel=1e-3)
+    assert vs.render_scale(vs.eye_cameras(zoomed, T, T, (S, S)), K, T) == pytest.approx(0.25, rel=1e-3)
     back = vs.set_value(zoomed, "distance", str(state.distance * 2))
-    assert vs.render_scale(vs.eye_cameras(back, T, T, (S, S)), K, T) == pytest.approx(1.0, rel=0.05)
+    assert vs.render_scale(vs.eye_cameras(back, T, T, (S, S)), K, T) == pytest.approx(0.5, rel=0.05)

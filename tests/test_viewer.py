@@ -257,3 +257,23 @@ def test_command_without_display_runs_on_its_own_xvfb_and_saves_the_window(tmp_p
         skin = (eye[..., 0] > 170) & (eye[..., 0] > eye[..., 1] + 20) & (eye[..., 1] > eye[..., 2] + 5)
         assert skin.mean() > 0.10
     assert np.abs(view[:, :half] - view[:, half: 2 * half]).mean() < 40.0
+
+
+def test_window_draws_on_its_own_thread_unless_told(xvfb_display):
+    """llvmpipe's rasteriser threads would take the generation worker's core: a window sets
+    LP_NUM_THREADS=0 before Mesa opens the display, and keeps a value the user gave (checked in
+    fresh processes: Mesa reads it once per process and display)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os; from app.viewer.window import Window; w = Window('t', (64, 64), vsync=False); "
+            "print(os.environ['LP_NUM_THREADS'], w.ctx.info['GL_RENDERER']); w.close()")
+    for given, expected in ((None, "0"), ("3", "3")):
+        env = {k: v for k, v in os.environ.items() if k != "LP_NUM_THREADS"}
+        env["DISPLAY"] = xvfb_display
+        if given is not None:
+            env["LP_NUM_THREADS"] = given
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split()[0] == expected, done.stdout

@@ -40,6 +40,20 @@ void main() {
 """
 
 
+# COPY alone: llvmpipe runs both sides of the transfer branches per pixel block (pow included), which
+# made the desktop window's two 512^2 eye blits cost ~6 ms a frame
+_FRAGMENT_COPY = """
+#version 330 core
+uniform sampler2D image;
+uniform bool flip_y;
+in vec2 uv;
+out vec4 colour;
+void main() {
+    colour = vec4(texture(image, vec2(uv.x, flip_y ? 1.0 - uv.y : uv.y)).rgb, 1.0);
+}
+"""
+
+
 def srgb_to_linear(values: np.ndarray) -> np.ndarray:
     """The sRGB decoding (IEC 61966-2-1) of values in [0, 1]: the reference for DECODE."""
     v = np.asarray(values, np.float64)
@@ -55,8 +69,11 @@ class TextureBlit:
         self._moderngl = moderngl
         self.ctx = ctx
         self._program = ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
-        self._program["image"] = 0
-        self._vao = ctx.vertex_array(self._program, [])
+        self._copy_program = ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT_COPY)
+        self._vaos = {}
+        for program in (self._program, self._copy_program):
+            program["image"] = 0
+            self._vaos[program] = ctx.vertex_array(program, [])
 
     def draw(self, texture, viewport: tuple[int, int, int, int], transfer: int = COPY, flip_y: bool = False) -> None:
         """Into the currently bound framebuffer at `viewport` (x, y, w, h), scaled linearly."""
@@ -65,13 +82,16 @@ class TextureBlit:
         ctx.disable(self._moderngl.BLEND | self._moderngl.DEPTH_TEST)
         texture.filter = (self._moderngl.LINEAR, self._moderngl.LINEAR)
         texture.use(0)
-        self._program["transfer"] = int(transfer)
-        self._program["flip_y"] = bool(flip_y)
-        self._vao.render(self._moderngl.TRIANGLES, vertices=3)
+        program = self._copy_program if transfer == COPY else self._program
+        if program is self._program:
+            program["transfer"] = int(transfer)
+        program["flip_y"] = bool(flip_y)
+        self._vaos[program].render(self._moderngl.TRIANGLES, vertices=3)
 
     def release(self) -> None:
-        self._vao.release()
-        self._program.release()
+        for program, vao in self._vaos.items():
+            vao.release()
+            program.release()
 
 
 def letterbox(image_size: tuple[int, int], viewport: tuple[int, int, int, int]) -> tuple[int, int, int, int]:

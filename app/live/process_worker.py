@@ -122,8 +122,9 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
 
         from model.data.driving import ParametricDriving
         from model.diffusion.pipeline import Generator
-        from model.runtime import resolve_device
+        from model.runtime import resolve_device, single_threaded_blas
 
+        single_threaded_blas()
         if job.threads:
             torch.set_num_threads(job.threads)
         out.put(("status", {"phase": "loading model"}))

@@ -174,15 +174,18 @@ def eye_cameras(
     return [(eye_intrinsics(state, size, -1), left.numpy()), (eye_intrinsics(state, size, +1), right.numpy())]
 
 
-PIXELS_PER_MPI_PIXEL = 2.0  # eyes are drawn at most this sharp and scaled up (app.gl.stereo.StereoCompositor)
+# eyes are drawn at most this sharp and scaled up linearly (app.gl.stereo.StereoCompositor): the
+# window's eyes at 1 and at 2 pixels per MPI pixel differ by 37 dB PSNR, invisible side by side,
+# and at 2 the render loop drew 44 instead of 90 stereo frames/s on one core (`imp bench viewer`)
+PIXELS_PER_MPI_PIXEL = 1.0
 
 
 def render_scale(cameras: list[tuple[np.ndarray, np.ndarray]], K_mpi: np.ndarray, T_cam_from_head: np.ndarray,
                  limit: float = PIXELS_PER_MPI_PIXEL) -> float:
     """Fraction (<= 1) of each eye viewport's width and height to draw the MPI at. At the head an
     MPI pixel spans fx_eye / z_eye / (fx_mpi / z_mpi) eye pixels (z: the head joint's distance from
-    each camera); drawn at more than `limit` pixels per MPI pixel, the bilinear taps only repeat the
-    same texels while the fill rate grows with the square of the size (llvmpipe draws on the CPU).
+    each camera); drawn at more than `limit` pixels per MPI pixel, the bilinear taps mostly repeat
+    the same texels while the fill rate grows with the square of the size (llvmpipe draws on the CPU).
     cameras: eye_cameras(...); K_mpi (3, 3), T_cam_from_head (4, 4) of the shown MPI frame."""
     mpi_px = K_mpi[0, 0] / float(np.linalg.norm(T_cam_from_head[:3, 3]))
     eye_px = max(K[0, 0] / float(np.linalg.norm(T[:3, 3])) for K, T in cameras)

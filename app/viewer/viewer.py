@@ -36,7 +36,9 @@ class Viewer:
 
         from app.gl.renderer import MPIRenderer
         from model.data.driving import DrivingParams
+        from model.runtime import single_threaded_blas
 
+        single_threaded_blas()  # the render loop's process: spinning BLAS threads took a core a frame
         if live is None and (clip is None or len(clip) == 0):
             raise ValueError(f"{source}: the clip has no frames")
         self._imgui = imgui

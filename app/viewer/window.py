@@ -8,7 +8,15 @@ with either library.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+# Mesa's CPU rasteriser (llvmpipe: what draws without a GPU) on the drawing thread alone, unless the
+# user says otherwise. Its helper threads took the second of 2 cores from the generation worker:
+# `imp bench viewer` generated 20 MPI frames/s with them and 26-27 without, while the window still
+# drew 90 stereo frames/s (it is capped at 60). GPU drivers ignore the variable.
+LLVMPIPE_THREADS = "0"
 
 
 class DisplayError(RuntimeError):
@@ -87,6 +95,7 @@ class Window:
         self._closed = True
         errors: list[str] = []
         glfw.set_error_callback(lambda code, text: errors.append(text.decode() if isinstance(text, bytes) else str(text)))
+        os.environ.setdefault("LP_NUM_THREADS", LLVMPIPE_THREADS)  # read when Mesa opens this display
         if Window._open == 0:
             Window._egl_current = _EGLCurrent()
             Window._egl_current.release()
