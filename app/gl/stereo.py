@@ -89,8 +89,8 @@ class StereoCompositor:
         their K made for the size of `eye_viewports(mode, viewport)`) into `target` (a moderngl
         framebuffer, e.g. ctx.screen) inside `viewport`. scale < 1: each eye is drawn at that
         fraction of its viewport's width and height and scaled up linearly
-        (`app.viewer.view_state.render_scale`: beyond ~2 screen pixels per MPI pixel more pixels
-        show nothing new of the MPI, they only cost fill rate)."""
+        (`app.viewer.view_state.render_scale`: beyond about one screen pixel per MPI pixel more
+        pixels show little new of the MPI, they mostly cost fill rate)."""
         ctx, mgl = self.ctx, self._moderngl
         viewports = eye_viewports(mode, viewport)
         if len(cameras) != len(viewports):
