@@ -14,8 +14,8 @@ import numpy as np
 
 # Mesa's CPU rasteriser (llvmpipe: what draws without a GPU) on the drawing thread alone, unless the
 # user says otherwise. Its helper threads took the second of 2 cores from the generation worker:
-# `imp bench viewer` generated 20 MPI frames/s with them and 26-27 without, while the window still
-# drew 90 stereo frames/s (it is capped at 60). GPU drivers ignore the variable.
+# `imp bench viewer` generated 20 MPI frames/s with them and 26-27 without, while the window, drawing
+# flat out, still made 90 stereo frames/s (imp-viewer caps it at 60). GPU drivers ignore the variable.
 LLVMPIPE_THREADS = "0"
 
 
