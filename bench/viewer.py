@@ -4,7 +4,8 @@ Launches what `imp-viewer` launches (portrait + checkpoint + the built-in parame
 generation worker in its own process filling the ring buffer; `--worker thread`: on a thread of the
 viewer, app/live/worker.py) in a desktop window side by side at
 --eye px squared per eye, without the panel, on a private Xvfb when there is no display. Figures:
-- first_frame_s: seconds from launch (before the model is loaded) to the first generated frame shown;
+- first_frame_s: seconds from launch (before the model is loaded and the viewer imported) to the first
+  generated frame shown;
 - stereo_fps: window frames drawn per second over --seconds after that, while the worker generates
   on the same cores (no vsync, no frame cap: the rate the loop sustains);
 - generated_fps: MPI frames the worker put into the buffer per second of sampling (from the start
@@ -67,17 +68,23 @@ def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: i
             timeout: float, device: str = "cpu", worker: str = "process") -> dict:
     from app.cli.viewer import sliders_driving
     from app.live.session import LiveSession
-    from app.viewer.viewer import Viewer
     from app.live.worker import GenerationJob
 
     launched = time.perf_counter()
     job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=sliders_driving, steps=steps, device=device,
                         threads=threads)
-    live = LiveSession(job, process=worker == "process")
-    with Viewer(None, "bench", size=(2 * eye, eye), vsync=False, stereo="sbs", show_panel=False, live=live,
-                max_fps=None) as viewer:
+    # as imp-viewer: the worker starts first, the viewer's imports (torch) and window open beside it
+    live = LiveSession(job, process=worker == "process").start()
+    try:
+        from app.viewer.viewer import Viewer
+
+        viewer = Viewer(None, "bench", size=(2 * eye, eye), vsync=False, stereo="sbs", show_panel=False, live=live,
+                        max_fps=None)
+    except BaseException:
+        live.close()
+        raise
+    with viewer:
         viewer.set("play", "on")
-        live.start()
         while live.first_shown_at is None:
             viewer.step()
             state = live.state

@@ -161,6 +161,37 @@ def test_cli_webcam_without_camera_falls_back_to_sliders_and_saves(xvfb_display,
     assert len(load_clip(save)) == 8 and _no_worker_threads()
 
 
+def test_a_window_that_cannot_open_leaves_no_worker_behind(xvfb_display, tiny_checkpoint, monkeypatch, capsys):
+    """The worker process starts before the window (its start-up overlaps the viewer's). When no
+    window opens (the display offers too old an OpenGL: simulated, this machine's has 4.5), the
+    command ends with the one-line error and the worker process is stopped."""
+    import app.cli.viewer as cli
+    from app.viewer.window import DisplayError
+
+    sessions = []
+    real_session = cli._live_session
+
+    def recorded(*args):
+        made = real_session(*args)
+        sessions.append(made[0])
+        return made
+
+    monkeypatch.setattr(cli, "_live_session", recorded)
+
+    def no_window(*args, **kwargs):
+        time.sleep(1.0)  # the worker process is well under way
+        raise DisplayError("the MPI renderer needs OpenGL 4.3 (compute shaders); this display offers 3.3")
+
+    monkeypatch.setattr(cli, "_open_viewer", no_window)
+    code = cli.main(["--checkpoint", str(tiny_checkpoint), "--steps", "1", "--threads", "1", "--display", "desktop",
+                     "--size", "900x520", "--frames", "10"])
+    assert code == 1
+    assert "this display offers 3.3" in capsys.readouterr().err
+    live = sessions[-1]
+    assert live.started and not live.worker.alive
+    assert not live.worker._process.is_alive()  # the spawned process itself is gone
+
+
 XR_LOOP = r"""
 import json, sys
 import numpy as np

@@ -438,9 +438,11 @@ def run_viewer(args, clip, source: str, headless: bool, live=None, sliders: bool
         screenshot = screenshot or HEADLESS_SCREENSHOT
         print(f"imp-viewer: Xvfb on DISPLAY={os.environ.get('DISPLAY')}: drawing {frames or 'unlimited'} frames, "
               f"the window is saved to {screenshot}", flush=True)
+    if live is not None and not live.started:
+        # before the window: the worker's imports and model load overlap the viewer's own (~1 s of
+        # the first frame); main() closes it if no window opens
+        live.start()
     with _open_viewer(args, clip, source, headless, live, sliders) as viewer:
-        if live is not None:
-            live.start()  # once the window is open: a display error must not leave a worker behind
         for setting in args.settings:
             name, sep, value = setting.partition("=")
             if not sep:
@@ -508,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             raise SystemExit(f"imp-viewer: --{name.replace('_', '-')} must be at least 1, got {value}")
     stop = StopRequest().install()
-    clip = None
+    clip = live = None
     try:
         live, sliders = None, False
         if args.clip is None and not args.lift:
@@ -543,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
             return 130
     finally:
         stop.restore()
+        if live is not None:  # a display error must not leave a worker behind (a no-op after the viewer's own close)
+            live.close()
         close = getattr(clip, "close", None)
         if close is not None:
             close()

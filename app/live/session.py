@@ -80,6 +80,10 @@ class LiveSession:
         self._waiting = True
         self._pending: tuple | None = None  # slider values waiting for the driving source to open
 
+    @property
+    def started(self) -> bool:
+        return self.worker.started_at is not None
+
     def start(self) -> "LiveSession":
         # The worker runs Python between torch kernels while holding the GIL; every ctypes / GL call
         # of the render loop releases it and must win it back, which takes up to the switch
