@@ -8,13 +8,13 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from model.formats.clip import CompactSettings
-
+    # no defaults from model.formats.clip here: it imports torch, and every `imp bench` parser
+    # (imp bench viewer's first frame among them) would wait 1.5-2 s for it
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="MPI sizes in pixels (default 256 512)")
     parser.add_argument("--planes", type=int, default=24, help="MPI planes (default 24)")
     parser.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
-    parser.add_argument("--colour-crf", type=int, default=CompactSettings.colour_crf, help="compact mode: colour video CRF")
-    parser.add_argument("--alpha-crf", type=int, default=CompactSettings.alpha_crf, help="compact mode: alpha video CRF")
+    parser.add_argument("--colour-crf", type=int, default=None, help="compact mode: colour video CRF (default: CompactSettings')")
+    parser.add_argument("--alpha-crf", type=int, default=None, help="compact mode: alpha video CRF (default: CompactSettings')")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -61,7 +61,8 @@ def measure(size: int, planes: int, frames: int, settings) -> list[dict]:
 def run(args: argparse.Namespace) -> int:
     from model.formats.clip import CompactSettings
 
-    settings = CompactSettings(colour_crf=args.colour_crf, alpha_crf=args.alpha_crf)
+    crfs = {"colour_crf": args.colour_crf, "alpha_crf": args.alpha_crf}
+    settings = CompactSettings(**{k: v for k, v in crfs.items() if v is not None})
     rows = []
     if not args.json:
         print(f"{'size':>5} {'mode':>9} {'bytes/frame':>12} {'raw ratio':>9} {'bg bytes':>9} {'PSNR dB':>8} {'write s/f':>9} {'read s/f':>9}")

@@ -161,13 +161,14 @@ def soak(args: argparse.Namespace) -> dict:
         from app.cli.viewer import sliders_driving
         from app.live.session import LiveSession
         from app.live.worker import GenerationJob
-        from model.net.variant import resolve_checkpoint
+        from model.net.checkpoint import resolve_checkpoint
+        from model.data.portrait_cache import default_cache_dir
         from model.resources import asset_path
 
         portrait = args.portrait or asset_path("astronaut.png")
         driving = sliders_driving if args.driving is None else functools.partial(video_as_webcam, str(args.driving))
         job = GenerationJob(checkpoint=resolve_checkpoint(args.checkpoint), portrait=portrait, driving=driving,
-                            steps=args.steps, device=args.device, threads=args.threads)
+                            steps=args.steps, device=args.device, threads=args.threads, cache_dir=default_cache_dir())
         live = LiveSession(job, process=args.worker == "process")
         source = "soak"
     samples: list[tuple[float, float]] = []

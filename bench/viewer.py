@@ -4,7 +4,8 @@ Launches what `imp-viewer` launches (portrait + checkpoint + the built-in parame
 generation worker in its own process filling the ring buffer; `--worker thread`: on a thread of the
 viewer, app/live/worker.py) in a desktop window side by side at
 --eye px squared per eye, without the panel, on a private Xvfb when there is no display. Figures:
-- first_frame_s: seconds from launch (before the model is loaded and the viewer imported) to the first
+- first_frame_s: seconds from launch (the start of this process: Python's own start and the imports
+  of `imp` count, as they do for `imp-viewer`; the virtual display's start does not) to the first
   generated frame shown;
 - stereo_fps: window frames drawn per second over --seconds after that, while the worker generates
   on the same cores (no vsync, no frame cap: the rate the loop sustains);
@@ -64,15 +65,27 @@ def _drive(viewer, seconds: float) -> float:
     return (viewer.frames_drawn - drawn0) / (time.perf_counter() - start)
 
 
+def seconds_since_process_start() -> float:
+    """How long this process has been running (Linux: /proc; elsewhere 0, i.e. from the call on)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # starttime, field 22: clock ticks after boot
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
+
+
 def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: int | None, threads: int | None,
-            timeout: float, device: str = "cpu", worker: str = "process") -> dict:
+            timeout: float, device: str = "cpu", worker: str = "process", startup: float = 0.0) -> dict:
+    """`startup`: seconds this process ran before (counted in first_frame_s)."""
     from app.cli.viewer import sliders_driving
     from app.live.session import LiveSession
     from app.live.worker import GenerationJob
+    from model.data.portrait_cache import default_cache_dir
 
-    launched = time.perf_counter()
+    launched = time.perf_counter() - startup
     job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=sliders_driving, steps=steps, device=device,
-                        threads=threads)
+                        threads=threads, cache_dir=default_cache_dir())
     # as imp-viewer: the worker starts first, the viewer's imports (torch) and window open beside it
     live = LiveSession(job, process=worker == "process").start()
     try:
@@ -141,11 +154,13 @@ def measure_xr(checkpoint: Path, portrait: Path, seconds: float, steps: int | No
     from app.cli.viewer import sliders_driving
     from app.live.session import LiveSession
     from app.live.worker import GenerationJob
+    from model.data.portrait_cache import default_cache_dir
     from app.viewer.viewer import Viewer
     from app.xr.view import run_xr
 
     launched = time.perf_counter()
-    job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=sliders_driving, steps=steps, device=device, threads=threads)
+    job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=sliders_driving, steps=steps, device=device, threads=threads,
+                        cache_dir=default_cache_dir())
     live = LiveSession(job, process=worker == "process")
     marks: dict[str, dict] = {}
     failure: list[str] = []
@@ -187,15 +202,18 @@ def measure_xr(checkpoint: Path, portrait: Path, seconds: float, steps: int | No
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.net.variant import resolve_checkpoint
+    startup = seconds_since_process_start()  # before the virtual display: a desktop user has none to start
+    from model.net.checkpoint import resolve_checkpoint
     from app.cli.viewer import virtual_display
     from model.resources import asset_path
 
-    from model.runtime import resolve_device
+    from model.runtime import check_device, resolve_device
 
     try:
         checkpoint = resolve_checkpoint(args.checkpoint)
-        args.device = resolve_device(args.device)
+        args.device = check_device(args.device)
+        if args.device != "auto":  # "auto" is resolved by the worker, as in imp-viewer (torch's import)
+            args.device = resolve_device(args.device)
     except (FileNotFoundError, ValueError) as exc:
         print(f"imp bench viewer: {exc}")
         return 2
@@ -204,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_xr(args, checkpoint, portrait)
     size = (2 * args.eye + 64, args.eye + 64)
     go = lambda: measure(checkpoint, portrait, args.eye, args.seconds, args.steps, args.threads, args.timeout, device=args.device,
-                         worker=args.worker)
+                         worker=args.worker, startup=startup)
     try:
         if os.environ.get("DISPLAY"):
             result = go()
@@ -214,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"imp bench viewer: {exc}")
         return 1
-    result["device"] = args.device
+    result["device"] = args.device = resolve_device(args.device)  # what the worker chose
     if args.json:
         print(json.dumps(result))
     else:
@@ -248,7 +266,9 @@ def _run_xr(args: argparse.Namespace, checkpoint: Path, portrait: Path) -> int:
     except (RuntimeError, XRUnavailable) as exc:
         print(f"imp bench viewer: {exc}")
         return 1
-    result["device"] = args.device
+    from model.runtime import resolve_device
+
+    result["device"] = resolve_device(args.device)  # what the worker chose
     if args.json:
         print(json.dumps(result))
         return 0

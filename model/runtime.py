@@ -8,19 +8,28 @@ from contextlib import contextmanager
 DEVICE_CHOICES = "auto|cpu|cuda[:N]"
 
 
+def check_device(name: str | None) -> str:
+    """`name` (auto|cpu|cuda[:N]; None = auto) normalised, or ValueError saying what to pass, without
+    importing torch: imp-viewer checks --device before its generation worker starts, and the worker
+    resolves "auto" (torch's import takes 1.5-1.8 s of the first frame here)."""
+    name = (name or "auto").strip().lower()
+    kind, sep, index = name.partition(":")
+    if name not in ("auto", "cpu") and (kind != "cuda" or (sep and not index.isdigit())):
+        raise ValueError(f"--device {name!r}: expected {DEVICE_CHOICES}")
+    return name
+
+
 def resolve_device(name: str | None) -> str:
     """The torch device for `name` (auto|cpu|cuda[:N]; None = auto): auto is cuda when a GPU is
     available, else cpu. ValueError saying what to pass when the name is unknown or the GPU missing."""
-    import torch  # here, not at import: argparse setup (add_device_argument) stays light
-
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    name = check_device(name)
     if name == "cpu":
         return name
-    kind, _, index = name.partition(":")
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise ValueError(f"--device {name!r}: expected {DEVICE_CHOICES}")
+    import torch  # here, not at import: argparse setup (add_device_argument) stays light
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    _, _, index = name.partition(":")
     if not torch.cuda.is_available():
         raise ValueError(f"--device {name} but CUDA is not available (this torch build or machine has no GPU); "
                          "use --device cpu or auto")

@@ -14,6 +14,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def portrait_cache(tmp_path_factory) -> Path:
+    """Prepared portraits (model/data/portrait_cache.py) of this run go to a folder of their own,
+    shared by its tests and the processes they start, never the user's cache."""
+    folder = tmp_path_factory.mktemp("portrait-cache")
+    os.environ["IMP_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data beside the checkout; tests using it skip on a clone without it."""

@@ -31,3 +31,20 @@ def test_bench_viewer_json(xvfb_display, tiny_checkpoint):
     assert result["device"] == "cpu"
     assert ms["passes"] > 0 and ms["network_ms"] > 0 and ms["conditions_ms"] > 0 and ms["decode_ms"] > 0 and ms["upload_ms"] > 0
     assert ms["conditions_ms"] + ms["network_ms"] + ms["decode_ms"] <= 1.1 * 1000.0 / result["generated_fps"]
+
+
+def test_first_frame_counts_from_the_process_start_and_the_bench_parser_is_light():
+    """first_frame_s counts from the start of the process (the interpreter's and `imp`'s own
+    start-up included): seconds_since_process_start in a fresh interpreter that slept 0.5 s. And
+    `imp bench`'s parser imports no torch, which would otherwise sit in front of the worker."""
+    code = ("import sys, time; time.sleep(0.5)\n"
+            "from bench.viewer import seconds_since_process_start\n"
+            "age = seconds_since_process_start()\n"
+            "from app.cli.imp import build_parser\n"
+            "build_parser(only='bench').parse_args(['bench', 'viewer'])\n"
+            "print(age, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    age, torch_loaded = out.stdout.split()
+    assert 0.5 <= float(age) < 10.0
+    assert torch_loaded == "False"

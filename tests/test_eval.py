@@ -91,9 +91,9 @@ def test_eval_cli_with_a_checkpoint(data, tmp_path, tmp_path_factory, capsys):
 
 
 def test_eval_without_weights_says_so(data, capsys, monkeypatch):
-    import model.net.variant
+    import model.net.checkpoint
 
-    monkeypatch.setattr(model.net.variant, "DEMO_CHECKPOINT", "no-such-demo-model.safetensors")
+    monkeypatch.setattr(model.net.checkpoint, "DEMO_CHECKPOINT", "no-such-demo-model.safetensors")
     assert cli.main(["eval", "--data", str(data)]) == 2
     assert "no trained weights are available" in capsys.readouterr().err
 

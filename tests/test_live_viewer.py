@@ -125,11 +125,11 @@ def test_worker_error_reaches_the_panel_and_the_window_stays_usable(xvfb_display
 
 
 def test_default_launch_without_model_shows_a_head_and_falls_back_from_xr(xvfb_display, tmp_path, monkeypatch, capsys):
-    import model.net.variant
+    import model.net.checkpoint
     from app.cli.viewer import main
     from model.tracking.facemesh import FaceMeshRunner
 
-    monkeypatch.setattr(model.net.variant, "DEMO_CHECKPOINT", "no-such-demo-model.safetensors")
+    monkeypatch.setattr(model.net.checkpoint, "DEMO_CHECKPOINT", "no-such-demo-model.safetensors")
     shot = tmp_path / "shot.png"
     assert main(["--display", "xr", "--frames", "3", "--no-vsync", "--size", "900x520", "--screenshot", str(shot)]) == 0
     out = capsys.readouterr().out
@@ -190,6 +190,27 @@ def test_a_window_that_cannot_open_leaves_no_worker_behind(xvfb_display, tiny_ch
     live = sessions[-1]
     assert live.started and not live.worker.alive
     assert not live.worker._process.is_alive()  # the spawned process itself is gone
+
+
+def test_imp_viewer_starts_its_worker_before_importing_torch(tmp_path):
+    """The first frame waits for the worker's torch import (1.5-1.8 s here); if imp-viewer imported
+    torch itself before starting the worker, the two imports would run one after the other. In a
+    fresh interpreter, `main()` with its defaults reaches the worker's start with torch unloaded
+    (the start is stopped there: no window, no worker)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import app.live.session as session\n"
+            "def start(self):\n"
+            "    print('torch loaded at the start:', 'torch' in sys.modules, flush=True)\n"
+            "    raise SystemExit(3)\n"
+            "session.LiveSession.start = start\n"
+            "from app.cli.viewer import main\n"
+            "main([])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "torch loaded at the start: False", done.stdout
 
 
 XR_LOOP = r"""
@@ -286,7 +307,7 @@ def test_default_demo_model_shows_a_generated_head(xvfb_display, astronaut_path)
     the `eval` extra is installed)."""
     import mediapipe as mp
 
-    from model.net.variant import demo_checkpoint
+    from model.net.checkpoint import demo_checkpoint
 
     job = GenerationJob(demo_checkpoint(), astronaut_path, lambda p: default_driving(p.track, max_frames=8),
                         seed=0, threads=1)

@@ -7,13 +7,23 @@ import torch
 
 from app.cli.imp import build_parser
 from app.cli.viewer import build_parser as viewer_parser
-from model.runtime import resolve_device, torch_threads
+from model.runtime import check_device, resolve_device, torch_threads
 
 
 def test_auto_is_the_gpu_when_there_is_one_else_the_cpu() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device(None) == resolve_device("auto") == resolve_device(" AUTO ") == expected
     assert resolve_device("cpu") == "cpu"
+
+
+def test_device_names_are_checked_without_resolving_auto() -> None:
+    """check_device (imp-viewer's, before its worker imports torch) keeps "auto" and rejects what
+    resolve_device rejects by spelling."""
+    assert check_device(None) == check_device(" AUTO ") == "auto"
+    assert check_device("CPU") == "cpu" and check_device("cuda:1") == "cuda:1" and check_device("cuda") == "cuda"
+    for bad in ("gpu", "cuda:x", "cuda:", "cpu:0"):
+        with pytest.raises(ValueError, match=r"expected auto\|cpu\|cuda\[:N\]"):
+            check_device(bad)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this checks the messages of a machine without a GPU")

@@ -85,9 +85,9 @@ def _run(args: argparse.Namespace) -> int:
     from model.evaluation.generators import model_generator, warp_generator
     from model.evaluation.reenactment import EvalSettings, evaluate
     from model.evaluation.table import format_cross_table, format_differences, format_table
-    from model.net.checkpoint import CheckpointError
+    from model.net.checkpoint import CheckpointError, demo_checkpoint
     from model.net.precision import for_inference
-    from model.net.variant import demo_checkpoint, load_trained
+    from model.net.variant import load_trained
     from model.runtime import resolve_device
 
     try:

@@ -4,7 +4,7 @@ clip with the diffusion model (model/diffusion/pipeline.py) and streamed to disk
 file appears under its name only when complete). `imp render CLIP` and `imp-viewer --clip CLIP`
 play the result.
 
-Without --checkpoint the shipped demo model (model.net.variant.demo_checkpoint) is used when the
+Without --checkpoint the shipped demo model (model.net.checkpoint.demo_checkpoint) is used when the
 installation has one."""
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if not args.fps > 0:
         return _fail(f"--fps must be positive, got {args.fps}")
-    from model.net.variant import resolve_checkpoint
+    from model.net.checkpoint import resolve_checkpoint
 
     try:
         ckpt = resolve_checkpoint(args.checkpoint)
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from model.net.checkpoint import CheckpointError
     from model.formats.clip import ClipWriter
     from model.data.driving import VideoDriving, default_driving
+    from model.data.portrait_cache import default_cache_dir
     from model.diffusion.pipeline import Generator
     from model.tracking.track import TrackingError
     from model.formats.video import VideoError
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps > cfg.diffusion.train_timesteps:
         return _fail(f"--steps must be at most the model's {cfg.diffusion.train_timesteps} training timesteps, got {args.steps}")
     try:
-        portrait = generator.prepare(args.portrait)
+        portrait = generator.prepare(args.portrait, default_cache_dir())
     except (ValueError, TrackingError) as exc:
         return _fail(f"portrait: {exc}")
     try:

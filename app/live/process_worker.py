@@ -130,7 +130,7 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
         out.put(("status", {"phase": "loading model"}))
         generator = Generator.from_checkpoint(job.checkpoint, resolve_device(job.device))
         out.put(("status", {"phase": "preparing portrait"}))
-        portrait = generator.prepare(job.portrait)
+        portrait = generator.prepare(job.portrait, job.cache_dir)
         out.put(("status", {"phase": "tracking driving"}))
         driving = job.driving(portrait)
         captured = getattr(driving, "capture_times", None)

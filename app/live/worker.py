@@ -67,6 +67,7 @@ class GenerationJob:
     max_frames: int | None = None
     device: str = "auto"  # auto|cpu|cuda[:N] (model.runtime.resolve_device): the GPU when there is one
     threads: int | None = None  # torch CPU threads (process-wide); None: torch's choice
+    cache_dir: Path | None = None  # prepared portraits are kept here (model/data/portrait_cache.py); None: not kept
 
 
 def _lower_priority() -> None:
@@ -148,7 +149,7 @@ class GenerationWorker:
         self._generator = generator
         self._check()
         self._set(phase="preparing portrait")
-        portrait = generator.prepare(job.portrait)
+        portrait = generator.prepare(job.portrait, job.cache_dir)
         self._check()
         self._set(phase="tracking driving")
         self.driving = job.driving(portrait)

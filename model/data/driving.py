@@ -229,10 +229,10 @@ class FaceRegions:
 def _contours() -> dict[str, tuple[frozenset, tuple[int, int]]]:
     """MediaPipe's lip contours split into their outer and inner loops, and the two eye contours,
     each with its two corners."""
-    from mediapipe.python.solutions import face_mesh_connections as fmc
+    from model.tracking.facemesh import (LEFT_EYE_CORNERS, MOUTH_CORNERS, MOUTH_INNER_CORNERS, RIGHT_EYE_CORNERS,
+                                         mesh_connections)
 
-    from model.tracking.facemesh import LEFT_EYE_CORNERS, MOUTH_CORNERS, MOUTH_INNER_CORNERS, RIGHT_EYE_CORNERS
-
+    fmc = mesh_connections()
     lips = frozenset(fmc.FACEMESH_LIPS)
     adj: dict[int, set[int]] = {}
     for i, j in lips:

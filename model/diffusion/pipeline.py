@@ -131,27 +131,48 @@ def read_portrait_image(image: str | Path | np.ndarray) -> np.ndarray:
         raise ValueError(str(exc)) from None
 
 
-def prepare_portrait(image: str | Path | np.ndarray, cfg: ModelConfig) -> Portrait:
+def prepare_portrait(image: str | Path | np.ndarray, cfg: ModelConfig, cache_dir: Path | None = None) -> Portrait:
     """Track, crop, matte and inpaint a portrait (path or RGB uint8 array) for the model `cfg`.
-    Raises model.tracking.TrackingError when it has no face, ValueError when it is no image."""
-    from model.data import matting
+    With `cache_dir` (model/data/portrait_cache.py) the tracking, matte and background of an image
+    prepared before are read from there (and new ones kept). Raises model.tracking.TrackingError
+    when it has no face, ValueError when it is no image."""
     from model.data.pairs import mesh_code
+    from model.data.portrait_cache import load_prepared, portrait_key, save_prepared
     from model.tracking.crop import crop_affine, crop_image, valid_mask
-    from model.tracking import track_image
 
     rgb = read_portrait_image(image)
-    track = track_image(rgb)
     res = cfg.res
+    key = portrait_key(rgb, res) if cache_dir is not None else None
+    prepared = load_prepared(cache_dir, key, res) if key is not None else None
+    if prepared is None:
+        prepared = _prepare_crop(rgb, res)
+        if key is not None:
+            save_prepared(cache_dir, key, prepared)
+    track = prepared.track
     A = crop_affine(track.K, res)
-    crop = crop_image(rgb, A, res)  # black outside the source image ...
     valid = valid_mask(A, track.image_size, res)
-    matte = np.clip(crop_image(matting.matte_image(rgb), A, res), 0.0, 1.0).astype(np.float32)
-    background = matting.inpaint(crop, matting.person_mask(matte) | ~valid)
-    crop = np.where(valid[..., None], crop, background)  # ... filled with the background, as training frames are
+    # black outside the source image, there filled with the background, as training frames are
+    crop = np.where(valid[..., None], crop_image(rgb, A, res), prepared.background)
     code = mesh_code(track.template)
     coords, _, _ = mesh_inputs(track.vertices_head(0)[None], track.T_cam_from_head[:1], code, cfg)
     reference = torch.cat([image_to_model(crop), coords[0]], 0)
-    return Portrait(track, crop, matte, background, camera.crop_intrinsics(res).numpy(), code, reference, valid)
+    return Portrait(track, crop, prepared.matte, prepared.background, camera.crop_intrinsics(res).numpy(), code, reference,
+                    valid)
+
+
+def _prepare_crop(rgb: np.ndarray, res: int):
+    """The slow part of `prepare_portrait` (MediaPipe): model.data.portrait_cache.PreparedCrop."""
+    from model.data import matting
+    from model.data.portrait_cache import PreparedCrop
+    from model.tracking import track_image
+    from model.tracking.crop import crop_affine, crop_image, valid_mask
+
+    track = track_image(rgb)
+    A = crop_affine(track.K, res)
+    valid = valid_mask(A, track.image_size, res)
+    matte = np.clip(crop_image(matting.matte_image(rgb), A, res), 0.0, 1.0).astype(np.float32)
+    background = matting.inpaint(crop_image(rgb, A, res), matting.person_mask(matte) | ~valid)
+    return PreparedCrop(track, matte, background)
 
 
 # -------------------------------------------------------------------------------------- generator
@@ -207,9 +228,10 @@ class Generator:
         model, _ = load_trained(path, device=device)
         return cls(model, device, half)
 
-    def prepare(self, portrait_image: str | Path | np.ndarray) -> Portrait:
-        """Track, crop, matte and inpaint the portrait; later clips are generated of it."""
-        self.portrait = prepare_portrait(portrait_image, self.cfg)
+    def prepare(self, portrait_image: str | Path | np.ndarray, cache_dir: Path | None = None) -> Portrait:
+        """Track, crop, matte and inpaint the portrait (kept in / read from `cache_dir` when given,
+        model/data/portrait_cache.py); later clips are generated of it."""
+        self.portrait = prepare_portrait(portrait_image, self.cfg, cache_dir)
         return self.portrait
 
     def _require_portrait(self) -> Portrait:

@@ -1,6 +1,10 @@
 """Model checkpoints: safetensors files holding the weights, with the model config (JSON) and the
 training state (step, stage, ... as JSON) in the header metadata. Nothing is ever unpickled.
 
+Importing this module does not import torch (only loading weights does): the viewer reads a
+checkpoint's config before it starts the generation worker, and torch's import (1.5-1.8 s here)
+belongs in the worker, not in front of it.
+
 Extra tensors (e.g. an optimiser's moments, flattened by the caller) may ride along under the
 `extra/` prefix.
 """
@@ -9,17 +13,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from model.atomic_write import publish
 from model.net.config import ModelConfig, config_differences, get_config
 
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
 FORMAT = "im-portrait-checkpoint"
 VERSION = "1"
 EXTRA_PREFIX = "extra/"
+DEMO_CHECKPOINT = "demo.safetensors"  # in assets/: the shipped demo model (assets/MODEL_CARD.md)
 
 
 class CheckpointError(RuntimeError):
@@ -63,7 +69,7 @@ def _read_header(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:  # the header only: no torch needed
             meta = f.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types for non-safetensors files
         raise CheckpointError(f"{path}: not a safetensors file ({exc}); im-portrait checkpoints are .safetensors "
@@ -112,6 +118,29 @@ def load_model(path: str | Path, expected: ModelConfig | str | None = None, devi
     return model.to(device).eval(), ckpt
 
 
+def demo_checkpoint() -> Path:
+    """assets/demo.safetensors, or FileNotFoundError saying that no trained weights ship and what to do."""
+    from model.resources import resource_dir
+
+    path = resource_dir("assets") / DEMO_CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no trained weights are available: this installation ships no demo model ({path}). Train one "
+            "(`imp prepare VIDEOS -o DATASET`, then `imp train`, see docs/training.md) and pass it with "
+            "--checkpoint RUN/alternating/latest.safetensors")
+    return path
+
+
+def resolve_checkpoint(path: str | Path | None) -> Path:
+    """`path` if given (it must exist), else the shipped demo model; FileNotFoundError saying what to do."""
+    if path is None:
+        return demo_checkpoint()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    return path
+
+
 SAMPLING_FIELDS = ("sample_steps", "eta", "portrait_guidance", "first_frame_guidance")  # inference choices, not weights
 
 
@@ -126,8 +155,11 @@ def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None
     `gate_shift` (identity_warp configs) is added to the DetailHead's gate logits: how readily the
     shipped model paints over the portrait's pixels instead of copying them, a calibration chosen
     by looking at generated frames (recorded in state["export_gate_shift"])."""
-    ckpt = load_checkpoint(src)
+    import torch
+
     from model.net.unet import MPIUNet
+
+    ckpt = load_checkpoint(src)
 
     config = ckpt.config
     if sampling:

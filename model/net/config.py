@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.geometry.portrait_warp import IDENTITY_CHANNELS
 
 GUIDANCE_CHANNELS = 2  # a student's guidance inputs per frame: portrait scale, first-frame scale
 
@@ -94,6 +93,8 @@ class ModelConfig:
     @property
     def identity_channels(self) -> int:
         """Channels of the identity condition per frame (0 when the switch is off)."""
+        from model.geometry.portrait_warp import IDENTITY_CHANNELS  # here: reading a config needs no torch
+
         return IDENTITY_CHANNELS if self.identity_warp else 0
 
     @property

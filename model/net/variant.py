@@ -27,7 +27,6 @@ from torch import Tensor, nn
 from model.net.unet import MPIPrediction, MPIUNet
 
 ALPHA_SOURCES = ("network", "mesh")
-DEMO_CHECKPOINT = "demo.safetensors"  # in assets/: the shipped demo model (assets/MODEL_CARD.md)
 
 
 @dataclass(frozen=True)
@@ -89,33 +88,10 @@ def variant_of_state(state: dict[str, Any]) -> Variant:
     return Variant.from_dict(state.get("variant"))
 
 
-def demo_checkpoint() -> Path:
-    """assets/demo.safetensors, or FileNotFoundError saying that no trained weights ship and what to do."""
-    from model.resources import resource_dir
-
-    path = resource_dir("assets") / DEMO_CHECKPOINT
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no trained weights are available: this installation ships no demo model ({path}). Train one "
-            "(`imp prepare VIDEOS -o DATASET`, then `imp train`, see docs/training.md) and pass it with "
-            "--checkpoint RUN/alternating/latest.safetensors")
-    return path
-
-
-def resolve_checkpoint(path: str | Path | None) -> Path:
-    """`path` if given (it must exist), else the shipped demo model; FileNotFoundError saying what to do."""
-    if path is None:
-        return demo_checkpoint()
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    return path
-
-
 def load_trained(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[VariantModel, dict[str, Any]]:
     """(VariantModel in eval mode, checkpoint training state) for a checkpoint written by
     `imp train` (default: the demo model)."""
-    from model.net.checkpoint import load_model
+    from model.net.checkpoint import demo_checkpoint, load_model
 
     net, ckpt = load_model(path if path is not None else demo_checkpoint(), device=device)
     return VariantModel(net, variant_of_state(ckpt.state)).to(device).eval(), ckpt.state

@@ -37,10 +37,31 @@ STABLE_POINTS = np.array(
 _FLIP_WINDING = True
 
 
-def _tessellation_edges() -> set[tuple[int, int]]:
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+@functools.cache
+def mesh_connections():
+    """MediaPipe's `face_mesh_connections` module (FACEMESH_TESSELATION, FACEMESH_LIPS, ...) read
+    from the installed wheel without importing the mediapipe package: that import takes ~1 s
+    (TensorFlow Lite, protobuf, OpenCV) and generating from a prepared portrait needs only these
+    constants (imp-viewer's first frame)."""
+    import importlib.util
+    from pathlib import Path
 
-    return {tuple(sorted(e)) for e in FACEMESH_TESSELATION}
+    spec = importlib.util.find_spec("mediapipe")  # finds the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("mediapipe is not installed: `pip install mediapipe==0.10.21` (see README)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "python" / "solutions" / "face_mesh_connections.py"
+    if not path.is_file():  # another layout: the ordinary import
+        from mediapipe.python.solutions import face_mesh_connections
+
+        return face_mesh_connections
+    module_spec = importlib.util.spec_from_file_location("_im_portrait_face_mesh_connections", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def _tessellation_edges() -> set[tuple[int, int]]:
+    return {tuple(sorted(e)) for e in mesh_connections().FACEMESH_TESSELATION}
 
 
 def _boundary_loop(boundary: set[tuple[int, int]], start: int) -> list[int]:
@@ -157,10 +178,8 @@ def face_topology():
 
 @functools.cache
 def _inner_mouth_loop() -> frozenset[int]:
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
-
     # the inner lip contour: the lip loop through the inner mouth corners
-    lips = {tuple(sorted(e)) for e in FACEMESH_LIPS}
+    lips = {tuple(sorted(e)) for e in mesh_connections().FACEMESH_LIPS}
     loop = _boundary_loop(lips, MOUTH_INNER_CORNERS[0])
     inner = set(loop)
     if MOUTH_INNER_CORNERS[1] not in inner or MOUTH_CORNERS[0] in inner:

@@ -57,8 +57,24 @@ class Track:
         return resized_crop_K(self.K, self.crop, res)
 
     def save(self, path: str | Path) -> None:
-        arrays = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self)}
-        np.savez_compressed(Path(path), format=np.array(FORMAT), **arrays)
+        np.savez_compressed(Path(path), **self.to_arrays())
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fields as arrays, with the format tag: what `save` writes, for other .npz files too."""
+        return {"format": np.array(FORMAT), **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)}}
+
+    @classmethod
+    def from_arrays(cls, stored: dict[str, np.ndarray], source: str | Path) -> "Track":
+        """The Track of `to_arrays()`'s dict; TrackingError naming `source` when it is not one."""
+        if str(stored.get("format", "")) != FORMAT:
+            raise TrackingError(f"{source}: not an im-portrait track (expected format '{FORMAT}'); make one with `imp track`")
+        missing = [f.name for f in fields(cls) if f.name not in stored]
+        if missing:
+            raise TrackingError(f"{source}: track file lacks {missing}; re-run `imp track`")
+        values = {f.name: stored[f.name] for f in fields(cls)}
+        values["fps"] = float(values["fps"])
+        values["image_size"] = tuple(int(v) for v in values["image_size"])
+        return cls(**values)
 
     @classmethod
     def load(cls, path: str | Path) -> "Track":
@@ -70,15 +86,7 @@ class Track:
                 stored = {k: data[k] for k in data.files}
         except Exception as exc:  # zipfile / pickle / value errors: all mean "not a track"
             raise TrackingError(f"{path}: not a track file ({exc}); make one with `imp track`") from exc
-        if str(stored.get("format", "")) != FORMAT:
-            raise TrackingError(f"{path}: not an im-portrait track (expected format '{FORMAT}'); make one with `imp track`")
-        missing = [f.name for f in fields(cls) if f.name not in stored]
-        if missing:
-            raise TrackingError(f"{path}: track file lacks {missing}; re-run `imp track`")
-        values = {f.name: stored[f.name] for f in fields(cls)}
-        values["fps"] = float(values["fps"])
-        values["image_size"] = tuple(int(v) for v in values["image_size"])
-        return cls(**values)
+        return cls.from_arrays(stored, path)
 
 
 def build_track(points: np.ndarray, found: np.ndarray, fps: float, image_size: tuple[int, int]) -> Track:
