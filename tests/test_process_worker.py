@@ -36,6 +36,7 @@ def test_process_worker_delivers_the_thread_workers_frames(tiny_checkpoint, astr
         results[name] = _drain(buffer, worker, timeout=120)
         assert worker.stop(timeout=10) and worker.status.phase == "finished", worker.status
         assert worker.fps == 25.0 and worker.status.frames_generated == 10
+        assert worker.status.device == "cpu"  # the job's "auto", resolved by the worker on this GPU-less machine
     assert len(results["process"]) == len(results["thread"]) == 10
     for a, b in zip(results["process"], results["thread"]):
         for name in ("frontal", "residual", "alpha", "background"):

@@ -260,8 +260,8 @@ def _live_session(args, checkpoint: Path):
     job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=driving, seed=args.seed, steps=args.steps,
                         max_frames=args.max_frames, device=device, threads=args.threads, cache_dir=default_cache_dir())
     live = LiveSession(job, capacity=args.buffer, save=args.save, process=args.worker == "process")
-    where = "the GPU if there is one" if device == "auto" else device
-    return live, f"{Path(portrait).name} driven by {label} ({checkpoint.name} on {where})", sliders
+    where = "" if device == "auto" else f" on {device}"  # auto: the worker's status line says which it chose
+    return live, f"{Path(portrait).name} driven by {label} ({checkpoint.name}{where})", sliders
 
 
 def _choose_checkpoint(args) -> Path | None:

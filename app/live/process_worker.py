@@ -127,8 +127,9 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
         single_threaded_blas()
         if job.threads:
             torch.set_num_threads(job.threads)
-        out.put(("status", {"phase": "loading model"}))
-        generator = Generator.from_checkpoint(job.checkpoint, resolve_device(job.device))
+        device = resolve_device(job.device)
+        out.put(("status", {"phase": "loading model", "device": device}))
+        generator = Generator.from_checkpoint(job.checkpoint, device)
         out.put(("status", {"phase": "preparing portrait"}))
         portrait = generator.prepare(job.portrait, job.cache_dir)
         out.put(("status", {"phase": "tracking driving"}))

@@ -44,11 +44,13 @@ class WorkerStatus:
     first_frame_time: float | None = None  # time.perf_counter() when the first frame entered the buffer
     generating_since: float | None = None  # time.perf_counter() when sampling began (model and inputs ready)
     error: str | None = None
+    device: str | None = None  # the torch device the worker resolved (--device auto: cuda or cpu)
 
     @property
     def text(self) -> str:
         if self.phase == "generating" and self.steps:
-            return f"generating clip {self.clip + 1}: step {self.step}/{self.steps}"
+            on = f" on {self.device}" if self.device else ""
+            return f"generating clip {self.clip + 1}{on}: step {self.step}/{self.steps}"
         if self.phase == "failed":
             return f"generation failed: {self.error}"
         return self.phase
@@ -144,8 +146,9 @@ class GenerationWorker:
             import torch
 
             torch.set_num_threads(job.threads)
-        self._set(phase="loading model")
-        generator = Generator.from_checkpoint(job.checkpoint, resolve_device(job.device))
+        device = resolve_device(job.device)
+        self._set(phase="loading model", device=device)
+        generator = Generator.from_checkpoint(job.checkpoint, device)
         self._generator = generator
         self._check()
         self._set(phase="preparing portrait")
