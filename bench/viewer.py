@@ -149,8 +149,10 @@ def _phase(a: dict, b: dict, period_s: float) -> dict:
 
 
 def measure_xr(checkpoint: Path, portrait: Path, seconds: float, steps: int | None, threads: int | None,
-               timeout: float, graphics: str = "auto", device: str = "cpu", worker: str = "process") -> dict:
-    """The headset loop of imp-viewer (app/xr/view.py) with live generation, in two phases."""
+               timeout: float, graphics: str = "auto", device: str = "cpu", worker: str = "process",
+               startup: float = 0.0) -> dict:
+    """The headset loop of imp-viewer (app/xr/view.py) with live generation, in two phases;
+    `startup` as in `measure`."""
     from app.cli.viewer import sliders_driving
     from app.live.session import LiveSession
     from app.live.worker import GenerationJob
@@ -158,7 +160,7 @@ def measure_xr(checkpoint: Path, portrait: Path, seconds: float, steps: int | No
     from app.viewer.viewer import Viewer
     from app.xr.view import run_xr
 
-    launched = time.perf_counter()
+    launched = time.perf_counter() - startup
     job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=sliders_driving, steps=steps, device=device, threads=threads,
                         cache_dir=default_cache_dir())
     live = LiveSession(job, process=worker == "process")
@@ -219,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     portrait = args.portrait or asset_path("astronaut.png")
     if args.display == "xr":
-        return _run_xr(args, checkpoint, portrait)
+        return _run_xr(args, checkpoint, portrait, startup)
     size = (2 * args.eye + 64, args.eye + 64)
     go = lambda: measure(checkpoint, portrait, args.eye, args.seconds, args.steps, args.threads, args.timeout, device=args.device,
                          worker=args.worker, startup=startup)
@@ -246,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_xr(args: argparse.Namespace, checkpoint: Path, portrait: Path) -> int:
+def _run_xr(args: argparse.Namespace, checkpoint: Path, portrait: Path, startup: float) -> int:
     from app.cli.viewer import virtual_display
     from app.xr.session import XRUnavailable, probe_runtime
 
@@ -258,11 +260,11 @@ def _run_xr(args: argparse.Namespace, checkpoint: Path, portrait: Path) -> int:
     try:
         if os.environ.get("DISPLAY"):
             result = measure_xr(checkpoint, portrait, args.seconds, args.steps, args.threads, args.timeout, device=args.device,
-                                worker=args.worker)
+                                worker=args.worker, startup=startup)
         else:
             with virtual_display((1280, 720)):
                 result = measure_xr(checkpoint, portrait, args.seconds, args.steps, args.threads, args.timeout, device=args.device,
-                                    worker=args.worker)
+                                    worker=args.worker, startup=startup)
     except (RuntimeError, XRUnavailable) as exc:
         print(f"imp bench viewer: {exc}")
         return 1

@@ -48,3 +48,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   pip_install -e ".[dev]"
   echo "$want" > "$stamp"
 fi
+
+# Byte-compile the project's own modules (an editable install leaves them as source, and with
+# PYTHONDONTWRITEBYTECODE set, as on some machines, every launch compiles them again): ~0.1 s less
+# in front of imp-viewer's first frame. Incremental: only changed files are compiled.
+.venv/bin/python -m compileall -q model app bench >/dev/null

@@ -57,6 +57,24 @@ def test_non_checkpoint_files_are_clear_errors(tmp_path) -> None:
         load_checkpoint(tmp_path / "missing.safetensors")
 
 
+def test_the_header_is_read_as_the_safetensors_library_reads_it(saved, tmp_path) -> None:
+    """read_config parses the header by hand (no NumPy / torch import in front of imp-viewer's
+    worker): the same metadata as the library's, and a torn file is a clear error."""
+    from safetensors import safe_open
+
+    from model.net.checkpoint import _safetensors_metadata
+
+    path, _ = saved
+    with safe_open(str(path), framework="pt") as f:
+        assert _safetensors_metadata(path) == f.metadata()
+    data = path.read_bytes()
+    for name, cut in (("short", data[:6]), ("torn", data[:200]), ("huge", (10**12).to_bytes(8, "little") + data[8:])):
+        bad = tmp_path / f"{name}.safetensors"
+        bad.write_bytes(cut)
+        with pytest.raises(CheckpointError, match="not a safetensors file"):
+            read_config(bad)
+
+
 def test_export_weights_drops_optimiser_tensors_keeps_state(tmp_path):
     import torch
 

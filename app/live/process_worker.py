@@ -26,9 +26,8 @@ import queue
 import threading
 import time
 import traceback
+import math
 from dataclasses import replace
-
-import numpy as np
 
 from app.live.ring_buffer import RingBuffer
 from app.live.worker import PUT_POLL, GenerationJob, WorkerStatus
@@ -81,7 +80,7 @@ def _layout(res: int, planes: int) -> list[tuple[str, tuple[int, ...], int]]:
     for name, shape in (("frontal", (3, res, res)), ("residual", (3, res, res)), ("alpha", (planes, res, res)),
                         ("background", (3, res, res))):
         out.append((name, shape, offset))
-        offset += int(np.prod(shape))
+        offset += math.prod(shape)
     out.append(("", (), offset))
     return out
 
@@ -100,6 +99,8 @@ def _apply_controls(control, driving) -> None:
 def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, control, stop) -> None:
     """The worker process: sample clips into the shared slots, report over `out`."""
     from multiprocessing import shared_memory
+
+    import numpy as np
 
     try:  # lower than the render loop, for every thread torch starts from here on
         os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + PROCESS_NICE))
@@ -226,6 +227,8 @@ class ProcessGenerationWorker:
         self.status = replace(self.status, **changes)
 
     def _frame(self, slot: int, K, T, near: float, far: float, captured: float | None, dropped: int):
+        import numpy as np
+
         from model.formats.clip import MPIFrame
 
         base = slot * self._layout[-1][2]

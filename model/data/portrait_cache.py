@@ -20,11 +20,14 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from model.atomic_write import publish
-from model.tracking.track import Track
+
+if TYPE_CHECKING:  # at run time imported where used: imp-viewer asks for default_cache_dir before its
+    import numpy as np  # worker starts, and NumPy's import (0.1 s) would only delay that start
+
+    from model.tracking.track import Track
 
 FORMAT = "im-portrait-prepared-portrait-1"
 
@@ -57,6 +60,8 @@ def _tracker_version() -> str:
 
 def portrait_key(rgb: np.ndarray, res: int) -> str:
     """Hex key of an RGB uint8 (H, W, 3) portrait prepared at crop resolution `res`."""
+    import numpy as np
+
     h = hashlib.sha256()
     h.update(f"{FORMAT}|{_tracker_version()}|{res}|{rgb.shape}|{rgb.dtype}|".encode())
     h.update(np.ascontiguousarray(rgb).tobytes())
@@ -69,6 +74,10 @@ def _entry(cache_dir: Path, key: str) -> Path:
 
 def load_prepared(cache_dir: Path, key: str, res: int) -> PreparedCrop | None:
     """The entry `key`, or None when there is none or it cannot be used (it will be prepared again)."""
+    import numpy as np
+
+    from model.tracking.track import Track
+
     path = _entry(cache_dir, key)
     if not path.is_file():
         return None
@@ -90,6 +99,8 @@ def load_prepared(cache_dir: Path, key: str, res: int) -> PreparedCrop | None:
 def save_prepared(cache_dir: Path, key: str, prepared: PreparedCrop) -> Path | None:
     """Write the entry `key` atomically; a cache that cannot be written (read-only home, full disk)
     costs the next launch its time, not this one its result: a warning and None."""
+    import numpy as np
+
     path = _entry(cache_dir, key)
     arrays = {"cache_format": np.array(FORMAT), "matte": prepared.matte, "background": prepared.background}
     arrays.update({f"track/{k}": v for k, v in prepared.track.to_arrays().items()})

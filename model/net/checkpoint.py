@@ -63,15 +63,35 @@ def read_config(path: str | Path) -> ModelConfig:
     return _read_header(Path(path))[0]
 
 
-def _read_header(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
-    from safetensors import safe_open
+MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
 
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file's header, read by hand: an 8-byte little-endian
+    length, then that many bytes of JSON (the format's spec). The library would import NumPy or
+    torch for it, in front of imp-viewer's worker start."""
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if not 2 <= length <= MAX_HEADER_BYTES:
+            raise ValueError(f"header length {length} out of range")
+        raw = f.read(length)
+    if len(raw) != length:
+        raise ValueError("file ends inside the header")
+    header = json.loads(raw)
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("__metadata__ is not an object")
+    return meta
+
+
+def _read_header(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with safe_open(str(path), framework="numpy") as f:  # the header only: no torch needed
-            meta = f.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types for non-safetensors files
+        meta = _safetensors_metadata(path)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise CheckpointError(f"{path}: not a safetensors file ({exc}); im-portrait checkpoints are .safetensors "
                               "written by `imp train` / model.net.checkpoint.save_checkpoint") from exc
     if meta.get("format") != FORMAT:
@@ -160,7 +180,6 @@ def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None
     from model.net.unet import MPIUNet
 
     ckpt = load_checkpoint(src)
-
     config = ckpt.config
     if sampling:
         wrong = sorted(set(sampling) - set(SAMPLING_FIELDS))
