@@ -7,6 +7,9 @@ viewer, app/live/worker.py) in a desktop window side by side at
 - first_frame_s: seconds from launch (the start of this process: Python's own start and the imports
   of `imp` count, as they do for `imp-viewer`; the virtual display's start does not) to the first
   generated frame shown;
+- first_frame_parts: where those seconds go, in order: launch -> worker started, the worker's
+  start-up and imports (torch), model load, portrait preparation (cached: model/data/portrait_cache.py),
+  driving source, the first clip's sampling, and the frame's way to the screen;
 - stereo_fps: window frames drawn per second over --seconds after that, while the worker generates
   on the same cores (no vsync, no frame cap: the rate the loop sustains);
 - generated_fps: MPI frames the worker put into the buffer per second of sampling (from the start
@@ -106,6 +109,7 @@ def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: i
             if time.perf_counter() - launched > timeout:
                 raise RuntimeError(f"no generated frame within {timeout:g} s ({state.worker})")
         first_frame_s = live.first_shown_at - launched
+        first_parts = first_frame_parts(launched, live.worker.started_at, live.worker.status, live.first_shown_at)
         if viewer.eye_size() != (eye, eye):
             raise RuntimeError(f"the window gives {viewer.eye_size()} px per eye, not {eye}x{eye} (screen too small?)")
         stereo_fps = _drive(viewer, seconds)
@@ -115,8 +119,23 @@ def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: i
         live.close()
         idle_fps = _drive(viewer, min(seconds, 3.0))
     return {"stereo_fps": round(stereo_fps, 2), "generated_fps": round(generated_fps, 3),
-            "first_frame_s": round(first_frame_s, 2), "idle_stereo_fps": round(idle_fps, 2),
+            "first_frame_s": round(first_frame_s, 2), "first_frame_parts": first_parts, "idle_stereo_fps": round(idle_fps, 2),
             "frame_ms": frame_ms, "eye_px": eye, "seconds": seconds, "worker": worker}
+
+
+FIRST_FRAME_PARTS = (("worker_start_s", "launch", "starting"), ("imports_s", "starting", "loading model"),
+                     ("model_s", "loading model", "preparing portrait"), ("portrait_s", "preparing portrait", "tracking driving"),
+                     ("driving_s", "tracking driving", "generating"), ("first_clip_s", "generating", "in buffer"),
+                     ("to_screen_s", "in buffer", "shown"))
+
+
+def first_frame_parts(launched: float, started_at: float, status, shown_at: float) -> dict[str, float]:
+    """Seconds of each step from launch to the first frame shown (FIRST_FRAME_PARTS: name, from, to),
+    from the worker's phase log (app.live.worker.WorkerStatus.phases). They add up to first_frame_s."""
+    marks = {"launch": launched, "starting": started_at, **dict(status.phases), "in buffer": status.first_frame_time,
+             "shown": shown_at}
+    return {name: round(marks[b] - marks[a], 3) for name, a, b in FIRST_FRAME_PARTS
+            if marks.get(a) is not None and marks.get(b) is not None}
 
 
 def _frame_breakdown(times, viewer) -> dict[str, float]:
@@ -241,6 +260,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"stereo {args.eye}^2 per eye: {result['stereo_fps']:.1f} fps while generating "
               f"({result['idle_stereo_fps']:.1f} fps idle); generated {result['generated_fps']:.2f} MPI frames/s; "
               f"first frame after {result['first_frame_s']:.1f} s")
+        parts = result["first_frame_parts"]
+        print("first frame: " + ", ".join(f"{name[:-2].replace('_', ' ')} {parts[name]:.2f} s" for name, _, _ in FIRST_FRAME_PARTS
+                                          if name in parts))
         ms = result["frame_ms"]
         print(f"per generated frame: conditions {ms.get('conditions_ms', 0):.1f} ms, {ms.get('passes', 0):g} network passes "
               f"{ms.get('network_ms', 0):.1f} ms, decode to MPI frame {ms.get('decode_ms', 0):.1f} ms, "

@@ -24,6 +24,11 @@ def test_bench_viewer_json(xvfb_display, tiny_checkpoint):
     assert set(result) >= {"stereo_fps", "generated_fps", "first_frame_s"}
     assert result["eye_px"] == 128 and result["seconds"] == 3
     assert 0.0 < result["first_frame_s"] < 120.0
+    # where the first frame's seconds went: every step of the worker, adding up to the whole
+    parts = result["first_frame_parts"]
+    assert list(parts) == ["worker_start_s", "imports_s", "model_s", "portrait_s", "driving_s", "first_clip_s", "to_screen_s"]
+    assert all(v >= 0.0 for v in parts.values()) and parts["imports_s"] > 0.0 and parts["first_clip_s"] > 0.0
+    assert abs(sum(parts.values()) - result["first_frame_s"]) < 0.05
     assert result["stereo_fps"] > 1.0 and result["idle_stereo_fps"] > 1.0
     assert result["generated_fps"] > 0.0  # tiny model, one step: at least one clip within the 3 s window
     # where a generated frame's time goes: every part measured, and together no more than the worker's time per frame

@@ -37,6 +37,10 @@ def test_process_worker_delivers_the_thread_workers_frames(tiny_checkpoint, astr
         assert worker.stop(timeout=10) and worker.status.phase == "finished", worker.status
         assert worker.fps == 25.0 and worker.status.frames_generated == 10
         assert worker.status.device == "cpu"  # the job's "auto", resolved by the worker on this GPU-less machine
+        # the phase log (imp bench viewer's first-frame parts): every phase once, in order, in time order
+        names, times = zip(*worker.status.phases)
+        assert names == ("loading model", "preparing portrait", "tracking driving", "generating", "finished"), names
+        assert list(times) == sorted(times) and worker.started_at <= times[0]
     assert len(results["process"]) == len(results["thread"]) == 10
     for a, b in zip(results["process"], results["thread"]):
         for name in ("frontal", "residual", "alpha", "background"):

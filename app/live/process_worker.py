@@ -20,14 +20,13 @@ source before its next clip; a webcam's capture times come back with the frames.
 """
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import queue
 import threading
 import time
 import traceback
-import math
-from dataclasses import replace
 
 from app.live.ring_buffer import RingBuffer
 from app.live.worker import PUT_POLL, GenerationJob, WorkerStatus
@@ -129,16 +128,17 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
         if job.threads:
             torch.set_num_threads(job.threads)
         device = resolve_device(job.device)
-        out.put(("status", {"phase": "loading model", "device": device}))
+        out.put(("status", {"phase": "loading model", "device": device, "at": time.perf_counter()}))
         generator = Generator.from_checkpoint(job.checkpoint, device)
-        out.put(("status", {"phase": "preparing portrait"}))
+        out.put(("status", {"phase": "preparing portrait", "at": time.perf_counter()}))
         portrait = generator.prepare(job.portrait, job.cache_dir)
-        out.put(("status", {"phase": "tracking driving"}))
+        out.put(("status", {"phase": "tracking driving", "at": time.perf_counter()}))
         driving = job.driving(portrait)
         captured = getattr(driving, "capture_times", None)
         out.put(("driving", float(driving.fps), isinstance(driving, ParametricDriving), captured is not None))
         steps = job.steps or generator.cfg.diffusion.sample_steps
-        out.put(("status", {"phase": "generating", "steps": steps, "generating_since": time.perf_counter()}))
+        began = time.perf_counter()
+        out.put(("status", {"phase": "generating", "steps": steps, "generating_since": began, "at": began}))
 
         def progress(status) -> None:
             out.put(("status", {"clip": status.clip, "step": status.step, "steps": status.steps}))
@@ -224,7 +224,7 @@ class ProcessGenerationWorker:
         return self._receiver.is_alive()
 
     def _set(self, **changes) -> None:
-        self.status = replace(self.status, **changes)
+        self.status = self.status.updated(**changes)
 
     def _frame(self, slot: int, K, T, near: float, far: float, captured: float | None, dropped: int):
         import numpy as np

@@ -45,6 +45,15 @@ class WorkerStatus:
     generating_since: float | None = None  # time.perf_counter() when sampling began (model and inputs ready)
     error: str | None = None
     device: str | None = None  # the torch device the worker resolved (--device auto: cuda or cpu)
+    phases: tuple[tuple[str, float], ...] = ()  # (phase, time.perf_counter() it began), in order
+
+    def updated(self, at: float | None = None, **changes) -> "WorkerStatus":
+        """This status with `changes`; a new phase is logged in `phases` as begun `at` (default:
+        now; the worker process sends its own clock, the same monotonic clock on Linux)."""
+        phase = changes.get("phase")
+        if phase is not None and phase != self.phase:
+            changes["phases"] = self.phases + ((phase, time.perf_counter() if at is None else at),)
+        return replace(self, **changes)
 
     @property
     def text(self) -> str:
@@ -114,7 +123,7 @@ class GenerationWorker:
         return self._thread.is_alive()
 
     def _set(self, **changes) -> None:
-        self.status = replace(self.status, **changes)  # one reference swap: the UI reads a consistent status
+        self.status = self.status.updated(**changes)  # one reference swap: the UI reads a consistent status
 
     def _check(self) -> None:
         if self._stop.is_set():
