@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # at run time imported where used: imp-viewer asks for defaul
 
     from model.tracking.track import Track
 
+# Part of every key: raise the number whenever tracking (model/tracking), the matte or the
+# inpainting (model/data/matting.py) change what they make, or old entries would still be used.
 FORMAT = "im-portrait-prepared-portrait-1"
 
 
