@@ -8,7 +8,9 @@ dilated (to swallow the halo of soft edges) and the hole filled with OpenCV inpa
 video, each background pixel is the median of the frames where the person does not cover it, and
 only pixels that the person covers in every frame are inpainted.
 
-Images are RGB uint8 (H, W, 3); mattes float32 (H, W) in [0, 1].
+Images are RGB uint8 (H, W, 3); mattes float32 (H, W) in [0, 1]. Prepared portraits keep a
+portrait's matte and background on disk (model/data/portrait_cache.py): a change to what this
+module makes needs a new FORMAT number there.
 """
 from __future__ import annotations
 

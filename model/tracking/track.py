@@ -3,7 +3,8 @@
 Pipeline: MediaPipe landmarks per frame (facemesh.py) -> frames without a face interpolated and
 flagged -> zero-lag smoothing of the pseudo-3D points (smoothing.py) -> metric template, head frame
 and expressions (shape.py) -> one fixed crop and its camera (crop.py) -> metric head pose by PnP
-against the smoothed landmarks (pose.py)."""
+against the smoothed landmarks (pose.py). Prepared portraits keep their Track on disk
+(model/data/portrait_cache.py): a change to what this pipeline makes needs a new FORMAT number there."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
