@@ -69,6 +69,23 @@ def test_identity_camera_returns_composite():
     assert torch.allclose(r.mask, 1 - torch.prod(1 - alpha, 1, keepdim=True), atol=1e-5)
 
 
+def test_frontal_view_is_the_composite_of_the_layer_colours():
+    """render_in_mpi_camera sums over the alpha planes only; it must equal the definition, the
+    per-plane colours composited, in value and in gradient (training renders through it)."""
+    frontal, residual, alpha = (x.requires_grad_() for x in _random_mpi(B=3, D=12))
+    bg = torch.rand(3, 3, 24, 32, requires_grad=True)
+    for background in (bg, None):
+        fast = mpi.render_in_mpi_camera(frontal, residual, alpha, background)
+        slow, _, _ = mpi.composite(mpi.layer_colours(frontal, residual, alpha), alpha.unsqueeze(2), background)
+        torch.testing.assert_close(fast, slow, rtol=0, atol=1e-6)
+        weights = torch.rand_like(fast)
+        inputs = (frontal, residual, alpha) + ((bg,) if background is not None else ())
+        g_fast = torch.autograd.grad((fast * weights).sum(), inputs)
+        g_slow = torch.autograd.grad((slow * weights).sum(), inputs)
+        for a, b in zip(g_fast, g_slow):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
 def test_one_opaque_plane_composite_is_its_colour():
     frontal, residual, _ = _random_mpi(B=1, D=4)
     alpha = torch.zeros(1, 4, 24, 32)
