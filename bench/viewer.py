@@ -228,13 +228,11 @@ def run(args: argparse.Namespace) -> int:
     from app.cli.viewer import virtual_display
     from model.resources import asset_path
 
-    from model.runtime import check_device, resolve_device
+    from model.runtime import resolve_device, worker_device
 
     try:
         checkpoint = resolve_checkpoint(args.checkpoint)
-        args.device = check_device(args.device)
-        if args.device != "auto":  # "auto" is resolved by the worker, as in imp-viewer (torch's import)
-            args.device = resolve_device(args.device)
+        args.device = worker_device(args.device)  # as imp-viewer
     except (FileNotFoundError, ValueError) as exc:
         print(f"imp bench viewer: {exc}")
         return 2

@@ -19,6 +19,14 @@ def check_device(name: str | None) -> str:
     return name
 
 
+def worker_device(name: str | None) -> str:
+    """--device for a generation worker that resolves it itself: "auto" as it is (resolving it
+    imports torch, which belongs in the worker), anything else resolved now, so that a missing or
+    misspelt GPU is a clear error before the worker starts."""
+    name = check_device(name)
+    return name if name == "auto" else resolve_device(name)
+
+
 def resolve_device(name: str | None) -> str:
     """The torch device for `name` (auto|cpu|cuda[:N]; None = auto): auto is cuda when a GPU is
     available, else cpu. ValueError saying what to pass when the name is unknown or the GPU missing."""

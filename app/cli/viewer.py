@@ -37,7 +37,7 @@ import threading
 import time
 from pathlib import Path
 
-from model.runtime import add_device_argument, check_device, resolve_device
+from model.runtime import add_device_argument, worker_device
 
 HEADLESS_SCREENSHOT = Path(tempfile.gettempdir()) / "imp-viewer.png"
 HEADLESS_SAVE_EVERY = 2.0  # seconds between screenshots while running on a virtual display
@@ -249,11 +249,7 @@ def _live_session(args, checkpoint: Path):
     if not Path(portrait).is_file():
         raise SystemExit(f"imp-viewer: {portrait}: no such portrait image")
     try:
-        # "auto" is resolved by the worker: resolving it here would import torch before the worker
-        # starts (~1.6 s more to the first frame); a named GPU is checked now, for a clear error
-        device = check_device(args.device)
-        if device != "auto":
-            device = resolve_device(device)
+        device = worker_device(args.device)
     except ValueError as exc:
         raise SystemExit(f"imp-viewer: {exc}") from None
     driving, label, sliders = _driving_factory(args)

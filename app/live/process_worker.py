@@ -137,8 +137,7 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
         captured = getattr(driving, "capture_times", None)
         out.put(("driving", float(driving.fps), isinstance(driving, ParametricDriving), captured is not None))
         steps = job.steps or generator.cfg.diffusion.sample_steps
-        began = time.perf_counter()
-        out.put(("status", {"phase": "generating", "steps": steps, "generating_since": began, "at": began}))
+        out.put(("status", {"phase": "generating", "steps": steps, "at": time.perf_counter()}))
 
         def progress(status) -> None:
             out.put(("status", {"clip": status.clip, "step": status.step, "steps": status.steps}))

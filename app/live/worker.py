@@ -42,10 +42,14 @@ class WorkerStatus:
     steps: int = 0
     frames_generated: int = 0
     first_frame_time: float | None = None  # time.perf_counter() when the first frame entered the buffer
-    generating_since: float | None = None  # time.perf_counter() when sampling began (model and inputs ready)
     error: str | None = None
     device: str | None = None  # the torch device the worker resolved (--device auto: cuda or cpu)
     phases: tuple[tuple[str, float], ...] = ()  # (phase, time.perf_counter() it began), in order
+
+    @property
+    def generating_since(self) -> float | None:
+        """time.perf_counter() when sampling began (model and inputs ready), from `phases`."""
+        return dict(self.phases).get("generating")
 
     def updated(self, at: float | None = None, **changes) -> "WorkerStatus":
         """This status with `changes`; a new phase is logged in `phases` as begun `at` (default:
@@ -168,7 +172,7 @@ class GenerationWorker:
         self.fps = float(self.driving.fps)
         self._check()
         steps = job.steps or generator.cfg.diffusion.sample_steps
-        self._set(phase="generating", steps=steps, generating_since=time.perf_counter())
+        self._set(phase="generating", steps=steps)
 
         def progress(status) -> None:
             self._set(clip=status.clip, step=status.step, steps=status.steps)

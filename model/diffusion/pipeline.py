@@ -137,42 +137,31 @@ def prepare_portrait(image: str | Path | np.ndarray, cfg: ModelConfig, cache_dir
     prepared before are read from there (and new ones kept). Raises model.tracking.TrackingError
     when it has no face, ValueError when it is no image."""
     from model.data.pairs import mesh_code
-    from model.data.portrait_cache import load_prepared, portrait_key, save_prepared
+    from model.data.portrait_cache import PreparedCrop, load_prepared, portrait_key, save_prepared
+    from model.tracking import track_image
     from model.tracking.crop import crop_affine, crop_image, valid_mask
 
     rgb = read_portrait_image(image)
     res = cfg.res
     key = portrait_key(rgb, res) if cache_dir is not None else None
     prepared = load_prepared(cache_dir, key, res) if key is not None else None
-    if prepared is None:
-        prepared = _prepare_crop(rgb, res)
+    track = prepared.track if prepared is not None else track_image(rgb)
+    A = crop_affine(track.K, res)
+    crop = crop_image(rgb, A, res)  # black outside the source image ...
+    valid = valid_mask(A, track.image_size, res)
+    if prepared is None:  # the slow part with the tracking: MediaPipe's matte, OpenCV's inpainting
+        from model.data import matting
+
+        matte = np.clip(crop_image(matting.matte_image(rgb), A, res), 0.0, 1.0).astype(np.float32)
+        prepared = PreparedCrop(track, matte, matting.inpaint(crop, matting.person_mask(matte) | ~valid))
         if key is not None:
             save_prepared(cache_dir, key, prepared)
-    track = prepared.track
-    A = crop_affine(track.K, res)
-    valid = valid_mask(A, track.image_size, res)
-    # black outside the source image, there filled with the background, as training frames are
-    crop = np.where(valid[..., None], crop_image(rgb, A, res), prepared.background)
+    crop = np.where(valid[..., None], crop, prepared.background)  # ... filled with the background, as training frames are
     code = mesh_code(track.template)
     coords, _, _ = mesh_inputs(track.vertices_head(0)[None], track.T_cam_from_head[:1], code, cfg)
     reference = torch.cat([image_to_model(crop), coords[0]], 0)
     return Portrait(track, crop, prepared.matte, prepared.background, camera.crop_intrinsics(res).numpy(), code, reference,
                     valid)
-
-
-def _prepare_crop(rgb: np.ndarray, res: int):
-    """The slow part of `prepare_portrait` (MediaPipe): model.data.portrait_cache.PreparedCrop."""
-    from model.data import matting
-    from model.data.portrait_cache import PreparedCrop
-    from model.tracking import track_image
-    from model.tracking.crop import crop_affine, crop_image, valid_mask
-
-    track = track_image(rgb)
-    A = crop_affine(track.K, res)
-    valid = valid_mask(A, track.image_size, res)
-    matte = np.clip(crop_image(matting.matte_image(rgb), A, res), 0.0, 1.0).astype(np.float32)
-    background = matting.inpaint(crop_image(rgb, A, res), matting.person_mask(matte) | ~valid)
-    return PreparedCrop(track, matte, background)
 
 
 # -------------------------------------------------------------------------------------- generator

@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-
 GUIDANCE_CHANNELS = 2  # a student's guidance inputs per frame: portrait scale, first-frame scale
 
 
