@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 import moderngl
 import numpy as np
-import torch
 
-from model.geometry import camera
+from model.geometry import rig  # NumPy twin of model.geometry.camera: no torch in the render loop's process
 from model.formats.clip import MPIFrame
 from model.resources import shader_source
 
@@ -237,7 +236,7 @@ class MPIRenderer:
         self._frame = frame
         self._depths = frame.depths().astype(np.float64)
         self._K_src_inv = np.linalg.inv(np.asarray(frame.K, np.float64))
-        self._head_from_cam = camera.invert_pose(torch.from_numpy(np.asarray(frame.T_cam_from_head, np.float64))).numpy()
+        self._head_from_cam = rig.invert_pose(np.asarray(frame.T_cam_from_head, np.float64))
         self.stats.uploads += 1
         self.stats.tiles = len(rects)
         self.stats.pixels = int(np.prod(rects[:, 2:4] - rects[:, 0:2], axis=1).sum()) if len(rects) else 0
@@ -319,10 +318,10 @@ class MPIRenderer:
         self._render_into(fbo, K, T_view_from_head, size)
         return self._read(fbo, size)
 
-    def render_stereo(self, K: np.ndarray, T_view_from_head: np.ndarray, size: tuple[int, int], baseline: float = camera.DEFAULT_BASELINE) -> tuple[np.ndarray, np.ndarray]:
-        """(left, right) views of the stereo rig centred on T_view_from_head (model.geometry.camera.stereo_pair)."""
-        left, right = camera.stereo_pair(torch.as_tensor(np.asarray(T_view_from_head, np.float32)), baseline)
-        return self.render(K, left.numpy(), size), self.render(K, right.numpy(), size)
+    def render_stereo(self, K: np.ndarray, T_view_from_head: np.ndarray, size: tuple[int, int], baseline: float = rig.DEFAULT_BASELINE) -> tuple[np.ndarray, np.ndarray]:
+        """(left, right) views of the stereo rig centred on T_view_from_head (model.geometry.rig.stereo_pair)."""
+        left, right = rig.stereo_pair(np.asarray(T_view_from_head, np.float32), baseline)
+        return self.render(K, left, size), self.render(K, right, size)
 
     def release(self) -> None:
         """Free every GL object this renderer made (the context stays)."""

@@ -8,10 +8,9 @@ would lose faces' red detail and cause rivalry), green and blue come from the ri
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from app.gl.blit import TextureBlit
-from model.geometry import camera
+from model.geometry import rig  # NumPy twin of model.geometry.camera: no torch in the render loop's process
 from model.resources import shader_source
 
 # out = M_LEFT @ left + M_RIGHT @ right, per pixel, RGB
@@ -108,7 +107,7 @@ class StereoCompositor:
         for (K, T), fbo in zip(cameras, fbos):
             fbo.use()
             fbo.clear(0.0, 0.0, 0.0, 1.0)
-            Ks = camera.scale_intrinsics(torch.as_tensor(K, dtype=torch.float64), size[0] / w, size[1] / h).numpy()
+            Ks = rig.scale_intrinsics(np.asarray(K, np.float64), size[0] / w, size[1] / h)
             renderer.draw(Ks, T, (0, 0, *size))
         target.use()
         if mode != "anaglyph":

@@ -5,7 +5,7 @@ The viewer's camera rig is defined relative to a reference head pose (the clip's
 it orbits about that head joint, stands `distance` metres from it along its optical axis and has
 a focal length of `focal` times the eye viewport's height. Every frame of the clip is then seen
 from that fixed rig, so a head that moves in the clip moves in the view as well. Stereo eyes sit
-at -/+ baseline/2 along the rig's x axis (`model.geometry.camera.stereo_pair`).
+at -/+ baseline/2 along the rig's x axis (`model.geometry.rig.stereo_pair`).
 
 Everything here is a pure function of immutable dataclasses: the panel, the mouse, `--set` and
 the tests all change the view through the same setters.
@@ -16,9 +16,10 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
 
-from model.geometry import camera
+# NumPy twins of model.geometry.camera: the viewer's main process stays torch-free (start-up time)
+from model.geometry import rig
+from model.geometry.crop_camera import DEFAULT_FOCAL_FACTOR
 
 STEREO_MODES = ("mono", "sbs", "anaglyph")
 DISTANCE_RANGE = (0.4, 4.0)  # metres; the MPI's near plane sits 0.15 m in front of the joint
@@ -33,9 +34,9 @@ DRAG_RADIANS_PER_PIXEL = math.radians(0.15)
 @dataclass(frozen=True)
 class ViewState:
     distance: float = 1.0  # metres from the rig centre to the reference head joint
-    focal: float = camera.DEFAULT_FOCAL_FACTOR  # focal length / eye viewport height
+    focal: float = DEFAULT_FOCAL_FACTOR  # focal length / eye viewport height
     dolly_zoom: bool = False  # when on, distance and focal move together: the head keeps its size
-    baseline: float = camera.DEFAULT_BASELINE  # metres between the eyes
+    baseline: float = rig.DEFAULT_BASELINE  # metres between the eyes
     stereo: str = "mono"  # one of STEREO_MODES
     converge: bool = True  # shift the eyes' principal points so the head joint has zero disparity
     yaw: float = 0.0  # radians, orbit about the head joint (camera y axis)
@@ -142,10 +143,10 @@ def set_value(state: ViewState, name: str, value: str) -> ViewState:
 def rig_from_camera(state: ViewState, T_cam_from_head_ref: np.ndarray) -> np.ndarray:
     """T_rig_from_cam (4, 4): the rig centre after orbiting about the reference head joint and
     moving along its optical axis to `distance` from it. T_cam_from_head_ref (4, 4)."""
-    T_ref = torch.as_tensor(np.asarray(T_cam_from_head_ref, np.float32))
-    T = camera.orbit(T_ref, state.yaw, state.pitch)
-    T = camera.translation(torch.tensor([0.0, 0.0, state.distance - float(T[2, 3])])) @ T
-    return (T @ camera.invert_pose(T_ref)).numpy()
+    T_ref = np.asarray(T_cam_from_head_ref, np.float32)
+    T = rig.orbit(T_ref, state.yaw, state.pitch)
+    T = rig.translation(np.array([0.0, 0.0, state.distance - float(T[2, 3])], np.float32)) @ T
+    return T @ rig.invert_pose(T_ref)
 
 
 def eye_intrinsics(state: ViewState, size: tuple[int, int], eye: int = 0) -> np.ndarray:
@@ -156,7 +157,7 @@ def eye_intrinsics(state: ViewState, size: tuple[int, int], eye: int = 0) -> np.
     f = state.focal * h
     shift = eye * f * state.baseline / 2.0 / state.distance if state.converge else 0.0
     # The left eye (at -b/2) sees the head right of centre: its principal point moves left.
-    return camera.intrinsics(f, f, (w - 1) / 2.0 + shift, (h - 1) / 2.0).numpy()
+    return rig.intrinsics(f, f, (w - 1) / 2.0 + shift, (h - 1) / 2.0, dtype=np.float32)
 
 
 def eye_cameras(
@@ -166,12 +167,11 @@ def eye_cameras(
 
     T_cam_from_head_ref: the pose that anchors the rig; T_cam_from_head: the current frame's head
     pose in the MPI camera; size: (w, h) px of one eye's viewport."""
-    T_rig_from_cam = torch.from_numpy(rig_from_camera(state, T_cam_from_head_ref))
-    T_rig_from_head = T_rig_from_cam @ torch.as_tensor(np.asarray(T_cam_from_head, np.float32))
+    T_rig_from_head = rig_from_camera(state, T_cam_from_head_ref) @ np.asarray(T_cam_from_head, np.float32)
     if state.stereo == "mono":
-        return [(eye_intrinsics(state, size, 0), T_rig_from_head.numpy())]
-    left, right = camera.stereo_pair(T_rig_from_head, state.baseline)
-    return [(eye_intrinsics(state, size, -1), left.numpy()), (eye_intrinsics(state, size, +1), right.numpy())]
+        return [(eye_intrinsics(state, size, 0), T_rig_from_head)]
+    left, right = rig.stereo_pair(T_rig_from_head, state.baseline)
+    return [(eye_intrinsics(state, size, -1), left), (eye_intrinsics(state, size, +1), right)]
 
 
 # eyes are drawn at most this sharp and scaled up linearly (app.gl.stereo.StereoCompositor): the

@@ -357,11 +357,11 @@ class ExpressionRig:
 
 
 def head_rotation(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarray:
-    """(3, 3) rotation in the head frame (model.geometry.camera.euler_rotation, degrees). Positive pitch
-    turns the chin down (towards the camera's +y)."""
-    from model.geometry.camera import euler_rotation
+    """(3, 3) rotation in the head frame (model.geometry.rig.euler_rotation, degrees, float32 as the
+    torch twin makes it). Positive pitch turns the chin down (towards the camera's +y)."""
+    from model.geometry.rig import euler_rotation
 
-    return euler_rotation(math.radians(yaw_deg), math.radians(pitch_deg), math.radians(roll_deg)).double().numpy()
+    return euler_rotation(math.radians(yaw_deg), math.radians(pitch_deg), math.radians(roll_deg), dtype=np.float32).astype(np.float64)
 
 
 ANIMATION_PERIOD = 8.0  # s: every component of the built-in animation repeats after this

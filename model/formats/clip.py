@@ -44,11 +44,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from model.geometry import mpi
+from model.geometry import mpi_planes
+
+if TYPE_CHECKING:  # torch only where tensors are made: the viewer's main process reads clips without it
+    import torch
+
+    from model.geometry import mpi
 
 
 @dataclass
@@ -72,11 +77,14 @@ class MPIFrame:
         return int(self.alpha.shape[1]), int(self.alpha.shape[2])
 
     def depths(self) -> np.ndarray:
-        """Plane depths (D,) in metres, index 0 = far."""
-        return mpi.plane_depths(self.near, self.far, self.num_planes).numpy()
+        """Plane depths (D,) float32 in metres, index 0 = far."""
+        # the NumPy twin of model.geometry.mpi.plane_depths (equal to float32 rounding): no torch here
+        return mpi_planes.plane_depths(self.near, self.far, self.num_planes)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Batched float tensors for `model.geometry.mpi.render` (colours in [0, 1], batch of 1)."""
+        import torch
+
         out = {
             "frontal": torch.from_numpy(self.frontal).float().div(255.0)[None],
             "residual": torch.from_numpy(self.residual).float().div(255.0)[None],
@@ -92,6 +100,10 @@ class MPIFrame:
         """This frame seen by a camera (K (3, 3), T_view_from_head (4, 4), size (w, h); default the
         MPI's own size) with the torch reference renderer: batch-of-1 tensors, colours in [0, 1].
         What the GL renderer (app/gl/renderer.py) must reproduce."""
+        import torch
+
+        from model.geometry import mpi
+
         t = self.tensors()
         T_view_from_mpi = np.asarray(T_view_from_head, np.float64) @ np.linalg.inv(np.asarray(self.T_cam_from_head, np.float64))
         h, w = self.size if size is None else (size[1], size[0])

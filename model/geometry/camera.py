@@ -2,7 +2,8 @@
 
 Pixel centres sit at integer coordinates, so the centre of an S-pixel-wide image is at
 (S - 1) / 2. Poses are `T_a_from_b` 4x4 matrices: `x_a = T_a_from_b @ x_b`. Every function is pure,
-batched over leading dimensions (`...`) and differentiable.
+batched over leading dimensions (`...`) and differentiable. `model.geometry.rig` has NumPy twins
+of the pose and intrinsics functions for the viewer, which runs without torch: change both.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import Tensor
 
 from model.geometry import crop_camera
 from model.geometry.crop_camera import DEFAULT_FOCAL_FACTOR
-DEFAULT_BASELINE = 0.05  # metres between the eyes of the stereo rig
+from model.geometry.rig import DEFAULT_BASELINE  # the viewer's torch-free twin of this module holds it
 
 
 def intrinsics(fx: Tensor | float, fy: Tensor | float, cx: Tensor | float, cy: Tensor | float) -> Tensor:

@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-NEAR_OFFSET = 0.15  # near plane at r - 0.15 m, r = distance from MPI camera to head joint (supp. A)
-FAR_OFFSET = 0.05  # far plane at r + 0.05 m
+from model.geometry.mpi_planes import FAR_OFFSET, NEAR_OFFSET  # noqa: F401 - the planes' rule lives there, torch-free
 
 
 def near_far(r: Tensor | float) -> tuple[Tensor, Tensor]:
