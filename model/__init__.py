@@ -9,6 +9,8 @@ importing only the stages before it:
     diffusion/   noise process + conditions, DDIM sampler with guidance, the generation pipeline
     training/    one training iteration, the training loop, losses, LPIPS
     evaluation/  `imp eval`: self-reenactment and identity figures
+    coldstart/   generation without torch: a one-step student in ONNX Runtime with NumPy conditions
+                 (the viewer's worker: its first frame does not wait for torch's import)
 
 Flat: `lift` (the non-learned portrait -> MPI baseline), `resources` (shipped shaders / assets),
 `runtime` (torch threads and device), `atomic_write`. Nothing here imports `app`; `app` builds on

@@ -45,6 +45,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   pip_install --upgrade pip
   # The pinned CPU build; an unpinned torch would pull a multi-GB CUDA build.
   pip_install "torch==2.13.0"
+  # onnx and protobuf pinned for mediapipe 0.10.21 (protobuf < 5): a newer onnx would pull protobuf 7
+  pip_install "onnx==1.17.0" "onnxruntime==1.30.0" "protobuf>=4.25.8,<5"
   pip_install -e ".[dev]"
   echo "$want" > "$stamp"
 fi
@@ -53,3 +55,10 @@ fi
 # PYTHONDONTWRITEBYTECODE set, as on some machines, every launch compiles them again): ~0.1 s less
 # in front of imp-viewer's first frame. Incremental: only changed files are compiled.
 .venv/bin/python -m compileall -q model app bench >/dev/null
+
+# The demo model as ONNX in the cache (imp export-onnx, ~5-20 s; skipped when the cached file is
+# current): imp-viewer's first clip then runs in ONNX Runtime without importing torch. Setup goes on
+# without it.
+if ! .venv/bin/imp export-onnx --if-stale > .venv/export-onnx.log 2>&1; then
+  echo "setup: warning: could not export the demo model to ONNX (the viewer starts slower); see .venv/export-onnx.log" >&2
+fi

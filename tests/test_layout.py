@@ -23,6 +23,8 @@ ALLOWED = {
                        "model.atomic_write", "model.runtime"},
     "model.evaluation": {"model.geometry", "model.formats", "model.tracking", "model.data", "model.net", "model.diffusion",
                          "model.resources"},
+    "model.coldstart": {"model.geometry", "model.formats", "model.tracking", "model.data", "model.net", "model.diffusion",
+                        "model.atomic_write"},
     "model.lift": {"model.geometry", "model.formats", "model.tracking", "model.data"},
     "model.resources": set(),
     "model.runtime": set(),

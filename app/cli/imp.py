@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("app.cli.generate", "portrait + driving video (or --animate) -> MPI clip with the diffusion model"),
     "render": ("app.cli.render", "MPI clip -> mp4: front, stereo side-by-side, anaglyph, orbit or dolly-zoom view (GL)"),
     "export": ("app.cli.export", "one MPI frame -> glTF binary (.glb) of alpha-blended textured planes in metres"),
+    "export-onnx": ("app.cli.export_onnx", "student checkpoint -> ONNX file for ONNX Runtime: the viewer's first clip without torch"),
     "bench": ("bench.cli", "benchmarks: render, model, viewer (prints tables or --json)"),
 }
 

@@ -29,7 +29,7 @@ import time
 import traceback
 
 from app.live.ring_buffer import RingBuffer
-from app.live.worker import PUT_POLL, GenerationJob, WorkerStatus
+from app.live.worker import PUT_POLL, GenerationJob, WorkerStatus, open_generator
 
 SLOTS = 4  # frames in flight between the processes
 PROCESS_NICE = 19  # the generation process's priority below the render loop's (see the module docstring)
@@ -118,18 +118,14 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
 
     driving = None
     try:
-        import torch
-
+        from model.coldstart.generator import OnnxGenerator  # noqa: F401 - the worker's own imports, before "loading model"
         from model.data.driving import ParametricDriving
-        from model.diffusion.pipeline import Generator
-        from model.runtime import resolve_device, single_threaded_blas
+        from model.runtime import single_threaded_blas
 
         single_threaded_blas()
-        if job.threads:
-            torch.set_num_threads(job.threads)
-        device = resolve_device(job.device)
-        out.put(("status", {"phase": "loading model", "device": device, "at": time.perf_counter()}))
-        generator = Generator.from_checkpoint(job.checkpoint, device)
+        out.put(("status", {"phase": "loading model", "at": time.perf_counter()}))
+        generator = open_generator(job)
+        out.put(("status", {"device": str(generator.device)}))
         out.put(("status", {"phase": "preparing portrait", "at": time.perf_counter()}))
         portrait = generator.prepare(job.portrait, job.cache_dir)
         out.put(("status", {"phase": "tracking driving", "at": time.perf_counter()}))

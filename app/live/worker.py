@@ -85,6 +85,26 @@ class GenerationJob:
     cache_dir: Path | None = None  # prepared portraits are kept here (model/data/portrait_cache.py); None: not kept
 
 
+def open_generator(job: GenerationJob):
+    """The generator a worker samples `job` with, loaded: the ONNX Runtime one when it can serve
+    (model.coldstart.generator.onnx_generator: a one-step student on the CPU; it never imports
+    torch, whose import was most of the wait for the first frame), else the torch one on the
+    device asked for. Both have `device`, `cfg`, `times`, `prepare` and `generate_clips`."""
+    from model.coldstart.generator import onnx_generator
+
+    generator, _ = onnx_generator(job.checkpoint, job.device, job.steps, job.cache_dir, job.threads)
+    if generator is not None:
+        return generator
+    import torch
+
+    from model.diffusion.pipeline import Generator
+    from model.runtime import resolve_device
+
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    return Generator.from_checkpoint(job.checkpoint, resolve_device(job.device))
+
+
 def _lower_priority() -> None:
     """Give this thread (and the torch threads it starts, which inherit it) a lower CPU priority
     than the render loop: on a busy CPU a headset frame that waits for a core is a lost frame,
@@ -151,17 +171,10 @@ class GenerationWorker:
                 close()
 
     def _generate(self) -> None:
-        from model.diffusion.pipeline import Generator
-        from model.runtime import resolve_device
-
         job = self.job
-        if job.threads:
-            import torch
-
-            torch.set_num_threads(job.threads)
-        device = resolve_device(job.device)
-        self._set(phase="loading model", device=device)
-        generator = Generator.from_checkpoint(job.checkpoint, device)
+        self._set(phase="loading model")
+        generator = open_generator(job)
+        self._set(device=str(generator.device))
         self._generator = generator
         self._check()
         self._set(phase="preparing portrait")

@@ -32,11 +32,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model.geometry import camera, mpi
+from model.geometry import camera
 from model.formats.clip import MPIFrame
 from model.net.config import ModelConfig
 from model.diffusion.process import Conditions, make_schedule
 from model.data.driving import DrivingFrames, DrivingSource
+from model.data.portrait_crop import crop_portrait, read_portrait_image  # noqa: F401 - read_portrait_image: part of this API
+from model.diffusion.clips import DrivingClip, GenerationStatus, GenerationTimes, clip_frames, driving_clips, total_frames
 from model.diffusion.sampler import DDIMScheduler, Guidance, sample_chained
 from model.tracking.track import Track
 from model.net.precision import for_inference
@@ -121,79 +123,22 @@ class Portrait:
                              torch.from_numpy(frames.T_cam_from_head), face_topology(), torch.from_numpy(self.K), (self.res, self.res))
 
 
-def read_portrait_image(image: str | Path | np.ndarray) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from a path or an array (grey / RGBA converted); clear errors."""
-    from model.tracking.track import TrackingError, _read_image
-
-    try:
-        return _read_image(image)[0]
-    except TrackingError as exc:
-        raise ValueError(str(exc)) from None
-
-
 def prepare_portrait(image: str | Path | np.ndarray, cfg: ModelConfig, cache_dir: Path | None = None) -> Portrait:
-    """Track, crop, matte and inpaint a portrait (path or RGB uint8 array) for the model `cfg`.
-    With `cache_dir` (model/data/portrait_cache.py) the tracking, matte and background of an image
-    prepared before are read from there (and new ones kept). Raises model.tracking.TrackingError
-    when it has no face, ValueError when it is no image."""
+    """Track, crop, matte and inpaint a portrait (path or RGB uint8 array) for the model `cfg`
+    (model.data.portrait_crop.crop_portrait, with the cache `cache_dir`), plus its mesh code and
+    reference input. Raises model.tracking.TrackingError when it has no face, ValueError when it is
+    no image."""
     from model.data.pairs import mesh_code
-    from model.data.portrait_cache import PreparedCrop, load_prepared, portrait_key, save_prepared
-    from model.tracking import track_image
-    from model.tracking.crop import crop_affine, crop_image, valid_mask
 
-    rgb = read_portrait_image(image)
-    res = cfg.res
-    key = portrait_key(rgb, res) if cache_dir is not None else None
-    prepared = load_prepared(cache_dir, key, res) if key is not None else None
-    track = prepared.track if prepared is not None else track_image(rgb)
-    A = crop_affine(track.K, res)
-    crop = crop_image(rgb, A, res)  # black outside the source image ...
-    valid = valid_mask(A, track.image_size, res)
-    if prepared is None:  # the slow part with the tracking: MediaPipe's matte, OpenCV's inpainting
-        from model.data import matting
-
-        matte = np.clip(crop_image(matting.matte_image(rgb), A, res), 0.0, 1.0).astype(np.float32)
-        prepared = PreparedCrop(track, matte, matting.inpaint(crop, matting.person_mask(matte) | ~valid))
-        if key is not None:
-            save_prepared(cache_dir, key, prepared)
-    crop = np.where(valid[..., None], crop, prepared.background)  # ... filled with the background, as training frames are
+    crop = crop_portrait(image, cfg.res, cache_dir)
+    track = crop.track
     code = mesh_code(track.template)
     coords, _, _ = mesh_inputs(track.vertices_head(0)[None], track.T_cam_from_head[:1], code, cfg)
-    reference = torch.cat([image_to_model(crop), coords[0]], 0)
-    return Portrait(track, crop, prepared.matte, prepared.background, camera.crop_intrinsics(res).numpy(), code, reference,
-                    valid)
+    reference = torch.cat([image_to_model(crop.image), coords[0]], 0)
+    return Portrait(track, crop.image, crop.matte, crop.background, crop.K, code, reference, crop.valid)
 
 
 # -------------------------------------------------------------------------------------- generator
-
-@dataclass
-class GenerationTimes:
-    """Where `Generator.generate_clips` spent its time, in seconds, summed since the call began."""
-
-    conditions: float = 0.0  # driving frames, mesh conditions and the identity warp of each clip
-    network: float = 0.0  # the denoiser's passes with the DDIM updates
-    decode: float = 0.0  # samples turned into uint8 MPIFrames
-    passes: int = 0  # network evaluations
-    frames: int = 0  # MPI frames yielded
-
-    def per_frame_ms(self) -> dict[str, float]:
-        """conditions / network / decode ms and network passes per yielded frame (zeros before the first)."""
-        n = max(self.frames, 1)
-        return {"conditions_ms": round(1000 * self.conditions / n, 2), "network_ms": round(1000 * self.network / n, 2),
-                "decode_ms": round(1000 * self.decode / n, 2), "passes": round(self.passes / n, 2)}
-
-
-@dataclass(frozen=True)
-class GenerationStatus:
-    """Progress report: denoising step `step` of `steps` in clip `clip` (0-based) is done;
-    `frames_done` frames have been delivered before this clip; `frames_total` is known or None."""
-
-    clip: int
-    step: int
-    steps: int
-    frames_done: int
-    frames_total: int | None
-
 
 class Generator:
     """Samples MPI videos of one portrait driven by a DrivingSource with a trained MPIUNet."""
@@ -248,18 +193,11 @@ class Generator:
             valid=torch.from_numpy(p.valid).float()[None, None],
         ).to(self.device)
 
-    def mpi_frames(self, pred: MPIPrediction, frames: DrivingFrames, indices: range) -> list[MPIFrame]:
-        """MPIFrames of the clip's frames `indices` (batch element 0)."""
+    def mpi_frames(self, pred: MPIPrediction, clip: DrivingClip) -> list[MPIFrame]:
+        """The MPIFrames a clip delivers (batch element 0 of its prediction)."""
         p = self._require_portrait()
         frontal, residual, alpha = model_to_uint8(pred.frontal[0]), model_to_uint8(pred.residual[0]), alpha_to_uint8(pred.alpha[0])
-        background = np.ascontiguousarray(p.background.transpose(2, 0, 1))
-        out = []
-        for i in indices:
-            T = frames.T_cam_from_head[i]
-            near, far = (float(v) for v in mpi.near_far(float(np.linalg.norm(T[:3, 3].astype(np.float64)))))
-            out.append(MPIFrame(frontal=frontal[i], residual=residual[i], alpha=alpha[i], K=p.K.copy(),
-                                T_cam_from_head=T.copy(), near=near, far=far, background=background))
-        return out
+        return clip_frames(frontal, residual, alpha, np.ascontiguousarray(p.background.transpose(2, 0, 1)), p.K, clip)
 
     def generate_clips(self, driving: DrivingSource, seed: int = 0, steps: int | None = None, max_frames: int | None = None,
                        first_frame: str = "portrait", eta: float | None = None,
@@ -280,45 +218,28 @@ class Generator:
         scheduler.set_timesteps(steps)
         guidance = Guidance.paper(F, cfg.diffusion.portrait_guidance, cfg.diffusion.first_frame_guidance)
         generator = torch.Generator().manual_seed(int(seed))
-        remaining = driving.remaining()
-        total = remaining if max_frames is None else (max_frames if remaining is None else min(max_frames, remaining))
-        # per clip being sampled: driving frames, valid count, frames done before it (dropped once
-        # yielded: a live session runs for hours)
-        clips: dict[int, tuple[DrivingFrames, int, int]] = {}
-        finished = False
+        total = total_frames(driving, max_frames)
+        clips: dict[int, DrivingClip] = {}  # the clips being sampled (dropped once yielded: a live session runs for hours)
         times = self.times = GenerationTimes()
 
         def conditions() -> Iterator[Conditions]:
             """Each clip's conditions, read from the driving source only when the sampler asks."""
-            nonlocal finished
-            done = 0
-            last_frame: DrivingFrames | None = None
-            index = 0
-            while not finished:
-                want = F if last_frame is None else F - 1
-                if max_frames is not None:
-                    want = min(want, max_frames - done)
+            source = driving_clips(driving, F, max_frames)
+            while True:
                 started = time.perf_counter()
-                new = driving.frames(want) if want > 0 else None
-                if new is None or len(new) == 0:
+                clip = next(source, None)
+                if clip is None:
                     return
-                frames = new if last_frame is None else DrivingFrames.concat([last_frame, new])
-                valid = len(frames)
-                frames = frames.padded(F)
-                clips[index] = (frames, valid, done)
-                index += 1
+                clips[clip.index] = clip
                 # clip 0's first frame: the portrait (or none); later ones: set by sample_chained
-                first = image_to_model(p.image) if last_frame is None and first_frame == "portrait" else None
-                finished = len(new) < want  # the source ended inside this clip
-                done += valid - (0 if last_frame is None else 1)
-                last_frame = frames[valid - 1:valid]
-                cond = self.clip_conditions(frames, first)
+                first = image_to_model(p.image) if clip.index == 0 and first_frame == "portrait" else None
+                cond = self.clip_conditions(clip.frames, first)
                 times.conditions += time.perf_counter() - started
                 yield cond
 
         def on_step(k: int, step: int) -> None:
             if progress is not None:
-                progress(GenerationStatus(k, step, steps, clips[k][2], total))
+                progress(GenerationStatus(k, step, steps, clips[k].done, total))
 
         def count_pass(*_) -> None:
             times.passes += 1
@@ -333,8 +254,7 @@ class Generator:
                     return
                 times.network += time.perf_counter() - started - (times.conditions - before)  # conditions are read lazily inside
                 started = time.perf_counter()
-                frames, valid, _ = clips.pop(k)
-                out = self.mpi_frames(sample.mpi, frames, range(0 if k == 0 else 1, valid))
+                out = self.mpi_frames(sample.mpi, clips.pop(k))
                 times.decode += time.perf_counter() - started
                 times.frames += len(out)
                 yield out

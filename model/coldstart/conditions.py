@@ -1,0 +1,307 @@
+"""The torch-free twins of the clip conditions: `model.geometry.conditions` (canonical code, mesh
+alpha planes), the plane depths and plane warp of `model.geometry.mpi`, `model.diffusion.pipeline
+.mesh_inputs` and `model.geometry.portrait_warp.portrait_warp` (the identity condition), in NumPy
+and kept equal to them by tests/test_coldstart_conditions.py, so that the viewer's worker can make
+a clip without importing torch.
+
+Each function does the torch original's float32 operations in the same order; where torch's CPU
+kernels fuse a multiply-add (vector norms, the upper half of `linspace`) the twin rounds the same
+way through float64. What stays different: matrix inverses (LAPACK's float32 routines of NumPy and
+torch differ in the last bits), which move the identity condition's plane warp by ~1e-5 px.
+Shapes as in the torch modules; every array is float32.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from model.coldstart.raster import apply_matrix, rasterize
+from model.geometry.crop_camera import crop_camera_K
+from model.geometry.mpi_planes import near_far, plane_depths
+from model.net.config import ModelConfig
+from model.tracking.facemesh import CHIN, NOSE_BRIDGE, mesh_faces, mouth_faces
+
+# the same constants as the torch modules (tests check they agree)
+GRAZING_COS = (0.15, 0.45)  # model.geometry.portrait_warp
+DEPTH_TOLERANCE = 0.01
+NECK_BAND = 0.04
+RASTER_CHUNK = 8  # frames per rasteriser call, as model.diffusion.pipeline.RASTER_CHUNK (bounds memory)
+
+_f32 = np.float32
+
+
+# ------------------------------------------------------------------------------- small float32 maths
+
+def vector_norm(v: np.ndarray, fused: bool = True) -> np.ndarray:
+    """Euclidean norm (...) over the last axis of v (..., n) as torch's CPU kernel rounds it: over
+    contiguous rows a fused multiply-add chain x0^2 -> + x1^2 -> + x2^2 (emulated in float64: the
+    products are exact); over strided rows (fused=False, e.g. the translation column of 4x4 poses)
+    plain float32 squares summed in order."""
+    if not fused:
+        sq = v * v
+        acc = sq[..., 0]
+        for k in range(1, v.shape[-1]):
+            acc = acc + sq[..., k]
+        return np.sqrt(acc)
+    v64 = v.astype(np.float64)
+    acc = v[..., 0] * v[..., 0]
+    for k in range(1, v.shape[-1]):
+        acc = (v64[..., k] * v64[..., k] + acc).astype(_f32)
+    return np.sqrt(acc)
+
+
+def normalize(v: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """v (..., n) divided by its norm over the last axis (at least eps): F.normalize(v, dim=-1)."""
+    return v / np.maximum(vector_norm(v), _f32(eps))[..., None]
+
+
+def _inverse(M: np.ndarray) -> np.ndarray:
+    """(..., k, k) float32 inverse (LAPACK's float32 rounding differs from torch's in the last bits)."""
+    return np.linalg.inv(M).astype(_f32)
+
+
+# --------------------------------------------------------------------------- model.geometry.mpi twins
+
+def mpi_depths(T_cam_from_head: np.ndarray, num_planes: int) -> np.ndarray:
+    """Plane depths (B, D) of the MPI of each camera (B, 4, 4): near/far from the head distance."""
+    # torch takes the norm of a strided column here: its unfused kernel
+    return plane_depths(*near_far(vector_norm(T_cam_from_head[..., :3, 3], fused=False)), num_planes)
+
+
+def plane_homographies(K_src: np.ndarray, K_tgt: np.ndarray, T_tgt_from_src: np.ndarray, depths: np.ndarray) -> np.ndarray:
+    """H (B, D, 3, 3) mapping homogeneous source (MPI) pixels to target pixels for each plane.
+
+    K_src, K_tgt (B, 3, 3); T_tgt_from_src (B, 4, 4); depths (B, D)."""
+    R = T_tgt_from_src[:, None, :3, :3]
+    t = T_tgt_from_src[:, None, :3, 3:4]
+    n = np.array([0.0, 0.0, 1.0], _f32).reshape(1, 1, 1, 3)
+    M = R + (t * n) / depths[..., None, None]
+    return K_tgt[:, None] @ M @ _inverse(K_src)[:, None]
+
+
+def pixel_grid(h: int, w: int) -> np.ndarray:
+    """(h, w, 3) homogeneous pixel centres (x, y, 1), pixel centres at integers."""
+    ys, xs = np.meshgrid(np.arange(h, dtype=_f32), np.arange(w, dtype=_f32), indexing="ij")
+    return np.stack([xs, ys, np.ones_like(xs)], -1)
+
+
+def grid_sample(image: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Bilinear samples (N, C, H, W) of image (C, h, w) (shared) or (N, C, h, w) at normalised
+    positions grid (N, H, W, 2) in [-1, 1] (x, y): F.grid_sample(mode="bilinear",
+    padding_mode="zeros", align_corners=False), with torch's CPU kernel's roundings (un-normalise
+    as (g + 1) * size / 2 - 0.5, corner weights from the distances to the floor)."""
+    C, h, w = image.shape[-3:]
+    N, H, W, _ = grid.shape
+    ix = (grid[..., 0] + _f32(1.0)) * _f32(w / 2) - _f32(0.5)
+    iy = (grid[..., 1] + _f32(1.0)) * _f32(h / 2) - _f32(0.5)
+    x0, y0 = np.floor(ix), np.floor(iy)
+    wx = ix - x0
+    ex = _f32(1.0) - wx
+    ny = iy - y0
+    sy = _f32(1.0) - ny
+    # a zero border makes "zeros padding" a plain gather: every corner outside the image is clamped
+    # onto the border (0 * weight adds nothing, as torch's masked corners do); np.take of single
+    # floats per channel is several times faster than fancy indexing
+    padded = np.pad(image, [(0, 0)] * (image.ndim - 2) + [(1, 1), (1, 1)])
+    table = np.moveaxis(padded, -3, 0).reshape(C, -1)  # (C, [N *] (h + 2) (w + 2))
+    base = 0 if image.ndim == 3 else (np.arange(N) * ((h + 2) * (w + 2)))[:, None, None]
+    xs = [np.clip(x0 + dx, -1, w).astype(np.int64) + 1 for dx in (0, 1)]
+    ys = [np.clip(y0 + dy, -1, h).astype(np.int64) + 1 for dy in (0, 1)]
+    out = None
+    for dx, dy, weight in ((0, 0, sy * ex), (1, 0, sy * wx), (0, 1, ny * ex), (1, 1, ny * wx)):  # nw, ne, sw, se
+        term = np.take(table, base + ys[dy] * (w + 2) + xs[dx], axis=1) * weight  # (C, N, H, W)
+        out = term if out is None else out + term
+    return np.ascontiguousarray(out.transpose(1, 0, 2, 3))
+
+
+def warp_planes(planes: np.ndarray, H_tgt_from_src: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Warp images (B, N, C, H, W) by homographies (B, N, 3, 3) into (B, N, C, h, w).
+
+    Bilinear sampling, transparent (zero) outside the source image; planes whose source point
+    lies behind the source camera (w <= 0) are zero too."""
+    B, N, C, H, W = planes.shape
+    h, w = out_hw
+    grid = pixel_grid(h, w).reshape(1, 1, h * w, 3)
+    src = apply_matrix(grid, _inverse(H_tgt_from_src))  # (B, N, h*w, 3)
+    z = src[..., 2:3]
+    valid = z > _f32(1e-8)
+    xy = src[..., :2] / np.where(valid, z, _f32(1.0))
+    # pixel centres at integers -> grid_sample's align_corners=False normalisation
+    gx = (_f32(2.0) * xy[..., 0] + _f32(1.0)) / _f32(W) - _f32(1.0)
+    gy = (_f32(2.0) * xy[..., 1] + _f32(1.0)) / _f32(H) - _f32(1.0)
+    gx = np.where(valid[..., 0], gx, _f32(-4.0))  # behind the source camera: far outside, so zero
+    gy = np.where(valid[..., 0], gy, _f32(-4.0))
+    g = np.stack([gx, gy], -1).reshape(B * N, h, w, 2)
+    return grid_sample(planes.reshape(B * N, C, H, W), g).reshape(B, N, C, h, w)
+
+
+# ------------------------------------------------------------------- model.geometry.conditions twins
+
+def canonical_code(template: np.ndarray) -> np.ndarray:
+    """Per-vertex code (V, 3) in [-1, 1]: the reference shape (V, 3) with each axis mapped from its
+    bounding box onto [-1, 1] (model.data.pairs.mesh_code of an identity template)."""
+    v = np.asarray(template, _f32)
+    lo, hi = v.min(0), v.max(0)
+    return (_f32(2.0) * (v - lo) / np.maximum(hi - lo, _f32(1e-9)) - _f32(1.0)).astype(_f32)
+
+
+def alpha_planes(disparity: np.ndarray, coverage: np.ndarray, depths: np.ndarray) -> np.ndarray:
+    """Bin a disparity map (B, 1, H, W) with coverage (B, 1, H, W) into MPI alpha planes (B, D, H, W)
+    at depths (B, D) (index 0 = far): the surface's 1/z split linearly between the two neighbouring
+    planes, "over"-consistent (see model.geometry.conditions.alpha_planes)."""
+    B, D = depths.shape
+    if D < 2:
+        return np.broadcast_to(coverage, (B, D, *coverage.shape[-2:])).copy()
+    q_planes = _f32(1.0) / depths  # (B, D) increasing
+    q0 = q_planes[:, :1, None, None]
+    step = (q_planes[:, -1:, None, None] - q0) / _f32(D - 1)
+    t = np.clip((disparity - q0) / step, _f32(0.0), _f32(D - 1))  # (B, 1, H, W) fractional plane index
+    # a surface on a plane (up to rounding) goes to that plane alone, not half-opaque onto its neighbour
+    t = np.where(np.abs(t - np.round(t)) < _f32(1e-3), np.round(t), t)
+    k = np.minimum(np.floor(t), _f32(D - 2))
+    w = t - k
+    m = coverage
+    front = m * w
+    denom = _f32(1.0) - front
+    back = np.where(denom > _f32(1e-6), m * (_f32(1.0) - w) / np.maximum(denom, _f32(1e-6)), _f32(0.0))
+    plane = np.arange(D).reshape(1, D, 1, 1)
+    k = k.astype(np.int64)
+    # torch scatters back onto plane k and adds front onto plane k + 1 (of zeros): the same values
+    return (np.where(plane == k, back, _f32(0.0)) + np.where(plane == k + 1, front, _f32(0.0))).astype(_f32)
+
+
+def coordinate_channels(coords: np.ndarray, coverage: np.ndarray, channels: int) -> np.ndarray:
+    """The network's coordinate input (..., channels, H, W): code alone (3) or code + coverage (4)."""
+    if channels == 3:
+        return coords
+    if channels == 4:
+        return np.concatenate([coords, coverage], -3)
+    raise ValueError(f"coord_channels must be 3 or 4, got {channels}")
+
+
+def pose(vertices: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Vertices (..., V, 3) moved by rigid transforms T (..., 4, 4): vertices @ R^T + t."""
+    return apply_matrix(vertices, T[..., :3, :3]) + T[..., None, :3, 3]
+
+
+def mesh_inputs(vertices_head: np.ndarray, T_cam_from_head: np.ndarray, code: np.ndarray, cfg: ModelConfig,
+                K: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coords (n, Cc, R, R), mesh alpha (n, D, R, R), plane depths (n, D)) of n posed meshes seen by
+    the MPI camera K (default: the crop camera at cfg.res), each frame's planes between its own
+    near / far: model.diffusion.pipeline.mesh_inputs. vertices_head (n, 478, 3) head frame, metres;
+    T_cam_from_head (n, 4, 4); code (478, 3) from `canonical_code` of the identity template."""
+    verts = np.asarray(vertices_head, _f32)
+    T = np.asarray(T_cam_from_head, _f32)
+    K = crop_camera_K(cfg.res).astype(_f32) if K is None else np.asarray(K, _f32)
+    code = np.asarray(code, _f32)
+    faces = mesh_faces().astype(np.int64)
+    R = cfg.res
+    coords, alpha, depths = [], [], []
+    for i in range(0, len(verts), RASTER_CHUNK):
+        Tc = T[i:i + RASTER_CHUNK]
+        d = mpi_depths(Tc, cfg.planes)
+        frags = rasterize(pose(verts[i:i + RASTER_CHUNK], Tc), faces, K, (R, R))
+        coverage = frags.coverage
+        coords.append(coordinate_channels(frags.interpolate(code, faces), coverage, cfg.coord_channels))
+        alpha.append(alpha_planes(frags.disparity[:, None], coverage, d))
+        depths.append(d)
+    return np.concatenate(coords), np.concatenate(alpha), np.concatenate(depths)
+
+
+# ------------------------------------------------------------- model.geometry.portrait_warp twins
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit normals (V, 3) of a mesh (V, 3) with faces (F, 3) wound counter-clockwise as seen from
+    the side the normals point to (area-weighted face normals summed per vertex, in face order)."""
+    a, b, c = (vertices[faces[:, i]] for i in range(3))
+    n_face = np.cross(b - a, c - a)
+    n = np.zeros_like(vertices)
+    np.add.at(n, faces.reshape(-1), np.repeat(n_face, 3, 0))  # sequential, like torch's index_add_
+    return normalize(n)
+
+
+def portrait_vertex_samples(vertices_cam: np.ndarray, faces: np.ndarray, K: np.ndarray,
+                            hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Where the portrait shows each vertex of its own mesh (pixel positions (V, 2)), and how well
+    (confidence (V,) in [0, 1]: 0 hidden by its own surface, outside the image or edge-on).
+    vertices_cam (V, 3) the portrait's mesh in its camera; faces (F, 3); K (3, 3); hw its size."""
+    H, W = hw
+    z = np.maximum(vertices_cam[:, 2], _f32(1e-3))
+    uv = apply_matrix(vertices_cam, K)[:, :2] / z[:, None]
+    zbuf = rasterize(vertices_cam[None], faces, K, hw).disparity[0]  # (H, W) 1/z of the nearest surface
+    px = np.round(uv).astype(np.int64)
+    inside = (px[:, 0] >= 0) & (px[:, 0] < W) & (px[:, 1] >= 0) & (px[:, 1] < H)
+    nearest = zbuf[np.clip(px[:, 1], 0, H - 1), np.clip(px[:, 0], 0, W - 1)]
+    visible = (_f32(1.0) / z) >= nearest * _f32(1.0 - DEPTH_TOLERANCE)
+    # faces are wound so that normals point towards the camera: cos of the view angle = -n . ray
+    n = vertex_normals(vertices_cam, faces)
+    prod = n * normalize(vertices_cam)
+    cos = -((prod[:, 0] + prod[:, 1]) + prod[:, 2])
+    lo, hi = GRAZING_COS
+    facing = np.clip((cos - _f32(lo)) / _f32(hi - lo), _f32(0.0), _f32(1.0))
+    return uv, facing * (visible & inside).astype(_f32)
+
+
+def body_weight(bridge: np.ndarray, chin: np.ndarray, band_px: float, hw: tuple[int, int]) -> np.ndarray:
+    """(1, H, W) in [0, 1]: how much each portrait pixel belongs to the body rather than the head:
+    0 above the chin, rising to 1 `band_px` pixels below it along the face's down direction
+    (bridge -> chin, pixels (2,))."""
+    H, W = hw
+    down = normalize(chin - bridge)
+    ys, xs = np.meshgrid(np.arange(H, dtype=_f32), np.arange(W, dtype=_f32), indexing="ij")
+    along = (xs - chin[0]) * down[0] + (ys - chin[1]) * down[1]
+    return np.clip(along / _f32(band_px), _f32(0.0), _f32(1.0))[None]
+
+
+def _sample_pixels(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear samples (n, C, H, W) of image (C, h, w) at pixel positions uv (n, 2, H, W)
+    (pixel centres at integers, zero outside), through the normalised grid as torch does."""
+    C, h, w = image.shape
+    gx = (_f32(2.0) * uv[:, 0] + _f32(1.0)) / _f32(w) - _f32(1.0)
+    gy = (_f32(2.0) * uv[:, 1] + _f32(1.0)) / _f32(h) - _f32(1.0)
+    return grid_sample(image, np.stack([gx, gy], -1))
+
+
+def identity(portrait: np.ndarray, matte: np.ndarray, portrait_vertices_head: np.ndarray, T_portrait: np.ndarray,
+             vertices_head: np.ndarray, T_mpi_from_head: np.ndarray, K: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """The identity condition (n, 5, H, W) of n driving frames: model.geometry.portrait_warp.portrait_warp
+    for MediaPipe's face mesh. portrait (3, h, w) in [-1, 1] and matte (1, h, w) seen by camera K
+    (3, 3) with the head at T_portrait (4, 4); portrait_vertices_head (V, 3) its own mesh in its head
+    frame; vertices_head (n, V, 3) the driving meshes posed at T_mpi_from_head (n, 4, 4) in the MPI
+    camera (intrinsics K, size hw). Channels: premultiplied RGB, alpha, mesh confidence."""
+    portrait, matte = np.asarray(portrait, _f32), np.asarray(matte, _f32)
+    hp = tuple(portrait.shape[-2:])
+    if hp != tuple(hw):
+        # torch resizes the body part with F.interpolate; the MPI camera is the portrait's crop camera
+        raise NotImplementedError(f"portrait size {hp} differs from the MPI camera's {tuple(hw)}")
+    n = len(vertices_head)
+    K = np.asarray(K, _f32)
+    T_p = np.asarray(T_portrait, _f32)
+    faces = mesh_faces().astype(np.int64)
+    mouth = mouth_faces()
+    pv_cam = pose(np.asarray(portrait_vertices_head, _f32), T_p)
+    uv_p, conf_v = portrait_vertex_samples(pv_cam, faces, K, hp)
+
+    T = np.asarray(T_mpi_from_head, _f32)
+    frags = rasterize(pose(np.asarray(vertices_head, _f32), T), faces, K, hw)
+    attrs = frags.interpolate(np.concatenate([uv_p, conf_v[:, None]], -1), faces)  # (n, 3, H, W)
+    cov = frags.coverage
+    mouth_px = (mouth[np.maximum(frags.face, 0)] & (frags.face >= 0))[:, None].astype(_f32)
+    mesh_rgb = _sample_pixels(portrait, attrs[:, :2]) * cov * (_f32(1.0) - mouth_px) - mouth_px  # black inside the mouth
+    mesh_conf = attrs[:, 2:3] * cov * (_f32(1.0) - mouth_px)
+
+    # the rest of the person: above the chin on a plane through the head joint, parallel to the
+    # portrait's image, moved rigidly with the head; below it where it is in the portrait
+    band = float(K[0, 0]) * NECK_BAND / float(pv_cam[CHIN, 2])
+    body = body_weight(uv_p[NOSE_BRIDGE], uv_p[CHIN], band, hp)
+    T_mpi_from_portrait = T @ _inverse(T_p)
+    depth = np.broadcast_to(T_p[2, 3].reshape(1, 1), (n, 1))
+    Ks = np.broadcast_to(K, (n, 3, 3))
+    Hs = plane_homographies(Ks, Ks, T_mpi_from_portrait, depth)
+    rgba = np.concatenate([portrait * matte, matte], 0)
+    head = warp_planes(np.broadcast_to((rgba * (_f32(1.0) - body))[None, None], (n, 1, 4, *hp)), Hs, hw)[:, 0]
+    fg = head + (rgba * body)[None]  # the two parts of one matte: added, at most opaque
+    fg = fg / np.maximum(fg[:, 3:], _f32(1.0))
+    off_mesh = _f32(1.0) - cov
+    rgb = mesh_rgb + off_mesh * fg[:, :3]
+    alpha = cov + off_mesh * fg[:, 3:]
+    return np.concatenate([rgb, alpha, mesh_conf], 1)

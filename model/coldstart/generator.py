@@ -1,0 +1,186 @@
+"""Generation without torch: the viewer's worker with a one-step guidance-distilled student
+(the shipped demo model) exported to ONNX Runtime.
+
+imp-viewer's first frame waited for torch's import (2 s of 3 on this 2-core CPU). This generator
+needs NumPy, OpenCV and onnxruntime only: the clip conditions come from the NumPy twins of the
+rasteriser and the identity warp (model/coldstart/conditions.py, tested equal to the torch code
+that makes the training pairs), the network with its decode from the ONNX file that
+`imp export-onnx` (model/coldstart/onnx_export.py) wrote into the cache, and clips are cut and
+chained by model/diffusion/clips.py, the same as `model.diffusion.pipeline.Generator` does.
+
+What differs from the torch generator: the noise comes from NumPy's generator, so a seed gives
+other (equally valid) clips than `imp generate`; and it serves only one-step students on the
+CPU. Everything else (a teacher with many steps, a GPU, a model without its ONNX file) goes to
+the torch generator (`onnx_generator` says which).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.coldstart import conditions
+from model.coldstart.onnx_network import OnnxModelError, OnnxNetwork, onnx_path
+from model.data.driving import DrivingFrames, DrivingSource
+from model.data.portrait_crop import PortraitCrop, crop_portrait
+from model.diffusion.clips import GenerationStatus, GenerationTimes, clip_frames, driving_clips, to_uint8, total_frames
+from model.formats.clip import MPIFrame
+from model.net.config import ModelConfig
+
+
+def image_to_model(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 in [-1, 1] (as model.diffusion.pipeline.image_to_model)."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def first_frame_scales(frames: int, start: float) -> np.ndarray:
+    """s_f per frame (frames,) float32, as model.diffusion.sampler.first_frame_guidance_scales."""
+    half = frames // 2
+    scales = np.zeros(frames, np.float64)
+    if half == 1:
+        scales[0] = start
+    elif half > 1:
+        scales[:half] = start * (1 - np.arange(half, dtype=np.float64) / (half - 1))
+    return scales.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ColdPortrait:
+    """A portrait prepared for the ONNX generator: its crop, the canonical code of its template
+    (V, 3) and its reference input (3 + Cc, R, R) float32 (portrait in [-1, 1] + coordinate map)."""
+
+    crop: PortraitCrop
+    code: np.ndarray
+    reference: np.ndarray
+
+    @property
+    def track(self):
+        """The portrait's Track (what driving sources retarget onto)."""
+        return self.crop.track
+
+
+def gpu_present() -> bool:
+    """Whether an NVIDIA GPU is visible, asked without torch (its driver's /proc entries): "auto"
+    then belongs to the torch generator, which can use it."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+class OnnxGenerator:
+    """Samples MPI videos of one portrait with a one-step student in ONNX Runtime (see the module
+    docstring); the interface of model.diffusion.pipeline.Generator that the viewer's workers use:
+    `cfg`, `times`, `prepare`, `generate_clips`."""
+
+    device = "cpu (ONNX Runtime)"
+
+    def __init__(self, network: OnnxNetwork, cfg: ModelConfig):
+        self.network = network
+        self.cfg = cfg
+        self.portrait: ColdPortrait | None = None
+        self.times = GenerationTimes()
+
+    def prepare(self, portrait_image: str | Path | np.ndarray, cache_dir: Path | None = None) -> ColdPortrait:
+        """Track, crop, matte and inpaint the portrait (model.data.portrait_crop) and rasterise its
+        own mesh into its reference coordinate map."""
+        crop = crop_portrait(portrait_image, self.cfg.res, cache_dir)
+        code = conditions.canonical_code(crop.track.template)
+        coords, _, _ = conditions.mesh_inputs(crop.track.vertices_head(0)[None], crop.track.T_cam_from_head[:1], code, self.cfg)
+        self.portrait = ColdPortrait(crop, code, np.concatenate([image_to_model(crop.image), coords[0]], 0))
+        return self.portrait
+
+    def clip_inputs(self, frames: DrivingFrames, first_frame: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The network's inputs for one clip of exactly cfg.frames driving frames (batch 1; the
+        noise x_t is added by the caller); first_frame (3, R, R) in [-1, 1] or None (dropped)."""
+        p = self.portrait
+        if p is None:
+            raise RuntimeError("OnnxGenerator.prepare(portrait_image) must run before generating")
+        cfg, R = self.cfg, self.cfg.res
+        coords, alpha, _ = conditions.mesh_inputs(frames.vertices_head, frames.T_cam_from_head, p.code, cfg)
+        given = first_frame is not None
+        crop = p.crop
+        inputs = {
+            "coords": coords[None], "mesh_alpha": alpha[None], "portrait": p.reference[None],
+            "first_frame": (first_frame if given else np.zeros((3, R, R), np.float32))[None],
+            "first_frame_flag": np.array([1.0 if given else 0.0], np.float32),
+            "background": image_to_model(crop.background)[None], "valid": crop.valid.astype(np.float32)[None, None],
+        }
+        if cfg.identity_warp:
+            inputs["identity"] = conditions.identity(
+                image_to_model(crop.image), crop.matte[None], crop.track.vertices_head(0).astype(np.float32),
+                crop.T_cam_from_head, frames.vertices_head, frames.T_cam_from_head, crop.K, (R, R))[None]
+        s_f = first_frame_scales(cfg.frames, cfg.diffusion.first_frame_guidance) * np.float32(1.0 if given else 0.0)
+        inputs["guidance"] = np.stack([np.full_like(s_f, cfg.diffusion.portrait_guidance), s_f], -1)[None]
+        return inputs
+
+    def generate_clips(self, driving: DrivingSource, seed: int = 0, steps: int | None = None, max_frames: int | None = None,
+                       progress: Callable[[GenerationStatus], None] | None = None) -> Iterator[list[MPIFrame]]:
+        """Yield the new MPI frames of each clip until the driving source ends (or `max_frames`),
+        chained and padded as model.diffusion.pipeline.Generator.generate_clips does (clip 0's
+        first-frame condition is the portrait). Same seed and inputs -> identical frames."""
+        if steps not in (None, 1):
+            raise ValueError(f"the ONNX generator samples in one step, not {steps}")
+        p = self.portrait
+        if p is None:
+            raise RuntimeError("OnnxGenerator.prepare(portrait_image) must run before generating")
+        cfg = self.cfg
+        rng = np.random.default_rng(int(seed))
+        t = np.array([cfg.diffusion.train_timesteps - 1], np.int64)  # one DDIM step: from pure noise
+        background = np.ascontiguousarray(p.crop.background.transpose(2, 0, 1))
+        total = total_frames(driving, max_frames)
+        times = self.times = GenerationTimes()
+        first = image_to_model(p.crop.image)
+        source = driving_clips(driving, cfg.frames, max_frames)
+        while True:
+            started = time.perf_counter()
+            clip = next(source, None)
+            if clip is None:
+                return
+            inputs = self.clip_inputs(clip.frames, first)
+            times.conditions += time.perf_counter() - started
+            started = time.perf_counter()
+            x_t = rng.standard_normal((1, cfg.frames, 3, cfg.res, cfg.res), dtype=np.float32)
+            out = self.network(x_t=x_t, t=t, **inputs)
+            times.network += time.perf_counter() - started
+            times.passes += 1
+            if progress is not None:
+                progress(GenerationStatus(clip.index, 1, 1, clip.done, total))
+            started = time.perf_counter()
+            frames = clip_frames(to_uint8(out["frontal"][0], -1.0), to_uint8(out["residual"][0], -1.0),
+                                 to_uint8(out["alpha"][0], 0.0), background, p.crop.K, clip)
+            first = out["video"][0, -1]  # the next clip's first-frame condition (model.diffusion.sampler.sample_chained)
+            times.decode += time.perf_counter() - started
+            times.frames += len(frames)
+            yield frames
+
+
+def onnx_generator(checkpoint: Path, device: str, steps: int | None, cache_dir: Path | None,
+                   threads: int | None = None) -> tuple[OnnxGenerator | None, str]:
+    """(the ONNX generator for a generation worker, "") when it can serve the job, else (None, why
+    not): a one-step guidance-distilled student (`steps` None or 1), on the CPU (--device cpu, or
+    auto without a GPU), onnxruntime installed, and the checkpoint's ONNX file in the cache
+    (`imp export-onnx`). Checked in this order, cheapest first; nothing here imports torch."""
+    from model.net.checkpoint import read_config
+
+    if device not in ("auto", "cpu") or (device == "auto" and gpu_present()):
+        return None, f"--device {device}: the torch generator runs on the GPU"
+    if cache_dir is None:
+        return None, "no cache folder for the ONNX file"
+    cfg = read_config(checkpoint)
+    if not cfg.guidance_input or (steps or cfg.diffusion.sample_steps) != 1:
+        return None, "not a one-step guidance-distilled student"
+    path = onnx_path(checkpoint, cache_dir)
+    if not path.is_file():
+        return None, f"no ONNX file for {checkpoint} in {path.parent} (imp export-onnx --checkpoint {checkpoint})"
+    try:
+        import onnxruntime  # noqa: F401 - optional at run time: without it the torch generator serves
+    except ImportError:
+        return None, "onnxruntime is not installed"
+    try:
+        network = OnnxNetwork(path, threads=threads or 1)
+    except OnnxModelError as exc:  # a torn or foreign file: the torch generator serves, nothing is lost
+        return None, str(exc)
+    return OnnxGenerator(network, cfg), ""
+
