@@ -43,7 +43,7 @@ def generators(demo_onnx, astronaut_path):
     """(ONNX generator, torch generator), both with the astronaut prepared."""
     from model.diffusion.pipeline import Generator
 
-    cold, why = onnx_generator(demo_checkpoint(), "cpu", None, default_cache_dir(), threads=1)
+    cold, why, _ = onnx_generator(demo_checkpoint(), "cpu", None, default_cache_dir(), threads=1)
     assert cold is not None, why
     cold.prepare(astronaut_path, default_cache_dir())
     warm = Generator.from_checkpoint(demo_checkpoint())
@@ -128,16 +128,21 @@ def test_same_noise_gives_the_torch_frames(generators):
 
 def test_it_serves_only_what_it_can(demo_onnx, tmp_path):
     ckpt = demo_checkpoint()
-    assert onnx_generator(ckpt, "cpu", None, default_cache_dir())[0] is not None
-    for device, steps, cache, needle in (("cuda", None, default_cache_dir(), "GPU"),
-                                        ("cpu", 4, default_cache_dir(), "one-step"),
-                                        ("cpu", None, tmp_path, "imp export-onnx"),
-                                        ("cpu", None, None, "cache")):
-        generator, why = onnx_generator(ckpt, device, steps, cache)
-        assert generator is None and needle in why, (device, steps, why)
+    assert onnx_generator(ckpt, "cpu", None, default_cache_dir()).generator is not None
+    torn = tmp_path / "torn"
+    torn_file = onnx_path(ckpt, torn)
+    torn_file.parent.mkdir(parents=True)
+    torn_file.write_bytes(demo_onnx.read_bytes()[:100_000])
+    for device, steps, cache, needle, missing in (("cuda", None, default_cache_dir(), "GPU", False),
+                                                 ("cpu", 4, default_cache_dir(), "one-step", False),
+                                                 ("cpu", None, tmp_path, "imp export-onnx", True),
+                                                 ("cpu", None, torn, "imp export-onnx", True),
+                                                 ("cpu", None, None, "cache", False)):
+        generator, why, lacking = onnx_generator(ckpt, device, steps, cache)
+        assert generator is None and needle in why and lacking == missing, (device, steps, why)
     teacher = REPO / "assets" / "demo-teacher.safetensors"
     assert not read_config(teacher).guidance_input
-    assert onnx_generator(teacher, "cpu", None, default_cache_dir())[0] is None
+    assert onnx_generator(teacher, "cpu", None, default_cache_dir()).generator is None
 
 
 def test_the_worker_makes_its_clips_without_torch(demo_onnx, astronaut_path):
@@ -188,3 +193,13 @@ def test_process_worker_runs_the_onnx_generator(demo_onnx, astronaut_path):
     assert worker.times is not None and worker.times.passes == 2 and worker.times.frames == 12
     # a head, not an empty MPI: the person's planes carry alpha where the portrait's face is
     assert max(f.alpha.max() for f in frames) > 200 and frames[0].frontal.std() > 10
+
+
+def test_without_its_onnx_file_the_worker_says_so_and_uses_torch(tmp_path, astronaut_path, capsys):
+    from app.live.worker import GenerationJob, open_generator
+    from model.diffusion.pipeline import Generator
+
+    job = GenerationJob(demo_checkpoint(), astronaut_path, default_driving, device="cpu", threads=1, cache_dir=tmp_path)
+    assert isinstance(open_generator(job), Generator)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "generating with torch" in err[0] and "imp export-onnx" in err[0], err

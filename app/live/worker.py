@@ -14,6 +14,7 @@ escape the thread: they end it and are kept in `status.error` for the UI to show
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import traceback
@@ -92,9 +93,11 @@ def open_generator(job: GenerationJob):
     device asked for. Both have `device`, `cfg`, `times`, `prepare` and `generate_clips`."""
     from model.coldstart.generator import onnx_generator
 
-    generator, _ = onnx_generator(job.checkpoint, job.device, job.steps, job.cache_dir, job.threads)
-    if generator is not None:
-        return generator
+    choice = onnx_generator(job.checkpoint, job.device, job.steps, job.cache_dir, job.threads)
+    if choice.generator is not None:
+        return choice.generator
+    if choice.missing:  # one line on the terminal: the first frame waits for torch's import now
+        print(f"imp-viewer: generating with torch: {choice.why}", file=sys.stderr, flush=True)
     import torch
 
     from model.diffusion.pipeline import Generator

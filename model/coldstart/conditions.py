@@ -12,9 +12,11 @@ Shapes as in the torch modules; every array is float32.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from model.coldstart.raster import apply_matrix, rasterize
+from model.coldstart.raster import Fragments, apply_matrix, rasterize
 from model.geometry.crop_camera import crop_camera_K
 from model.geometry.mpi_planes import near_far, plane_depths
 from model.net.config import ModelConfig
@@ -84,54 +86,48 @@ def pixel_grid(h: int, w: int) -> np.ndarray:
     return np.stack([xs, ys, np.ones_like(xs)], -1)
 
 
-def grid_sample(image: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Bilinear samples (N, C, H, W) of image (C, h, w) (shared) or (N, C, h, w) at normalised
-    positions grid (N, H, W, 2) in [-1, 1] (x, y): F.grid_sample(mode="bilinear",
-    padding_mode="zeros", align_corners=False), with torch's CPU kernel's roundings (un-normalise
-    as (g + 1) * size / 2 - 0.5, corner weights from the distances to the floor)."""
-    C, h, w = image.shape[-3:]
-    N, H, W, _ = grid.shape
-    ix = (grid[..., 0] + _f32(1.0)) * _f32(w / 2) - _f32(0.5)
-    iy = (grid[..., 1] + _f32(1.0)) * _f32(h / 2) - _f32(0.5)
+def padded_table(image: np.ndarray) -> np.ndarray:
+    """(C, (h + 2) (w + 2)) of image (C, h, w): zero-bordered and flattened for `sample_bilinear`.
+    The zero border makes "zeros padding" a plain gather: every corner outside the image is clamped
+    onto the border (0 * weight adds nothing, as torch's masked corners do)."""
+    return np.ascontiguousarray(np.pad(image, [(0, 0), (1, 1), (1, 1)]).reshape(image.shape[0], -1))
+
+
+def sample_bilinear(table: np.ndarray, hw: tuple[int, int], gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """Bilinear samples (C, ...) of an image (C, h, w) given as its `padded_table`, at normalised
+    positions gx, gy (...) in [-1, 1]: F.grid_sample(mode="bilinear", padding_mode="zeros",
+    align_corners=False) with torch's CPU kernel's roundings (un-normalise as (g + 1) * size / 2 -
+    0.5, corner weights from the distances to the floor, corners summed nw, ne, sw, se)."""
+    h, w = hw
+    ix = (gx + _f32(1.0)) * _f32(w / 2) - _f32(0.5)
+    iy = (gy + _f32(1.0)) * _f32(h / 2) - _f32(0.5)
     x0, y0 = np.floor(ix), np.floor(iy)
     wx = ix - x0
     ex = _f32(1.0) - wx
     ny = iy - y0
     sy = _f32(1.0) - ny
-    # a zero border makes "zeros padding" a plain gather: every corner outside the image is clamped
-    # onto the border (0 * weight adds nothing, as torch's masked corners do); np.take of single
-    # floats per channel is several times faster than fancy indexing
-    padded = np.pad(image, [(0, 0)] * (image.ndim - 2) + [(1, 1), (1, 1)])
-    table = np.moveaxis(padded, -3, 0).reshape(C, -1)  # (C, [N *] (h + 2) (w + 2))
-    base = 0 if image.ndim == 3 else (np.arange(N) * ((h + 2) * (w + 2)))[:, None, None]
     xs = [np.clip(x0 + dx, -1, w).astype(np.int64) + 1 for dx in (0, 1)]
     ys = [np.clip(y0 + dy, -1, h).astype(np.int64) + 1 for dy in (0, 1)]
     out = None
     for dx, dy, weight in ((0, 0, sy * ex), (1, 0, sy * wx), (0, 1, ny * ex), (1, 1, ny * wx)):  # nw, ne, sw, se
-        term = np.take(table, base + ys[dy] * (w + 2) + xs[dx], axis=1) * weight  # (C, N, H, W)
+        # np.take of single floats per channel is several times faster than fancy indexing
+        term = np.take(table, ys[dy] * (w + 2) + xs[dx], axis=1) * weight
         out = term if out is None else out + term
-    return np.ascontiguousarray(out.transpose(1, 0, 2, 3))
+    return out
 
 
-def warp_planes(planes: np.ndarray, H_tgt_from_src: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """Warp images (B, N, C, H, W) by homographies (B, N, 3, 3) into (B, N, C, h, w).
-
-    Bilinear sampling, transparent (zero) outside the source image; planes whose source point
-    lies behind the source camera (w <= 0) are zero too."""
-    B, N, C, H, W = planes.shape
-    h, w = out_hw
-    grid = pixel_grid(h, w).reshape(1, 1, h * w, 3)
-    src = apply_matrix(grid, _inverse(H_tgt_from_src))  # (B, N, h*w, 3)
+def homography_samples(H_src_from_tgt: np.ndarray, pixels: np.ndarray, src_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised source positions (gx, gy) (P,) of target pixels (P, 3) (homogeneous, centres at
+    integers) under a homography (3, 3), as model.geometry.mpi.warp_planes samples: a source point
+    behind the source camera (w <= 0) goes far outside, where sampling gives zero."""
+    H, W = src_hw
+    src = apply_matrix(pixels, H_src_from_tgt)
     z = src[..., 2:3]
     valid = z > _f32(1e-8)
     xy = src[..., :2] / np.where(valid, z, _f32(1.0))
-    # pixel centres at integers -> grid_sample's align_corners=False normalisation
     gx = (_f32(2.0) * xy[..., 0] + _f32(1.0)) / _f32(W) - _f32(1.0)
     gy = (_f32(2.0) * xy[..., 1] + _f32(1.0)) / _f32(H) - _f32(1.0)
-    gx = np.where(valid[..., 0], gx, _f32(-4.0))  # behind the source camera: far outside, so zero
-    gy = np.where(valid[..., 0], gy, _f32(-4.0))
-    g = np.stack([gx, gy], -1).reshape(B * N, h, w, 2)
-    return grid_sample(planes.reshape(B * N, C, H, W), g).reshape(B, N, C, h, w)
+    return np.where(valid[..., 0], gx, _f32(-4.0)), np.where(valid[..., 0], gy, _f32(-4.0))
 
 
 # ------------------------------------------------------------------- model.geometry.conditions twins
@@ -163,10 +159,12 @@ def alpha_planes(disparity: np.ndarray, coverage: np.ndarray, depths: np.ndarray
     front = m * w
     denom = _f32(1.0) - front
     back = np.where(denom > _f32(1e-6), m * (_f32(1.0) - w) / np.maximum(denom, _f32(1e-6)), _f32(0.0))
-    plane = np.arange(D).reshape(1, D, 1, 1)
     k = k.astype(np.int64)
     # torch scatters back onto plane k and adds front onto plane k + 1 (of zeros): the same values
-    return (np.where(plane == k, back, _f32(0.0)) + np.where(plane == k + 1, front, _f32(0.0))).astype(_f32)
+    alpha = np.zeros((B, D, *disparity.shape[-2:]), _f32)
+    np.put_along_axis(alpha, k, back.astype(_f32), axis=1)
+    np.put_along_axis(alpha, k + 1, (front + _f32(0.0)).astype(_f32), axis=1)
+    return alpha
 
 
 def coordinate_channels(coords: np.ndarray, coverage: np.ndarray, channels: int) -> np.ndarray:
@@ -189,13 +187,22 @@ def mesh_inputs(vertices_head: np.ndarray, T_cam_from_head: np.ndarray, code: np
     the MPI camera K (default: the crop camera at cfg.res), each frame's planes between its own
     near / far: model.diffusion.pipeline.mesh_inputs. vertices_head (n, 478, 3) head frame, metres;
     T_cam_from_head (n, 4, 4); code (478, 3) from `canonical_code` of the identity template."""
+    return clip_conditions(vertices_head, T_cam_from_head, code, cfg, None, K)[:3]
+
+
+def clip_conditions(vertices_head: np.ndarray, T_cam_from_head: np.ndarray, code: np.ndarray, cfg: ModelConfig,
+                    side: "PortraitSide | None", K: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """`mesh_inputs` and, with the portrait's `side`, the identity condition (n, 5, R, R) of the same
+    frames (else None), from one rasterisation of the driving meshes: the torch pipeline rasterises
+    them twice, into the same fragments (same poses, camera and size)."""
     verts = np.asarray(vertices_head, _f32)
     T = np.asarray(T_cam_from_head, _f32)
     K = crop_camera_K(cfg.res).astype(_f32) if K is None else np.asarray(K, _f32)
     code = np.asarray(code, _f32)
     faces = mesh_faces().astype(np.int64)
     R = cfg.res
-    coords, alpha, depths = [], [], []
+    coords, alpha, depths, identity = [], [], [], []
     for i in range(0, len(verts), RASTER_CHUNK):
         Tc = T[i:i + RASTER_CHUNK]
         d = mpi_depths(Tc, cfg.planes)
@@ -204,7 +211,10 @@ def mesh_inputs(vertices_head: np.ndarray, T_cam_from_head: np.ndarray, code: np
         coords.append(coordinate_channels(frags.interpolate(code, faces), coverage, cfg.coord_channels))
         alpha.append(alpha_planes(frags.disparity[:, None], coverage, d))
         depths.append(d)
-    return np.concatenate(coords), np.concatenate(alpha), np.concatenate(depths)
+        if side is not None:
+            identity.append(identity_of(side, frags, Tc))
+    return (np.concatenate(coords), np.concatenate(alpha), np.concatenate(depths),
+            np.concatenate(identity) if side is not None else None)
 
 
 # ------------------------------------------------------------- model.geometry.portrait_warp twins
@@ -252,13 +262,85 @@ def body_weight(bridge: np.ndarray, chin: np.ndarray, band_px: float, hw: tuple[
     return np.clip(along / _f32(band_px), _f32(0.0), _f32(1.0))[None]
 
 
-def _sample_pixels(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Bilinear samples (n, C, H, W) of image (C, h, w) at pixel positions uv (n, 2, H, W)
-    (pixel centres at integers, zero outside), through the normalised grid as torch does."""
-    C, h, w = image.shape
-    gx = (_f32(2.0) * uv[:, 0] + _f32(1.0)) / _f32(w) - _f32(1.0)
-    gy = (_f32(2.0) * uv[:, 1] + _f32(1.0)) / _f32(h) - _f32(1.0)
-    return grid_sample(image, np.stack([gx, gy], -1))
+def pixel_positions(uv: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised positions (gx, gy) of pixel positions uv (2, ...) in an image of size hw (pixel
+    centres at integers), as torch's warp normalises them for grid_sample."""
+    h, w = hw
+    return (_f32(2.0) * uv[0] + _f32(1.0)) / _f32(w) - _f32(1.0), (_f32(2.0) * uv[1] + _f32(1.0)) / _f32(h) - _f32(1.0)
+
+
+@dataclass(frozen=True)
+class PortraitSide:
+    """What the identity condition takes from the portrait alone, made once per portrait
+    (`portrait_side`) and used for every clip (`identity_of`)."""
+
+    colours: np.ndarray  # padded_table of the portrait (3, h, w) in [-1, 1]
+    head: np.ndarray  # padded_table of its matted RGBA above the neck: moves with the head
+    torso: np.ndarray  # (4, h, w) its matted RGBA below the neck: stays
+    vertex_attrs: np.ndarray  # (V, 3): each vertex's pixel position in the portrait and its confidence
+    T_portrait: np.ndarray  # (4, 4) its head in its camera
+    K: np.ndarray  # (3, 3) its camera, the MPI camera's intrinsics too
+    hw: tuple[int, int]
+
+
+def portrait_side(portrait: np.ndarray, matte: np.ndarray, portrait_vertices_head: np.ndarray,
+                  T_portrait: np.ndarray, K: np.ndarray) -> PortraitSide:
+    """The portrait's part of model.geometry.portrait_warp.portrait_warp: portrait (3, h, w) in
+    [-1, 1], matte (1, h, w), its own mesh (V, 3) in its head frame at T_portrait (4, 4), camera K."""
+    portrait, matte = np.asarray(portrait, _f32), np.asarray(matte, _f32)
+    hp = tuple(portrait.shape[-2:])
+    K = np.asarray(K, _f32)
+    T_p = np.asarray(T_portrait, _f32)
+    pv_cam = pose(np.asarray(portrait_vertices_head, _f32), T_p)
+    uv_p, conf_v = portrait_vertex_samples(pv_cam, mesh_faces().astype(np.int64), K, hp)
+    # the rest of the person: above the chin on a plane through the head joint, parallel to the
+    # portrait's image, moved rigidly with the head; below it where it is in the portrait
+    band = float(K[0, 0]) * NECK_BAND / float(pv_cam[CHIN, 2])
+    body = body_weight(uv_p[NOSE_BRIDGE], uv_p[CHIN], band, hp)
+    rgba = np.concatenate([portrait * matte, matte], 0)
+    return PortraitSide(padded_table(portrait), padded_table(rgba * (_f32(1.0) - body)), rgba * body,
+                        np.concatenate([uv_p, conf_v[:, None]], -1), T_p, K, hp)
+
+
+def identity_of(side: PortraitSide, frags: Fragments, T_mpi_from_head: np.ndarray) -> np.ndarray:
+    """The identity condition (n, 5, H, W) of n driving frames whose posed meshes (at T_mpi_from_head
+    (n, 4, 4) in the MPI camera) were rasterised into `frags` (n, H, W) with the portrait's K.
+
+    The portrait is sampled only where its samples are kept (its colours on the mesh outside the
+    mouth, its head plane off the mesh): the other pixels multiply them by 0, so the result is
+    portrait_warp's, at half the gathers."""
+    n, H, W = frags.face.shape
+    hw = (H, W)
+    if side.hw != hw:
+        # torch resizes the body part with F.interpolate; the MPI camera is the portrait's crop camera
+        raise NotImplementedError(f"portrait size {side.hw} differs from the MPI camera's {hw}")
+    faces = mesh_faces().astype(np.int64)
+    attrs = frags.interpolate(side.vertex_attrs, faces)  # (n, 3, H, W)
+    cov = frags.coverage
+    mouth = (mouth_faces()[np.maximum(frags.face, 0)] & (frags.face >= 0))[:, None]
+    mouth_px = mouth.astype(_f32)
+    on = np.nonzero((cov[:, 0] > 0) & ~mouth[:, 0])  # (frame, y, x) of the mesh pixels shown in colour
+    samples = np.zeros((3, n, H, W), _f32)
+    samples[:, on[0], on[1], on[2]] = sample_bilinear(side.colours, hw, *pixel_positions(attrs[on[0], :2, on[1], on[2]].T, hw))
+    mesh_rgb = samples.transpose(1, 0, 2, 3) * cov * (_f32(1.0) - mouth_px) - mouth_px  # black inside the mouth
+    mesh_conf = attrs[:, 2:3] * cov * (_f32(1.0) - mouth_px)
+
+    T = np.asarray(T_mpi_from_head, _f32)
+    T_mpi_from_portrait = T @ _inverse(side.T_portrait)
+    depth = np.broadcast_to(side.T_portrait[2, 3].reshape(1, 1), (n, 1))
+    Ks = np.broadcast_to(side.K, (n, 3, 3))
+    H_src = _inverse(plane_homographies(Ks, Ks, T_mpi_from_portrait, depth)[:, 0])  # (n, 3, 3) MPI -> portrait
+    grid = pixel_grid(H, W).reshape(-1, 3)
+    head = np.zeros((n, 4, H * W), _f32)
+    for i in range(n):
+        off = np.flatnonzero(cov[i, 0].reshape(-1) == 0)
+        head[i][:, off] = sample_bilinear(side.head, side.hw, *homography_samples(H_src[i], grid[off], side.hw))
+    fg = head.reshape(n, 4, H, W) + side.torso[None]  # the two parts of one matte: added, at most opaque
+    fg = fg / np.maximum(fg[:, 3:], _f32(1.0))
+    off_mesh = _f32(1.0) - cov
+    rgb = mesh_rgb + off_mesh * fg[:, :3]
+    alpha = cov + off_mesh * fg[:, 3:]
+    return np.concatenate([rgb, alpha, mesh_conf], 1)
 
 
 def identity(portrait: np.ndarray, matte: np.ndarray, portrait_vertices_head: np.ndarray, T_portrait: np.ndarray,
@@ -268,40 +350,7 @@ def identity(portrait: np.ndarray, matte: np.ndarray, portrait_vertices_head: np
     (3, 3) with the head at T_portrait (4, 4); portrait_vertices_head (V, 3) its own mesh in its head
     frame; vertices_head (n, V, 3) the driving meshes posed at T_mpi_from_head (n, 4, 4) in the MPI
     camera (intrinsics K, size hw). Channels: premultiplied RGB, alpha, mesh confidence."""
-    portrait, matte = np.asarray(portrait, _f32), np.asarray(matte, _f32)
-    hp = tuple(portrait.shape[-2:])
-    if hp != tuple(hw):
-        # torch resizes the body part with F.interpolate; the MPI camera is the portrait's crop camera
-        raise NotImplementedError(f"portrait size {hp} differs from the MPI camera's {tuple(hw)}")
-    n = len(vertices_head)
-    K = np.asarray(K, _f32)
-    T_p = np.asarray(T_portrait, _f32)
-    faces = mesh_faces().astype(np.int64)
-    mouth = mouth_faces()
-    pv_cam = pose(np.asarray(portrait_vertices_head, _f32), T_p)
-    uv_p, conf_v = portrait_vertex_samples(pv_cam, faces, K, hp)
-
+    side = portrait_side(portrait, matte, portrait_vertices_head, T_portrait, K)
     T = np.asarray(T_mpi_from_head, _f32)
-    frags = rasterize(pose(np.asarray(vertices_head, _f32), T), faces, K, hw)
-    attrs = frags.interpolate(np.concatenate([uv_p, conf_v[:, None]], -1), faces)  # (n, 3, H, W)
-    cov = frags.coverage
-    mouth_px = (mouth[np.maximum(frags.face, 0)] & (frags.face >= 0))[:, None].astype(_f32)
-    mesh_rgb = _sample_pixels(portrait, attrs[:, :2]) * cov * (_f32(1.0) - mouth_px) - mouth_px  # black inside the mouth
-    mesh_conf = attrs[:, 2:3] * cov * (_f32(1.0) - mouth_px)
-
-    # the rest of the person: above the chin on a plane through the head joint, parallel to the
-    # portrait's image, moved rigidly with the head; below it where it is in the portrait
-    band = float(K[0, 0]) * NECK_BAND / float(pv_cam[CHIN, 2])
-    body = body_weight(uv_p[NOSE_BRIDGE], uv_p[CHIN], band, hp)
-    T_mpi_from_portrait = T @ _inverse(T_p)
-    depth = np.broadcast_to(T_p[2, 3].reshape(1, 1), (n, 1))
-    Ks = np.broadcast_to(K, (n, 3, 3))
-    Hs = plane_homographies(Ks, Ks, T_mpi_from_portrait, depth)
-    rgba = np.concatenate([portrait * matte, matte], 0)
-    head = warp_planes(np.broadcast_to((rgba * (_f32(1.0) - body))[None, None], (n, 1, 4, *hp)), Hs, hw)[:, 0]
-    fg = head + (rgba * body)[None]  # the two parts of one matte: added, at most opaque
-    fg = fg / np.maximum(fg[:, 3:], _f32(1.0))
-    off_mesh = _f32(1.0) - cov
-    rgb = mesh_rgb + off_mesh * fg[:, :3]
-    alpha = cov + off_mesh * fg[:, 3:]
-    return np.concatenate([rgb, alpha, mesh_conf], 1)
+    frags = rasterize(pose(np.asarray(vertices_head, _f32), T), mesh_faces().astype(np.int64), side.K, hw)
+    return identity_of(side, frags, T)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -50,11 +51,13 @@ def first_frame_scales(frames: int, start: float) -> np.ndarray:
 @dataclass(frozen=True)
 class ColdPortrait:
     """A portrait prepared for the ONNX generator: its crop, the canonical code of its template
-    (V, 3) and its reference input (3 + Cc, R, R) float32 (portrait in [-1, 1] + coordinate map)."""
+    (V, 3), its reference input (3 + Cc, R, R) float32 (portrait in [-1, 1] + coordinate map) and,
+    for identity_warp configs, its part of the identity condition."""
 
     crop: PortraitCrop
     code: np.ndarray
     reference: np.ndarray
+    side: conditions.PortraitSide | None
 
     @property
     def track(self):
@@ -88,7 +91,9 @@ class OnnxGenerator:
         crop = crop_portrait(portrait_image, self.cfg.res, cache_dir)
         code = conditions.canonical_code(crop.track.template)
         coords, _, _ = conditions.mesh_inputs(crop.track.vertices_head(0)[None], crop.track.T_cam_from_head[:1], code, self.cfg)
-        self.portrait = ColdPortrait(crop, code, np.concatenate([image_to_model(crop.image), coords[0]], 0))
+        side = conditions.portrait_side(image_to_model(crop.image), crop.matte[None], crop.track.vertices_head(0),
+                                        crop.T_cam_from_head, crop.K) if self.cfg.identity_warp else None
+        self.portrait = ColdPortrait(crop, code, np.concatenate([image_to_model(crop.image), coords[0]], 0), side)
         return self.portrait
 
     def clip_inputs(self, frames: DrivingFrames, first_frame: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -98,7 +103,7 @@ class OnnxGenerator:
         if p is None:
             raise RuntimeError("OnnxGenerator.prepare(portrait_image) must run before generating")
         cfg, R = self.cfg, self.cfg.res
-        coords, alpha, _ = conditions.mesh_inputs(frames.vertices_head, frames.T_cam_from_head, p.code, cfg)
+        coords, alpha, _, identity = conditions.clip_conditions(frames.vertices_head, frames.T_cam_from_head, p.code, cfg, p.side)
         given = first_frame is not None
         crop = p.crop
         inputs = {
@@ -107,10 +112,8 @@ class OnnxGenerator:
             "first_frame_flag": np.array([1.0 if given else 0.0], np.float32),
             "background": image_to_model(crop.background)[None], "valid": crop.valid.astype(np.float32)[None, None],
         }
-        if cfg.identity_warp:
-            inputs["identity"] = conditions.identity(
-                image_to_model(crop.image), crop.matte[None], crop.track.vertices_head(0).astype(np.float32),
-                crop.T_cam_from_head, frames.vertices_head, frames.T_cam_from_head, crop.K, (R, R))[None]
+        if identity is not None:
+            inputs["identity"] = identity[None]
         s_f = first_frame_scales(cfg.frames, cfg.diffusion.first_frame_guidance) * np.float32(1.0 if given else 0.0)
         inputs["guidance"] = np.stack([np.full_like(s_f, cfg.diffusion.portrait_guidance), s_f], -1)[None]
         return inputs
@@ -156,31 +159,41 @@ class OnnxGenerator:
             yield frames
 
 
+class OnnxChoice(NamedTuple):
+    """`onnx_generator`'s answer: the generator, or None and why not; `missing` says the job suits
+    the ONNX generator but something it needs is not there (worth telling the user: the first frame
+    then waits for torch's import), as opposed to a job it does not serve (a GPU, a teacher)."""
+
+    generator: OnnxGenerator | None
+    why: str = ""
+    missing: bool = False
+
+
 def onnx_generator(checkpoint: Path, device: str, steps: int | None, cache_dir: Path | None,
-                   threads: int | None = None) -> tuple[OnnxGenerator | None, str]:
-    """(the ONNX generator for a generation worker, "") when it can serve the job, else (None, why
-    not): a one-step guidance-distilled student (`steps` None or 1), on the CPU (--device cpu, or
-    auto without a GPU), onnxruntime installed, and the checkpoint's ONNX file in the cache
-    (`imp export-onnx`). Checked in this order, cheapest first; nothing here imports torch."""
+                   threads: int | None = None) -> OnnxChoice:
+    """The ONNX generator for a generation worker when it can serve the job: a one-step
+    guidance-distilled student (`steps` None or 1), on the CPU (--device cpu, or auto without a
+    GPU), the checkpoint's ONNX file in the cache (`imp export-onnx`) and onnxruntime installed.
+    Checked in this order, cheapest first; nothing here imports torch."""
     from model.net.checkpoint import read_config
 
     if device not in ("auto", "cpu") or (device == "auto" and gpu_present()):
-        return None, f"--device {device}: the torch generator runs on the GPU"
-    if cache_dir is None:
-        return None, "no cache folder for the ONNX file"
+        return OnnxChoice(None, f"--device {device}: the torch generator runs on the GPU")
     cfg = read_config(checkpoint)
     if not cfg.guidance_input or (steps or cfg.diffusion.sample_steps) != 1:
-        return None, "not a one-step guidance-distilled student"
+        return OnnxChoice(None, "not a one-step guidance-distilled student")
+    if cache_dir is None:
+        return OnnxChoice(None, "no cache folder for the ONNX file")
     path = onnx_path(checkpoint, cache_dir)
     if not path.is_file():
-        return None, f"no ONNX file for {checkpoint} in {path.parent} (imp export-onnx --checkpoint {checkpoint})"
+        return OnnxChoice(None, f"no ONNX file of {checkpoint.name} in {path.parent} (make it with `imp export-onnx "
+                                f"--checkpoint {checkpoint}`)", missing=True)
     try:
         import onnxruntime  # noqa: F401 - optional at run time: without it the torch generator serves
     except ImportError:
-        return None, "onnxruntime is not installed"
+        return OnnxChoice(None, "onnxruntime is not installed (pip install onnxruntime)", missing=True)
     try:
         network = OnnxNetwork(path, threads=threads or 1)
     except OnnxModelError as exc:  # a torn or foreign file: the torch generator serves, nothing is lost
-        return None, str(exc)
-    return OnnxGenerator(network, cfg), ""
-
+        return OnnxChoice(None, str(exc), missing=True)
+    return OnnxChoice(OnnxGenerator(network, cfg))

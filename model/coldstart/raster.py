@@ -9,8 +9,7 @@ of the winners, the candidates are sorted by (pixel, disparity) with a stable so
 of each pixel is taken. That is the same winner, ties included (the last candidate in candidate
 order among those of the largest disparity), and faster than `np.maximum.at`.
 
-The two tolerances live here, and the torch module imports them, because this module must not
-import torch.
+The two tolerances are the torch module's (this one must not import it; a test checks they agree).
 """
 from __future__ import annotations
 
