@@ -122,9 +122,11 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
         from model.data.driving import ParametricDriving
         from model.runtime import single_threaded_blas
 
-        single_threaded_blas()
         out.put(("status", {"phase": "loading model", "at": time.perf_counter()}))
         generator = open_generator(job)
+        # after the generator's imports: threadpoolctl limits the BLAS libraries already loaded, and
+        # torch's, left at two threads beside the render loop, made the torch worker 10-100x slower
+        single_threaded_blas()
         out.put(("status", {"device": str(generator.device)}))
         out.put(("status", {"phase": "preparing portrait", "at": time.perf_counter()}))
         portrait = generator.prepare(job.portrait, job.cache_dir)

@@ -15,11 +15,9 @@ once" (demo model, 1 thread: 0.70-0.74 s raw at ORT_ENABLE_ALL, 0.32-0.39 s pre-
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,6 @@ from torch import Tensor, nn
 
 from model.atomic_write import publish
 from model.coldstart import onnx_network as on
-from model.geometry import mpi
 from model.diffusion.process import render_frontal
 from model.net.config import GUIDANCE_CHANNELS, ModelConfig
 from model.net.unet import MPIPrediction
@@ -89,36 +86,12 @@ def _temp_beside(out: Path, suffix: str) -> Path:
     return Path(name)
 
 
-def _transmittance_unrolled(alpha: Tensor) -> Tensor:
-    """mpi.transmittance (..., D, H, W) as D - 1 products from the front plane back, in the order
-    torch.cumprod multiplies them (same values): ONNX opset 17 has no cumulative product."""
-    one_minus = 1.0 - alpha
-    D = alpha.shape[-3]
-    planes = [torch.ones_like(alpha[..., :1, :, :])]
-    for i in range(D - 2, -1, -1):
-        planes.append(planes[-1] * one_minus[..., i + 1:i + 2, :, :])
-    return torch.cat(planes[::-1], dim=-3)
-
-
-@contextlib.contextmanager
-def _exportable_renderer() -> Iterator[None]:
-    """While tracing: the renderer's transmittance without aten::cumprod (which the exporter cannot
-    map). Swapped in rather than copied so that the exported render stays mpi.render_in_mpi_camera
-    itself; the check after export compares against the unswapped torch path."""
-    original = mpi.transmittance
-    mpi.transmittance = _transmittance_unrolled
-    try:
-        yield
-    finally:
-        mpi.transmittance = original
-
-
 def _torch_export(step: StudentStep, inputs: dict[str, Tensor], path: Path) -> None:
     names = list(inputs)
     # the legacy exporter maps positional args to forward's parameters: pass None for the unused ones
     args = tuple(inputs.get(n) for n in ("x_t", "t", "coords", "mesh_alpha", "portrait", "first_frame", "first_frame_flag",
                                          "identity", "background", "valid", "guidance"))
-    with torch.no_grad(), _exportable_renderer(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings():
         # shape checks traced as constants: expected, the graph is for these fixed shapes only
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(step, args, str(path), input_names=names, output_names=list(on.OUTPUT_NAMES),
