@@ -45,6 +45,26 @@ def test_image_metrics():
     assert math.isnan(psnr(b, a, torch.zeros_like(mask)))
 
 
+def test_region_errors_split_the_error_where_it_is():
+    from model.evaluation.reenactment import region_errors
+
+    real = torch.zeros(2, 3, 8, 8)
+    frames = real.clone()
+    face = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    face[..., 2:4, 2:4] = True
+    person = face.clone()
+    person[..., 2:8, 1:6] = True
+    frames[:, :, 6:8, 1:3] = 0.2  # wrong on the person off the face only (the torso)
+    frames[:, :, 0, 0] = 1.0  # and on one background pixel, outside the valid region
+    valid = torch.ones(1, 1, 8, 8, dtype=torch.bool)
+    valid[..., 0, 0] = False
+    r = region_errors(frames, real, valid, face, person)
+    assert r["face_psnr"] == math.inf and r["background_psnr"] == math.inf
+    assert r["person_share"] == pytest.approx(1.0) and r["face_share"] == 0.0 and r["background_share"] == 0.0
+    mse = (0.1 ** 2) * 4 / (5 * 6 - 4)  # 4 wrong pixels of the 26 off-face person pixels
+    assert r["person_psnr"] == pytest.approx(10 * math.log10(1 / mse), rel=1e-5)
+
+
 def test_oracle_on_real_footage_stereo_and_side(data):
     """Real frames painted over the tracked mesh depth: exact frontal view; SGBM on its 5 cm stereo
     pair finds the disparity the MPI claims (sub-pixel); the side check stays finite."""
@@ -85,7 +105,10 @@ def test_eval_cli_with_a_checkpoint(data, tmp_path, tmp_path_factory, capsys):
     assert set(result) >= {"frontal", "side", "stereo", "landmarks"}
     assert 0 < result["frontal"]["l1"] < 1 and result["frontal"]["psnr"] > 0 and -1 <= result["frontal"]["ssim"] <= 1
     assert result["side"]["psnr"] > 0 and result["side"]["face_psnr"] > 0
-    assert "face PSNR" in table
+    assert "face PSNR" in table and "frontal error by region" in table
+    shares = [result["frontal"][f"{r}_share"] for r in ("face", "person", "background")]
+    assert all(0 <= v <= 1 for v in shares) and sum(shares) == pytest.approx(1.0, abs=1e-6)
+    assert all(result["frontal"][f"{r}_psnr"] > 0 for r in ("face", "person", "background"))
     code = cli.main(["eval", "--checkpoint", str(run.checkpoint), "--data", str(data), "--videos", "nope", "--quiet"])
     assert code == 2 and "nope" in capsys.readouterr().err
 
@@ -164,7 +187,7 @@ def test_eval_cli_cross_identity_and_warp_baseline(data, shared_data, tmp_path, 
                      "--sample-steps", "1", "--no-landmarks", "--warp-baseline", "--json", str(out), "--quiet"])
     assert code == 0
     table = capsys.readouterr().out
-    assert "cross-identity" in table and "same person" in table and table.count("warp baseline") == 2
+    assert "cross-identity" in table and "same person" in table and table.count("warp baseline") == 3  # self-reenactment, its regions, cross-identity
     result = json.loads(out.read_text())["checkpoints"]
     warp = result["warp baseline (no learning)"]
     assert warp["cross_identity"]["per_pair"][0]["video"] == vid and "identity" in warp and warp["frontal"]["psnr"] > 10

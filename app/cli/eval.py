@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     from model.evaluation.cross_identity import CrossSettings, evaluate_cross
     from model.evaluation.generators import model_generator, warp_generator
     from model.evaluation.reenactment import EvalSettings, evaluate
-    from model.evaluation.table import format_cross_table, format_differences, format_table
+    from model.evaluation.table import format_cross_table, format_differences, format_region_table, format_table
     from model.net.checkpoint import CheckpointError, demo_checkpoint
     from model.net.precision import for_inference
     from model.net.variant import load_trained
@@ -149,6 +149,8 @@ def _run(args: argparse.Namespace) -> int:
     if rows:
         print("self-reenactment (held-out videos, first frame as portrait)")
         print(format_table(rows))
+        print("\nfrontal error by region (face: the tracked mesh; person: hair, ears, neck, torso; share of the squared error)")
+        print(format_region_table(rows))
     if cross_rows:
         print(f"\ncross-identity ({len(args.portraits)} portraits x {len(cross_videos)} driving videos, {args.cross_frames} frames each)")
         print(format_cross_table(cross_rows))

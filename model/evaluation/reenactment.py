@@ -4,7 +4,9 @@ For each video the first frame is the portrait and the video's own track drives 
 
 - frontal: MPIs built in each frame's camera (as at inference), their frontal renderings against
   the real frames 1..N-1: L1 (colours in [0, 1]), PSNR, SSIM, over the real pixels (where the
-  fixed head crop leaves the video the frames are filled, not real);
+  fixed head crop leaves the video the frames are filled, not real); and where that error is:
+  PSNR and share of the squared error in the face, the rest of the person (hair, neck, torso) and
+  the background (`region_errors`);
 - side: MPIs built in the *reference* camera (frame 0's head pose, each frame's expression
   rasterised there, as L_side trains), rendered into each target camera and compared with the real
   frame: L1, PSNR over the image and inside the face (the target mesh's coverage in the target
@@ -94,6 +96,25 @@ def video_conditions(src: VideoSource, n: int, reference_camera: bool) -> VideoC
     return VideoConditions(cond, depths, T_rel.contiguous())
 
 
+REGIONS = ("face", "person", "background")  # the frontal error's parts, `region_errors`
+
+
+def region_errors(frames: Tensor, real: Tensor, valid: Tensor, face: Tensor, person: Tensor) -> dict[str, float]:
+    """Where the frontal error is: PSNR (`<region>_psnr`) and share of the squared error
+    (`<region>_share`) of the face (the real frame's tracked mesh), the rest of the person (its
+    matte off the mesh: hair, ears, neck, torso) and the background, within the valid pixels.
+    frames, real (N, 3, H, W) in [-1, 1]; valid, face, person (N or 1, 1, H, W) bool."""
+    se = ((frames - real) / 2).square().sum(1, keepdim=True)
+    valid = valid.expand_as(se)
+    total = float(se[valid].sum())
+    out = {}
+    for name, mask in zip(REGIONS, (face, person & ~face, ~person & ~face)):
+        mask = mask.expand_as(se) & valid
+        out[f"{name}_psnr"] = psnr(frames, real, mask)
+        out[f"{name}_share"] = float(se[mask].sum()) / total if total > 0 else math.nan
+    return out
+
+
 def evaluate_video(video: PreparedVideo, vid: str, cfg, generate: Generator, settings: EvalSettings) -> VideoMetrics:
     src = VideoSource(video, vid, cfg, cache_dir=None)
     n = len(src) if settings.max_frames is None else min(len(src), settings.max_frames)
@@ -109,6 +130,8 @@ def evaluate_video(video: PreparedVideo, vid: str, cfg, generate: Generator, set
     valid = src.valid()[None].expand(n - 1, 1, -1, -1) > 0.5  # the real frames' real pixels (the crop may leave the video)
     out.frontal = {"l1": l1(frames[1:], real[1:], valid), "psnr": psnr(frames[1:], real[1:], valid),
                    "ssim": ssim(frames[1:], real[1:], valid)}
+    _, target_cov, _ = src.own(np.arange(1, n))
+    out.frontal.update(region_errors(frames[1:], real[1:], valid, target_cov > 0.5, src.mattes(np.arange(1, n)) > 0.5))
 
     errors, matched, mesh_errors = [], [], []
     for i in range(1, n):
@@ -128,7 +151,6 @@ def evaluate_video(video: PreparedVideo, vid: str, cfg, generate: Generator, set
     K = src.K.expand(n, 3, 3)
     rendered = mpi.render(smpi.frontal[0], smpi.residual[0], smpi.alpha[0], side.depths, K, K, side.T_tgt_from_mpi,
                           side.cond.background.expand(n, -1, -1, -1)).rgb.clamp(-1, 1)
-    _, target_cov, _ = src.own(np.arange(1, n))
     face = target_cov > 0.5
     out.side = {"l1": l1(rendered[1:], real[1:]), "psnr": psnr(rendered[1:], real[1:]),
                 "face_l1": l1(rendered[1:], real[1:], face), "face_psnr": psnr(rendered[1:], real[1:], face)}
@@ -187,7 +209,7 @@ def evaluate(data: str, cfg, generate: Generator, videos: list[str] | None = Non
     clean = lambda d: {k: (None if isinstance(v, float) and (math.isnan(v) or math.isinf(v)) else v) for k, v in d.items()}
     return {
         "videos": chosen,
-        "frontal": {k: mean("frontal", k) for k in ("l1", "psnr", "ssim")},
+        "frontal": {k: mean("frontal", k) for k in ("l1", "psnr", "ssim", *(f"{r}_{m}" for r in REGIONS for m in ("psnr", "share")))},
         "side": {k: mean("side", k) for k in ("l1", "psnr", "face_l1", "face_psnr")},
         "stereo": {k: mean("stereo", k) for k in ("disparity_error_px", "matched_fraction", "mesh_error_px")},
         "landmarks": {k: mean("landmarks", k) for k in ("distance_px", "detected_fraction")} if settings.landmarks else {},

@@ -27,6 +27,21 @@ def format_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def format_region_table(rows: dict[str, dict]) -> str:
+    """Self-reenactment's frontal error by region (reenactment.region_errors): name -> result."""
+    from model.evaluation.reenactment import REGIONS
+
+    w = max([28] + [len(name) for name in rows])
+    head = f"{'method':<{w}} | " + " ".join(f"{r + ' PSNR':>15}" for r in REGIONS) + " | " + \
+        " ".join(f"{r + ' share':>16}" for r in REGIONS)
+    lines = [head, "-" * len(head)]
+    for name, r in rows.items():
+        f = r["frontal"]
+        lines.append(f"{name:<{w}} | " + " ".join(f"{_f(f.get(k + '_psnr'), 2):>15}" for k in REGIONS) + " | "
+                     + " ".join(f"{_pct(f.get(k + '_share')):>16}" for k in REGIONS))
+    return "\n".join(lines)
+
+
 def format_cross_table(rows: dict[str, dict]) -> str:
     """Cross-identity: name -> `cross_identity.evaluate_cross` result."""
     w = max([28] + [len(name) for name in rows])
