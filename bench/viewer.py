@@ -8,7 +8,7 @@ viewer, app/live/worker.py) in a desktop window side by side at
   of `imp` count, as they do for `imp-viewer`; the virtual display's start does not) to the first
   generated frame shown;
 - first_frame_parts: where those seconds go, in order: launch -> worker started, the worker's
-  start-up and imports (torch), model load, portrait preparation (cached: model/data/portrait_cache.py),
+  start-up and imports (torch only when it cannot use ONNX Runtime: model/coldstart), model load, portrait preparation (cached: model/data/portrait_cache.py),
   driving source, the first clip's sampling, and the frame's way to the screen;
 - stereo_fps: window frames drawn per second over --seconds after that, while the worker generates
   on the same cores (no vsync, no frame cap: the rate the loop sustains);
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time after the first frame (default 10)")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps per clip (default: the checkpoint's)")
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                        help="torch threads of the worker (default: all cores but one, as imp-viewer; %(default)s here)")
+                        help="CPU threads of the worker's network (default: all cores but one, as imp-viewer; %(default)s here)")
     add_device_argument(parser, "where the generation worker runs the network")
     parser.add_argument("--worker", choices=("process", "thread"), default="process",
                         help="generate in a separate process with the frames in shared memory (default, as imp-viewer; "
@@ -89,7 +89,7 @@ def measure(checkpoint: Path, portrait: Path, eye: int, seconds: float, steps: i
     launched = time.perf_counter() - startup
     job = GenerationJob(checkpoint=checkpoint, portrait=portrait, driving=sliders_driving, steps=steps, device=device,
                         threads=threads, cache_dir=default_cache_dir())
-    # as imp-viewer: the worker starts first, the viewer's imports (torch) and window open beside it
+    # as imp-viewer: the worker starts first, the viewer's imports and window open beside it
     live = LiveSession(job, process=worker == "process").start()
     try:
         from app.viewer.viewer import Viewer

@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "generates faster and costs the window less, app/live/process_worker.py) or a thread of the viewer")
     add_device_argument(p, "where the generation worker runs the network (fp16 on a GPU)")
     p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                   help="torch threads of the generation worker (default: all cores but one, which the window keeps; %(default)s here)")
+                   help="CPU threads of the generation worker's network, torch or ONNX Runtime (default: all cores but one, which the window keeps; %(default)s here)")
     p.add_argument("--size", default=f"{WINDOW_SIZE[0]}x{WINDOW_SIZE[1]}", help="window size WxH (default %(default)s)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                    help="set a panel control at start, e.g. distance=1.5, focal=5, dolly=on, baseline=0.065, "

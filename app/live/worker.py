@@ -44,7 +44,7 @@ class WorkerStatus:
     frames_generated: int = 0
     first_frame_time: float | None = None  # time.perf_counter() when the first frame entered the buffer
     error: str | None = None
-    device: str | None = None  # the torch device the worker resolved (--device auto: cuda or cpu)
+    device: str | None = None  # where the worker generates: a torch device (--device auto: cuda or cpu) or "cpu (ONNX Runtime)"
     phases: tuple[tuple[str, float], ...] = ()  # (phase, time.perf_counter() it began), in order
 
     @property
@@ -82,7 +82,7 @@ class GenerationJob:
     steps: int | None = None
     max_frames: int | None = None
     device: str = "auto"  # auto|cpu|cuda[:N] (model.runtime.resolve_device): the GPU when there is one
-    threads: int | None = None  # torch CPU threads (process-wide); None: torch's choice
+    threads: int | None = None  # CPU threads of the network: torch's (process-wide; None: torch's choice) or ONNX Runtime's (None: 1)
     cache_dir: Path | None = None  # prepared portraits are kept here (model/data/portrait_cache.py); None: not kept
 
 
