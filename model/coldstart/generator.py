@@ -58,6 +58,8 @@ class ColdPortrait:
     code: np.ndarray
     reference: np.ndarray
     side: conditions.PortraitSide | None
+    background: np.ndarray  # (3, R, R) float32 in [-1, 1]: the crop's inpainted background, as every clip takes it
+    valid: np.ndarray  # (1, R, R) float32: 1 where the crop shows the source image
 
     @property
     def track(self):
@@ -91,9 +93,11 @@ class OnnxGenerator:
         crop = crop_portrait(portrait_image, self.cfg.res, cache_dir)
         code = conditions.canonical_code(crop.track.template)
         coords, _, _ = conditions.mesh_inputs(crop.track.vertices_head(0)[None], crop.track.T_cam_from_head[:1], code, self.cfg)
-        side = conditions.portrait_side(image_to_model(crop.image), crop.matte[None], crop.track.vertices_head(0),
-                                        crop.T_cam_from_head, crop.K) if self.cfg.identity_warp else None
-        self.portrait = ColdPortrait(crop, code, np.concatenate([image_to_model(crop.image), coords[0]], 0), side)
+        image = image_to_model(crop.image)
+        side = conditions.portrait_side(image, crop.matte[None], crop.track.vertices_head(0), crop.T_cam_from_head,
+                                        crop.K) if self.cfg.identity_warp else None
+        self.portrait = ColdPortrait(crop, code, np.concatenate([image, coords[0]], 0), side,
+                                     image_to_model(crop.background), crop.valid.astype(np.float32)[None])
         return self.portrait
 
     def clip_inputs(self, frames: DrivingFrames, first_frame: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -105,12 +109,11 @@ class OnnxGenerator:
         cfg, R = self.cfg, self.cfg.res
         coords, alpha, _, identity = conditions.clip_conditions(frames.vertices_head, frames.T_cam_from_head, p.code, cfg, p.side)
         given = first_frame is not None
-        crop = p.crop
         inputs = {
             "coords": coords[None], "mesh_alpha": alpha[None], "portrait": p.reference[None],
             "first_frame": (first_frame if given else np.zeros((3, R, R), np.float32))[None],
             "first_frame_flag": np.array([1.0 if given else 0.0], np.float32),
-            "background": image_to_model(crop.background)[None], "valid": crop.valid.astype(np.float32)[None, None],
+            "background": p.background[None], "valid": p.valid[None],
         }
         if identity is not None:
             inputs["identity"] = identity[None]
@@ -134,7 +137,7 @@ class OnnxGenerator:
         background = np.ascontiguousarray(p.crop.background.transpose(2, 0, 1))
         total = total_frames(driving, max_frames)
         times = self.times = GenerationTimes()
-        first = image_to_model(p.crop.image)
+        first = p.reference[:3]  # the portrait itself
         source = driving_clips(driving, cfg.frames, max_frames)
         while True:
             started = time.perf_counter()
