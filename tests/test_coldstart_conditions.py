@@ -67,6 +67,20 @@ def test_constants_are_shared():
     assert (raster.EDGE_EPS, raster.MIN_DEPTH) == (twin_raster.EDGE_EPS, twin_raster.MIN_DEPTH)
     assert twin.GRAZING_COS == portrait_warp.GRAZING_COS and twin.DEPTH_TOLERANCE == portrait_warp.DEPTH_TOLERANCE
     assert twin.NECK_BAND == portrait_warp.NECK_BAND and twin.RASTER_CHUNK == pipeline.RASTER_CHUNK
+    assert twin.SEAM_LEVELS == portrait_warp.SEAM_LEVELS
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (37, 50)])
+def test_fill_in_twin(hw):
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(2, 2, *hw)).astype(np.float32) * 5
+    weight = (rng.random((2, 1, *hw)) < 0.1).astype(np.float32)
+    weight[0, 0, :20, :20] = 1.0
+    out = twin.fill_in(values, weight, 3)
+    ref = portrait_warp.fill_in(torch.from_numpy(values), torch.from_numpy(weight), 3).numpy()
+    assert out.shape == ref.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    assert np.abs(ref).max() > 0.5  # the twins compare something
 
 
 def test_rasterizer_twin_on_an_ellipsoid(one_thread):

@@ -15,7 +15,7 @@ from model.evaluation.metrics import psnr
 from model.geometry import mpi
 from model.geometry.camera import euler_rotation
 from model.geometry.raster import rasterize
-from model.geometry.portrait_warp import IDENTITY_CHANNELS, portrait_warp, warp_composite
+from model.geometry.portrait_warp import IDENTITY_CHANNELS, SEAM_LEVELS, fill_in, mouth_mask, plane_positions, portrait_warp, seam_shift, warp_composite
 from model.net.config import get_config
 from tests.train_fixtures import one_torch_thread, prepared_dataset  # noqa: F401 (fixture)
 
@@ -45,9 +45,50 @@ def test_a_frame_onto_its_own_mesh_gives_itself_back(source):
     assert trusted.float().mean() > 0.1  # a frontal face: most of it is trusted
     assert psnr(rgb, image, trusted) > 28
     off = ~on_mesh
-    # off the mesh the identity homography: the matted portrait itself (premultiplied)
-    assert torch.allclose(alpha[off], matte[off], atol=1e-4)
-    assert torch.allclose(rgb.masked_select(off.expand_as(rgb)), (image * matte).masked_select(off.expand_as(rgb)), atol=1e-4)
+    # off the mesh the identity homography: the matted portrait itself (premultiplied); next to the
+    # mesh up to the mesh's own sampling positions (interpolated with perspective-correct weights,
+    # a few hundredths of a pixel from the pixel centres), which the head plane continues there
+    assert torch.allclose(alpha[off], matte[off], atol=2e-3)
+    assert torch.allclose(rgb.masked_select(off.expand_as(rgb)), (image * matte).masked_select(off.expand_as(rgb)), atol=2e-3)
+
+
+def test_fill_in_continues_known_values_a_few_pixels_and_no_farther():
+    H = W = 64
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    dist = ((xs - 32) ** 2 + (ys - 32) ** 2).sqrt() - 12  # px outside a disk of radius 12
+    known = (dist <= 0).float()[None, None]
+    values = torch.stack([3.0 + 0.05 * xs, -2.0 + 0.0 * ys])[None]
+    out = fill_in(values, known, SEAM_LEVELS)
+    inside = dist <= 0
+    assert torch.allclose(out[0][:, inside], values[0][:, inside], atol=1e-5)  # known values stay
+    # past the border the values go on, fading out: a constant -2 stays negative and shrinks ring by ring
+    rings = [float(out[0, 1][(dist > r) & (dist <= r + 1)].mean()) for r in range(0, 8)]
+    assert -2.0 < rings[0] < -1.0 and all(a < b for a, b in zip(rings, rings[1:]))
+    assert (out[0, 1][dist > 0] <= 0).all() and (out[0, 1][dist > 0] >= -2.0 - 1e-5).all()
+    assert (out[0][:, dist > 2 ** (SEAM_LEVELS + 1) + 2] == 0).all()  # and far away nothing is added
+
+
+def test_near_the_mesh_the_head_plane_takes_over_the_meshs_sampling_positions(source):
+    # a later frame whose head moved: the mesh and the head plane map its border differently
+    k = len(source) - 1
+    T_p, T = source.T[0], source.T[k:k + 1]
+    verts = source.vertices[k:k + 1] @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
+    frags = rasterize(verts, source.topology.faces, source.K, (source.res,) * 2)
+    pv = source.vertices[0] @ T_p[:3, :3].T + T_p[:3, 3]
+    uv_p = (pv @ source.K.T)[:, :2] / pv[:, 2:]
+    mesh_uv, cov = frags.interpolate(uv_p, source.topology.faces), frags.coverage
+    Hs = mpi.plane_homographies(source.K[None], source.K[None], T @ torch.linalg.inv(T_p), T_p[2, 3].reshape(1, 1))
+    plane_uv = plane_positions(torch.linalg.inv(Hs[:, 0]), (source.res,) * 2)
+    border = (torch.nn.functional.max_pool2d(cov, 3, 1, 1) > 0) & (cov == 0)  # first pixels off the mesh
+    # a seam is a jump in the sampling offset (where a pixel samples the portrait, minus the pixel):
+    # each border pixel against the mean offset of its covered 3x3 neighbours
+    pixel = mpi._pixel_grid(source.res, source.res, cov)[..., :2].permute(2, 0, 1)[None]
+    box = lambda x: torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)  # noqa: E731
+    neighbour = box((mesh_uv - pixel) * cov) / box(cov).clamp(min=1e-6)
+    jump_plane = (plane_uv - pixel - neighbour).norm(dim=1, keepdim=True)[border]
+    jump_seam = (plane_uv + seam_shift(mesh_uv, plane_uv, cov) - pixel - neighbour).norm(dim=1, keepdim=True)[border]
+    assert float(jump_plane.mean()) > 0.2, "the fixture's head must move enough for a seam"  # 0.38 px at 64^2
+    assert float(jump_seam.mean()) < 0.5 * float(jump_plane.mean())
 
 
 def test_onto_a_later_frame_it_lands_on_that_frames_face(source):
@@ -73,6 +114,7 @@ def test_mouth_and_turned_away_side_have_no_confidence(source):
     in_mouth = (mouth[frags.face.clamp(min=0)] & (frags.face >= 0))[0]
     assert int(in_mouth.sum()) > 3
     assert (out[0, 4][in_mouth] == 0).all() and (out[0, :3][:, in_mouth] == -1).all()  # black, not trusted
+    assert torch.equal(mouth_mask(out)[0, 0] > 0, in_mouth)  # what the network is told is the mouth
     # turn the head 70 degrees: much of what the driving view shows is edge-on or hidden in the portrait
     T = source.T[:1].clone()
     T[0, :3, :3] = T[0, :3, :3] @ euler_rotation(1.22, 0.0, 0.0)

@@ -26,6 +26,7 @@ from model.tracking.facemesh import CHIN, NOSE_BRIDGE, mesh_faces, mouth_faces
 GRAZING_COS = (0.15, 0.45)  # model.geometry.portrait_warp
 DEPTH_TOLERANCE = 0.01
 NECK_BAND = 0.04
+SEAM_LEVELS = 2
 RASTER_CHUNK = 8  # frames per rasteriser call, as model.diffusion.pipeline.RASTER_CHUNK (bounds memory)
 
 _f32 = np.float32
@@ -116,18 +117,54 @@ def sample_bilinear(table: np.ndarray, hw: tuple[int, int], gx: np.ndarray, gy: 
     return out
 
 
-def homography_samples(H_src_from_tgt: np.ndarray, pixels: np.ndarray, src_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised source positions (gx, gy) (P,) of target pixels (P, 3) (homogeneous, centres at
-    integers) under a homography (3, 3), as model.geometry.mpi.warp_planes samples: a source point
-    behind the source camera (w <= 0) goes far outside, where sampling gives zero."""
-    H, W = src_hw
-    src = apply_matrix(pixels, H_src_from_tgt)
+def avg_pool2(x: np.ndarray) -> np.ndarray:
+    """(..., h // 2, w // 2): F.avg_pool2d(x, 2) of x (..., h, w), its four terms summed in order."""
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x = x[..., :h, :w]
+    return (((x[..., 0::2, 0::2] + x[..., 0::2, 1::2]) + x[..., 1::2, 0::2]) + x[..., 1::2, 1::2]) / _f32(4.0)
+
+
+def _resize_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Torch's bilinear taps (align_corners=False) along one axis: first and second source index
+    and their weights (n_out,)."""
+    src = np.maximum(_f32(n_in / n_out) * (np.arange(n_out, dtype=_f32) + _f32(0.5)) - _f32(0.5), _f32(0.0))
+    i0 = src.astype(np.int64)
+    far = src - i0.astype(_f32)
+    return i0, np.minimum(i0 + 1, n_in - 1), _f32(1.0) - far, far
+
+
+def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(..., H, W): F.interpolate(x, size, mode="bilinear", align_corners=False) of x (..., h, w)."""
+    y0, y1, a0, a1 = _resize_taps(x.shape[-2], size[0])
+    x0, x1, b0, b1 = _resize_taps(x.shape[-1], size[1])
+    rows = x[..., y0, :] * a0[:, None] + x[..., y1, :] * a1[:, None]
+    return rows[..., x0] * b0 + rows[..., x1] * b1
+
+
+def fill_in(values: np.ndarray, weight: np.ndarray, levels: int) -> np.ndarray:
+    """values (n, C, H, W) known where weight (n, 1, H, W) is positive, continued past them
+    (model.geometry.portrait_warp.fill_in's pull-push)."""
+    sums, weights = [values * weight], [weight]
+    for _ in range(levels):
+        sums.append(avg_pool2(sums[-1]))
+        weights.append(avg_pool2(weights[-1]))
+    est = sums[-1] / np.maximum(weights[-1], _f32(1e-6))
+    for k in range(levels - 1, -1, -1):
+        coarse = resize_bilinear(est, sums[k].shape[-2:])
+        known = np.minimum(_f32(4.0) * weights[k], _f32(1.0))
+        est = known * sums[k] / np.maximum(weights[k], _f32(1e-6)) + (_f32(1.0) - known) * coarse
+    return est
+
+
+def plane_positions(H_src_from_tgt: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Source pixel positions (n, 2, H, W) of every target pixel under homographies (n, 3, 3)
+    (model.geometry.portrait_warp.plane_positions): behind the source camera, far outside."""
+    h, w = hw
+    src = apply_matrix(pixel_grid(h, w).reshape(1, h * w, 3), H_src_from_tgt)  # (n, h*w, 3)
     z = src[..., 2:3]
-    valid = z > _f32(1e-8)
-    xy = src[..., :2] / np.where(valid, z, _f32(1.0))
-    gx = (_f32(2.0) * xy[..., 0] + _f32(1.0)) / _f32(W) - _f32(1.0)
-    gy = (_f32(2.0) * xy[..., 1] + _f32(1.0)) / _f32(H) - _f32(1.0)
-    return np.where(valid[..., 0], gx, _f32(-4.0)), np.where(valid[..., 0], gy, _f32(-4.0))
+    ahead = z > _f32(1e-8)
+    xy = np.where(ahead, src[..., :2] / np.where(ahead, z, _f32(1.0)), _f32(-4.0 * max(hw)))
+    return xy.reshape(-1, h, w, 2).transpose(0, 3, 1, 2)
 
 
 # ------------------------------------------------------------------- model.geometry.conditions twins
@@ -330,11 +367,13 @@ def identity_of(side: PortraitSide, frags: Fragments, T_mpi_from_head: np.ndarra
     depth = np.broadcast_to(side.T_portrait[2, 3].reshape(1, 1), (n, 1))
     Ks = np.broadcast_to(side.K, (n, 3, 3))
     H_src = _inverse(plane_homographies(Ks, Ks, T_mpi_from_portrait, depth)[:, 0])  # (n, 3, 3) MPI -> portrait
-    grid = pixel_grid(H, W).reshape(-1, 3)
+    plane_uv = plane_positions(H_src, hw)
+    # near the mesh the plane's sampling positions continue the mesh's (portrait_warp.seam_shift)
+    uv = plane_uv + fill_in((attrs[:, :2] - plane_uv) * cov, cov, SEAM_LEVELS)
     head = np.zeros((n, 4, H * W), _f32)
     for i in range(n):
         off = np.flatnonzero(cov[i, 0].reshape(-1) == 0)
-        head[i][:, off] = sample_bilinear(side.head, side.hw, *homography_samples(H_src[i], grid[off], side.hw))
+        head[i][:, off] = sample_bilinear(side.head, side.hw, *pixel_positions(uv[i].reshape(2, -1)[:, off], side.hw))
     fg = head.reshape(n, 4, H, W) + side.torso[None]  # the two parts of one matte: added, at most opaque
     fg = fg / np.maximum(fg[:, 3:], _f32(1.0))
     off_mesh = _f32(1.0) - cov
