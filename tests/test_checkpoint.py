@@ -125,3 +125,29 @@ def test_export_gate_shift_moves_only_the_detail_gates(tmp_path):
     tiny = save_checkpoint(tmp_path / "tiny.safetensors", MPIUNet(get_config("tiny")), get_config("tiny"), {"step": 1})
     with pytest.raises(ValueError, match="identity condition"):
         export_weights(tiny, tmp_path / "bad.safetensors", gate_shift=-1.0)
+
+
+def test_export_mouth_gate_shift_is_recorded_and_applied_on_load(tmp_path):
+    """export_weights(mouth_gate_shift=...) changes no weight; load_model gives it to the DetailHead;
+    a later export without it keeps it; a config without the identity condition refuses it."""
+    import torch
+
+    from model.net.checkpoint import export_weights, load_checkpoint, load_model, save_checkpoint
+    from model.net.config import get_config
+    from model.net.unet import MPIUNet
+
+    cfg = get_config("demo")
+    torch.manual_seed(0)
+    net = MPIUNet(cfg)
+    src = save_checkpoint(tmp_path / "train.safetensors", net, cfg, {"step": 1})
+    assert load_model(src)[0].colour_head.detail.mouth_gate_shift == 0.0
+    out = export_weights(src, tmp_path / "mouth.safetensors", gate_shift=-2.0, mouth_gate_shift=2.0)
+    loaded, ckpt = load_model(out)
+    assert loaded.colour_head.detail.mouth_gate_shift == 2.0 and ckpt.state["export_mouth_gate_shift"] == 2.0
+    again = load_checkpoint(export_weights(out, tmp_path / "again.safetensors"))
+    assert again.state["export_mouth_gate_shift"] == 2.0
+    for k, v in load_checkpoint(out).weights.items():
+        assert torch.equal(again.weights[k], v), k
+    tiny = save_checkpoint(tmp_path / "tiny.safetensors", MPIUNet(get_config("tiny")), get_config("tiny"), {"step": 1})
+    with pytest.raises(ValueError, match="identity condition"):
+        export_weights(tiny, tmp_path / "bad.safetensors", mouth_gate_shift=1.0)

@@ -158,3 +158,44 @@ def test_identity_switch_is_off_in_the_paper_config_and_its_path_reaches_the_out
     torch.testing.assert_close(opened.frontal, torch.zeros_like(opened.frontal), atol=1e-5, rtol=0)
     assert float(open_gate) > 1 - 1e-6
     assert (model.colour_head.detail.conv2.bias[6:] == 40).all() and DetailHead.GATE_BIAS < 0
+
+
+def test_mouth_gate_shift_moves_the_gates_inside_the_mouth_only() -> None:
+    """An export's gate shift calibrates copying the portrait; inside the mouth (black, opaque, no
+    confidence in the identity condition) there is nothing to copy: mouth_gate_shift opens the
+    gates there and nowhere else."""
+    cfg = get_config("demo")
+    torch.manual_seed(0)
+    model = MPIUNet(cfg).eval()
+    with torch.no_grad():
+        model.colour_head.detail.conv2.weight.zero_()
+        model.colour_head.detail.conv2.bias.zero_()
+        model.colour_head.detail.conv2.bias[6:] = -6.0  # shut: the condition is copied
+    inputs = random_inputs(cfg)
+    R = cfg.res
+    identity = torch.zeros(1, cfg.frames, cfg.identity_channels, R, R)
+    identity[:, :, :3] = 0.5
+    identity[:, :, 3] = 1.0
+    identity[:, :, 4] = 1.0
+    mouth = torch.zeros(R, R, dtype=torch.bool)
+    mouth[R // 2:R // 2 + 6, R // 3:R // 2] = True
+    identity[:, :, :3, mouth] = -1.0
+    identity[:, :, 4, mouth] = 0.0
+    # black, opaque, untrusted off the mesh too (a black coat): copied, not the mouth
+    coat = torch.zeros(R, R, dtype=torch.bool)
+    coat[-10:, :] = True
+    identity[:, :, :3, coat] = -1.0
+    identity[:, :, 4, coat] = 0.0
+    inputs["mesh_alpha"] = torch.zeros_like(inputs["mesh_alpha"])
+    inputs["mesh_alpha"][:, :, 3, :-10] = 1.0  # the mesh covers all but the coat
+    background = torch.full((1, 3, R, R), 0.3)
+    with torch.no_grad():
+        before = model(**inputs, identity=identity, background=background)
+        model.colour_head.detail.mouth_gate_shift = 12.0
+        after = model(**inputs, identity=identity, background=background)
+    assert (before.frontal[..., mouth] < -0.99).all()  # copied: the black mouth
+    assert (after.frontal[..., mouth].abs() < 0.01).all()  # painted (tanh(0) = 0)
+    torch.testing.assert_close(after.frontal[..., ~mouth], before.frontal[..., ~mouth], atol=0, rtol=0)
+    assert (after.frontal[..., coat] < -0.99).all()
+    with pytest.raises(ValueError, match="on_mesh"):
+        model.colour_head.detail(torch.zeros(1, cfg.colour_head_channels, R, R), torch.zeros(1, cfg.detail_in_channels, R, R))

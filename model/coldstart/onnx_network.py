@@ -35,7 +35,7 @@ META_CHECKPOINT_SHA256 = "im_portrait.checkpoint_sha256"
 META_INPUTS = "im_portrait.inputs"  # comma-separated input names, in order
 META_OUTPUTS = "im_portrait.outputs"
 META_OPTIMIZED = "im_portrait.ort_optimized"  # the ONNX Runtime level the file was optimised at, offline
-FORMAT = "im-portrait-student-step-1"  # raise when the exported graph's inputs / outputs / meaning change
+FORMAT = "im-portrait-student-step-2"  # raise when the exported graph's inputs / outputs / meaning change
 
 
 class OnnxModelError(RuntimeError):

@@ -135,6 +135,8 @@ def load_model(path: str | Path, expected: ModelConfig | str | None = None, devi
         raise CheckpointError(f"{path}: weights do not fit config {ckpt.config.name!r}: "
                               f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                               f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+    if model.colour_head.detail is not None:
+        model.colour_head.detail.mouth_gate_shift = float(ckpt.state.get("export_mouth_gate_shift", 0.0))
     return model.to(device).eval(), ckpt
 
 
@@ -165,7 +167,8 @@ SAMPLING_FIELDS = ("sample_steps", "eta", "portrait_guidance", "first_frame_guid
 
 
 def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None = None,
-                   sampling: dict[str, Any] | None = None, gate_shift: float = 0.0) -> Path:
+                   sampling: dict[str, Any] | None = None, gate_shift: float = 0.0,
+                   mouth_gate_shift: float | None = None) -> Path:
     """Copy a training checkpoint without its extra tensors (optimiser moments): the file to ship.
 
     The config and the training state (step, stage, variant, options) are kept, plus `note`
@@ -174,7 +177,10 @@ def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None
     steps, eta, guidance scales, as measured on held-out data); nothing that shapes the weights.
     `gate_shift` (identity_warp configs) is added to the DetailHead's gate logits: how readily the
     shipped model paints over the portrait's pixels instead of copying them, a calibration chosen
-    by looking at generated frames (recorded in state["export_gate_shift"])."""
+    by looking at generated frames (recorded in state["export_gate_shift"]). `mouth_gate_shift`
+    (recorded in state["export_mouth_gate_shift"], which `load_model` applies; None keeps the
+    source's) is added to those logits inside the mouth only, where the condition is black and
+    the network has to paint: -gate_shift there undoes the shift where it has nothing to copy."""
     import torch
 
     from model.net.unet import MPIUNet
@@ -195,6 +201,10 @@ def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None
         with torch.no_grad():
             model.colour_head.detail.conv2.bias[6:] += gate_shift  # the frontal and residual gates' logits
         state["export_gate_shift"] = state.get("export_gate_shift", 0.0) + float(gate_shift)
+    if mouth_gate_shift is not None:
+        if model.colour_head.detail is None:
+            raise ValueError(f"export_weights: mouth_gate_shift needs a config with the identity condition; {config.name!r} has none")
+        state["export_mouth_gate_shift"] = float(mouth_gate_shift)
     if note:
         state["export"] = note
     if sampling:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model.geometry.portrait_warp import IDENTITY_CHANNELS, mouth_mask
 from model.net.attention import CrossAttention, SpatialSelfAttention, TemporalSelfAttention
 from model.net.blocks import Downsample, InflationBlock, PixelShuffleUp, ResBlock2D, TimestepEmbedding, Upsample, group_norm, zero_init
 from model.net.config import GUIDANCE_CHANNELS, ModelConfig
@@ -170,6 +171,10 @@ class DetailHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        # added to the gate logits inside the mouth (portrait_warp.mouth_mask): an export's gate
+        # shift calibrates copying the portrait's pixels, but inside the mouth the condition has
+        # none (it is black there) and the network must paint (checkpoint.export_weights)
+        self.mouth_gate_shift = 0.0
         c, g = cfg.colour_head_channels, cfg.norm_groups
         self.conv1 = nn.Conv2d(c + cfg.detail_in_channels, cfg.detail_channels, 3, padding=1)
         self.norm = group_norm(cfg.detail_channels, min(g, cfg.detail_channels))
@@ -177,11 +182,18 @@ class DetailHead(nn.Module):
         with torch.no_grad():
             self.conv2.bias[6:].fill_(self.GATE_BIAS)
 
-    def forward(self, features: Tensor, full: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, features: Tensor, full: Tensor, on_mesh: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(N, 6, H, W) frontal and residual in [-1, 1], and the gates (N, 2, H, W) in [0, 1];
-        full's first 3 channels are the composite."""
+        full's first 3 channels are the composite; on_mesh (N, 1, H, W), 1 where the driving mesh
+        is drawn, is needed with a mouth_gate_shift (off the mesh black clothes look like the
+        condition's mouth)."""
         out = self.conv2(F.silu(self.norm(self.conv1(torch.cat([features, full], 1)))))
-        colour, gate = torch.tanh(out[:, :6]), torch.sigmoid(out[:, 6:])
+        logits = out[:, 6:]
+        if self.mouth_gate_shift:
+            if on_mesh is None:
+                raise ValueError("DetailHead: a mouth_gate_shift needs on_mesh, where the driving mesh is drawn")
+            logits = logits + self.mouth_gate_shift * mouth_mask(full[:, 3:3 + IDENTITY_CHANNELS]) * on_mesh
+        colour, gate = torch.tanh(out[:, :6]), torch.sigmoid(logits)
         composite = full[:, :3]
         frontal = composite + gate[:, :1] * (colour[:, :3] - composite)
         residual = composite + gate[:, 1:] * (colour[:, 3:] - composite)
@@ -201,14 +213,15 @@ class ColourHead(nn.Module):
         self.up2 = PixelShuffleUp(cfg.stem_channels, cfg.colour_head_channels, out, s0, g)
         self.detail = DetailHead(cfg) if cfg.identity_warp else None
 
-    def forward(self, x: Tensor, stem_mid: Tensor, full: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, stem_mid: Tensor, full: Tensor | None = None,
+                on_mesh: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """(N, 6, H, W) frontal and residual, and the DetailHead's gates (N, 2, H, W) (None without
         it). x (N, C0, h, w) U-Net features, stem_mid (N, stem_channels, ...) the stem's first level;
         full (N, detail_in_channels, H, W): the identity condition composited over the background,
-        the condition, x_t, the background (identity_warp only)."""
+        the condition, x_t, the background (identity_warp only); on_mesh see DetailHead."""
         h = self.up2(F.silu(self.up1(x) + stem_mid))
         if self.detail is not None:
-            return self.detail(F.silu(h), full)
+            return self.detail(F.silu(h), full, on_mesh)
         return torch.tanh(h), None
 
 
@@ -295,14 +308,17 @@ class MPIUNet(nn.Module):
                              f"{cfg.temporal_stride} frames; got x_t {tuple(x_t.shape)}, mesh_alpha {tuple(mesh_alpha.shape)}")
         emb = self.time_embed(t)
         inp = self.network_input(x_t, coords, mesh_alpha, first_frame, first_frame_flag, identity, background, guidance)
-        full = None
+        full = on_mesh = None
         if cfg.identity_warp:
             ident, bg = self._given(identity, background, x_t)
             composite = ident[:, :, :3] + (1.0 - ident[:, :, 3:4]) * bg  # the warp over the background
             full = torch.cat([composite, ident, x_t, bg], 2).flatten(0, 1)
+            if self.colour_head.detail.mouth_gate_shift:
+                # a covered pixel holds at least half its alpha on one plane (conditions.alpha_planes)
+                on_mesh = (mesh_alpha.to(x_t).amax(2, keepdim=True) > 0.5).to(x_t).flatten(0, 1)
         h, colour_mid = self.colour_stem(inp)
         h, colour_stages = self.colour(h, emb, T, self.portrait_encoder(portrait.to(x_t), emb))
-        heads = [self.colour_head(*c) for c in _frame_chunks(cfg.head_frames, h, colour_mid, full)]
+        heads = [self.colour_head(*c) for c in _frame_chunks(cfg.head_frames, h, colour_mid, full, on_mesh)]
         rgb = torch.cat([colour for colour, _ in heads])
         gates = [gate.mean() for _, gate in heads if gate is not None]
         del heads
