@@ -76,3 +76,16 @@ def test_scale_intrinsics_keeps_pixel_centres():
     K = camera.crop_intrinsics(512)
     K2 = camera.scale_intrinsics(K, 0.25)
     assert torch.allclose(K2, camera.crop_intrinsics(128))
+
+
+def test_apply_matrix_rounds_like_its_numpy_twin_on_any_cpu():
+    # the viewer's torch-free worker must give the training code's conditions bit for bit; a matmul
+    # rounds differently with and without fused multiply-adds, depending on the CPU's BLAS kernel
+    from model.coldstart.raster import apply_matrix as twin
+
+    g = torch.Generator().manual_seed(0)
+    points, M = torch.randn(4, 500, 3, generator=g), torch.randn(4, 3, 3, generator=g)
+    out = camera.apply_matrix(points, M)
+    assert torch.equal(out, torch.from_numpy(twin(points.numpy(), M.numpy())))
+    torch.testing.assert_close(out, points @ M.transpose(1, 2))
+    assert torch.equal(camera.apply_matrix(points[0], M[0]), out[0])  # unbatched matrices too

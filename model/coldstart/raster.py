@@ -58,8 +58,8 @@ class Fragments:
 def apply_matrix(points: np.ndarray, M: np.ndarray) -> np.ndarray:
     """points (..., 3) @ M^T for M (..., 3, 3) broadcasting over the leading axes, float32 like the points.
 
-    Summed term by term, ((x m0 + y m1) + z m2): what torch's CPU matmul gives bit for bit for these
-    3-long rows, where np.matmul's BLAS kernel rounds differently."""
+    Summed term by term, ((x m0 + y m1) + z m2), as the torch code does (model.geometry.camera.apply_matrix):
+    a matmul's rounding depends on the BLAS kernel a CPU picks (with fused multiply-adds or not)."""
     M = M[..., None, :, :]
     x, y, z = points[..., 0:1], points[..., 1:2], points[..., 2:3]
     return (x * M[..., 0] + y * M[..., 1]) + z * M[..., 2]

@@ -104,6 +104,16 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor | None = None) -> Tensor:
     return make_pose(R, -(R @ eye.unsqueeze(-1)).squeeze(-1))
 
 
+def apply_matrix(points: Tensor, M: Tensor) -> Tensor:
+    """points (..., N, 3) @ M^T for M (..., 3, 3), summed term by term: ((x m0 + y m1) + z m2).
+
+    A matmul's rounding depends on the BLAS kernel the CPU picks (with or without fused
+    multiply-adds); this sum rounds the same everywhere, and so bit for bit like its NumPy twin
+    (model.coldstart.raster.apply_matrix), which the viewer's torch-free worker uses."""
+    M = M.unsqueeze(-3)
+    return (points[..., 0:1] * M[..., 0] + points[..., 1:2] * M[..., 1]) + points[..., 2:3] * M[..., 2]
+
+
 def project(K: Tensor, T_cam_from_x: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
     """Pixels (..., N, 2) and depths (..., N) of points (..., N, 3) given in frame x."""
     cam = points @ T_cam_from_x[..., :3, :3].transpose(-1, -2) + T_cam_from_x[..., None, :3, 3]

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from model.geometry import mpi
+from model.geometry.camera import apply_matrix
 from model.geometry.raster import rasterize
 
 IDENTITY_CHANNELS = 5
@@ -68,7 +69,7 @@ def portrait_vertex_samples(vertices_cam: Tensor, faces: Tensor, K: Tensor, hw: 
     points hidden by the portrait's own surface, outside the image or seen edge-on."""
     H, W = hw
     z = vertices_cam[:, 2].clamp(min=1e-3)
-    uv = (vertices_cam @ K.T)[:, :2] / z[:, None]
+    uv = apply_matrix(vertices_cam, K)[:, :2] / z[:, None]
     frags = rasterize(vertices_cam[None], faces, K, hw)
     zbuf = frags.disparity[0]  # (H, W) 1/z of the nearest surface
     px = uv.round().long()
@@ -115,7 +116,7 @@ def plane_positions(H_src_from_tgt: Tensor, hw: tuple[int, int]) -> Tensor:
     """Source pixel positions (n, 2, H, W) of every target pixel under homographies (n, 3, 3);
     points behind the source camera go far outside (sampled as 0, like mpi.warp_planes)."""
     h, w = hw
-    src = mpi._pixel_grid(h, w, H_src_from_tgt).reshape(1, h * w, 3) @ H_src_from_tgt.transpose(-1, -2)
+    src = apply_matrix(mpi._pixel_grid(h, w, H_src_from_tgt).reshape(1, h * w, 3), H_src_from_tgt)
     z = src[..., 2:3]
     ahead = z > 1e-8
     xy = torch.where(ahead, src[..., :2] / torch.where(ahead, z, torch.ones_like(z)), torch.full_like(z, -4.0 * max(hw)))
@@ -168,11 +169,11 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     K = K.to(dt)
     T_p = T_portrait.to(dt)
     faces = topology.faces.long()
-    pv_cam = portrait_vertices_head.to(dt) @ T_p[:3, :3].T + T_p[:3, 3]
+    pv_cam = apply_matrix(portrait_vertices_head.to(dt), T_p[:3, :3]) + T_p[:3, 3]
     uv_p, conf_v = portrait_vertex_samples(pv_cam, faces, K, tuple(portrait.shape[-2:]))
 
     T = T_mpi_from_head.to(dt)
-    verts_cam = vertices_head.to(dt) @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
+    verts_cam = apply_matrix(vertices_head.to(dt), T[:, :3, :3]) + T[:, None, :3, 3]
     frags = rasterize(verts_cam, faces, K, hw)
     attrs = frags.interpolate(torch.cat([uv_p, conf_v[:, None]], -1), faces)  # (n, 3, H, W)
     cov = frags.coverage

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from model.geometry.camera import apply_matrix
+
 EDGE_EPS = 1e-5  # pixel centres this close outside an edge still count: no cracks from rounding
 MIN_DEPTH = 1e-3  # triangles with a vertex closer than this (or behind the camera) are dropped
 
@@ -71,7 +73,7 @@ def rasterize(vertices_cam: Tensor, faces: Tensor, K: Tensor, hw: tuple[int, int
     faces = faces.to(device=dev, dtype=torch.long)
 
     z = verts[..., 2]
-    uvw = verts @ K.transpose(1, 2)
+    uvw = apply_matrix(verts, K)
     xy = uvw[..., :2] / z.clamp(min=MIN_DEPTH).unsqueeze(-1)
     txy = xy[:, faces]  # (B, F, 3, 2)
     tinvz = 1.0 / z.clamp(min=MIN_DEPTH)[:, faces]  # (B, F, 3)
