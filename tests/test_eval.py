@@ -191,3 +191,40 @@ def test_eval_cli_cross_identity_and_warp_baseline(data, shared_data, tmp_path, 
     result = json.loads(out.read_text())["checkpoints"]
     warp = result["warp baseline (no learning)"]
     assert warp["cross_identity"]["per_pair"][0]["video"] == vid and "identity" in warp and warp["frontal"]["psnr"] > 10
+
+
+def test_eval_cli_warp_only_runs_no_network(data, tmp_path, capsys):
+    """`imp eval --warp-only`: the warp baseline's row alone, at the checkpoint's config, with no
+    network loaded (a file without weights would fail to load); a config without the identity
+    condition is a clear error."""
+    import dataclasses
+
+    from model.net.checkpoint import save_checkpoint
+    from model.net.unet import MPIUNet
+
+    cfg = dataclasses.replace(get_config("demo"), name="demo-micro", res=32, colour_channels=(16, 16, 16),
+                              geometry_channels=(8, 8, 8), stem_channels=16, time_channels=16)
+    ckpt = tmp_path / "cfg.safetensors"
+    save_checkpoint(ckpt, MPIUNet(cfg), cfg, {"step": 0})
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(ckpt), "pt") as f:
+        metadata = f.metadata()
+    config_only = tmp_path / "config-only.safetensors"  # the config without weights: only read_config can use it
+    save_file({"unused": torch.zeros(1)}, str(config_only), metadata=metadata)
+    vid = PreparedDataset(data).entries[0]["id"]
+    out = tmp_path / "warp.json"
+    code = cli.main(["eval", "--warp-only", "--checkpoint", str(config_only), "--data", str(data), "--videos", vid,
+                     "--max-frames", "3", "--no-landmarks", "--no-identity", "--json", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    table = capsys.readouterr().out
+    assert table.count("warp baseline") == 2 and "demo-micro" not in table  # self-reenactment and its regions, no model row
+    result = json.loads(out.read_text())
+    assert result["method"] == "warp" and result["videos"] == [vid] and result["frontal"]["psnr"] > 10
+
+    plain = dataclasses.replace(cfg, name="plain-micro", identity_warp=False)
+    save_checkpoint(tmp_path / "plain.safetensors", MPIUNet(plain), plain, {"step": 0})
+    code = cli.main(["eval", "--warp-only", "--checkpoint", str(tmp_path / "plain.safetensors"), "--data", str(data),
+                     "--videos", vid, "--max-frames", "3", "--quiet"])
+    assert code == 2 and "needs a config with the identity condition" in capsys.readouterr().err

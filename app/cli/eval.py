@@ -8,6 +8,8 @@
   the --videos ones): identity distance to the portrait, same-person rate, landmark distance to
   the retargeted driving mesh (model/evaluation/cross_identity.py);
 - --warp-baseline adds a row for the portrait carried by the meshes alone (no learning);
+- --warp-only: that row alone, no network run (a change of the identity condition measured on
+  any videos, training ones included, without touching the held-out ones);
 - several checkpoints: one row each, and every later one's differences to the first (a distilled
   student against its teacher: `--checkpoint TEACHER STUDENT`).
 
@@ -31,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cross-frames", type=int, default=32, help="cross-identity: driving frames per pair (default 32)")
     parser.add_argument("--no-self", action="store_true", help="skip self-reenactment (cross-identity only)")
     parser.add_argument("--warp-baseline", action="store_true", help="add a row for the warp baseline (the portrait carried by the meshes, nothing learned)")
+    parser.add_argument("--warp-only", action="store_true",
+                        help="only the warp baseline, no network (at the checkpoint's config): measures a change of the identity "
+                             "condition, on any videos (training ones too: the warp learns nothing)")
     parser.add_argument("--samples", metavar="DIR", help="cross-identity: write one PNG per pair (portrait, driving, generated frames)")
     parser.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
     parser.add_argument("--max-frames", type=int, default=None, help="frames per video (default: all)")
@@ -85,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     from model.evaluation.generators import model_generator, warp_generator
     from model.evaluation.reenactment import EvalSettings, evaluate
     from model.evaluation.table import format_cross_table, format_differences, format_region_table, format_table
-    from model.net.checkpoint import CheckpointError, demo_checkpoint
+    from model.net.checkpoint import CheckpointError, demo_checkpoint, read_config
     from model.net.precision import for_inference
     from model.net.variant import load_trained
     from model.runtime import resolve_device
@@ -109,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     rows, cross_rows, outputs, named = {}, {}, {}, {}
     methods = []  # (row name, config, generator, checkpoint state or None)
     try:
-        for path in paths:
+        for path in [] if args.warp_only else paths:
             model, state = load_trained(path, device)
             model = for_inference(model, device)  # fp16 autocast on a GPU, as generation
             trained_on = set(state.get("videos") or [])
@@ -122,10 +127,11 @@ def _run(args: argparse.Namespace) -> int:
                             model_generator(model, steps, args.seed, progress=not args.quiet),
                             {"checkpoint": str(path), "stage": state.get("stage"), "step": state.get("step"),
                              "variant": state.get("variant"), "sample_steps": steps}))
-        if args.warp_baseline:
-            cfg = methods[0][1]
+        if args.warp_baseline or args.warp_only:
+            # at the (first) checkpoint's config: its resolution and planes
+            owner, cfg = (str(paths[0]), read_config(paths[0])) if args.warp_only else methods[0][:2]
             if not cfg.identity_warp:
-                raise ValueError(f"--warp-baseline needs a config with the identity condition; {methods[0][0]} has none")
+                raise ValueError(f"the warp baseline needs a config with the identity condition; {owner} has none")
             methods.append(("warp baseline (no learning)", cfg, warp_generator, {"method": "warp"}))
         for name, cfg, generate, info in methods:
             result = dict(info)
@@ -147,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"imp eval: {exc}", file=sys.stderr)
         return 2
     if rows:
-        print("self-reenactment (held-out videos, first frame as portrait)")
+        print("self-reenactment (each video driven from its first frame as the portrait)")
         print(format_table(rows))
         print("\nfrontal error by region (face: the tracked mesh; person: hair, ears, neck, torso; share of the squared error)")
         print(format_region_table(rows))
