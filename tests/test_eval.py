@@ -223,6 +223,9 @@ def test_eval_cli_warp_only_runs_no_network(data, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["method"] == "warp" and result["videos"] == [vid] and result["frontal"]["psnr"] > 10
 
+    code = cli.main(["eval", "--warp-only", "--checkpoint", str(ckpt), str(config_only), "--data", str(data), "--quiet"])
+    assert code == 2 and "takes one --checkpoint" in capsys.readouterr().err
+
     plain = dataclasses.replace(cfg, name="plain-micro", identity_warp=False)
     save_checkpoint(tmp_path / "plain.safetensors", MPIUNet(plain), plain, {"step": 0})
     code = cli.main(["eval", "--warp-only", "--checkpoint", str(tmp_path / "plain.safetensors"), "--data", str(data),

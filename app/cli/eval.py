@@ -101,6 +101,9 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"imp eval: {exc}", file=sys.stderr)
         return 2
+    if args.warp_only and len(paths) > 1:
+        print("imp eval: --warp-only runs no network and takes one --checkpoint (for its config)", file=sys.stderr)
+        return 2
     identity = not args.no_identity and _identity_available(args)
     if args.portraits and not identity:
         print("imp eval: cross-identity (--portraits) measures identity: install the [eval] extra or leave --portraits out",
