@@ -199,6 +199,9 @@ def test_eval_cli_warp_only_runs_no_network(data, tmp_path, capsys):
     condition is a clear error."""
     import dataclasses
 
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
     from model.net.checkpoint import save_checkpoint
     from model.net.unet import MPIUNet
 
@@ -206,9 +209,6 @@ def test_eval_cli_warp_only_runs_no_network(data, tmp_path, capsys):
                               geometry_channels=(8, 8, 8), stem_channels=16, time_channels=16)
     ckpt = tmp_path / "cfg.safetensors"
     save_checkpoint(ckpt, MPIUNet(cfg), cfg, {"step": 0})
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     with safe_open(str(ckpt), "pt") as f:
         metadata = f.metadata()
     config_only = tmp_path / "config-only.safetensors"  # the config without weights: only read_config can use it

@@ -214,7 +214,7 @@ def coordinate_channels(coords: np.ndarray, coverage: np.ndarray, channels: int)
 
 
 def pose(vertices: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """Vertices (..., V, 3) moved by rigid transforms T (..., 4, 4): vertices @ R^T + t."""
+    """Vertices (..., V, 3) moved by rigid transforms T (..., 4, 4): vertices @ R^T + t (model.geometry.camera.apply_pose)."""
     return apply_matrix(vertices, T[..., :3, :3]) + T[..., None, :3, 3]
 
 

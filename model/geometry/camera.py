@@ -114,11 +114,17 @@ def apply_matrix(points: Tensor, M: Tensor) -> Tensor:
     return (points[..., 0:1] * M[..., 0] + points[..., 1:2] * M[..., 1]) + points[..., 2:3] * M[..., 2]
 
 
+def apply_pose(points: Tensor, T_b_from_a: Tensor) -> Tensor:
+    """Points (..., N, 3) given in frame a, in frame b (T_b_from_a (..., 4, 4)): R x + t, with
+    apply_matrix's rounding (NumPy twin: model.coldstart.conditions.pose)."""
+    return apply_matrix(points, T_b_from_a[..., :3, :3]) + T_b_from_a[..., None, :3, 3]
+
+
 def project(K: Tensor, T_cam_from_x: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
     """Pixels (..., N, 2) and depths (..., N) of points (..., N, 3) given in frame x."""
-    cam = points @ T_cam_from_x[..., :3, :3].transpose(-1, -2) + T_cam_from_x[..., None, :3, 3]
+    cam = apply_pose(points, T_cam_from_x)
     z = cam[..., 2]
-    uvw = cam @ K.transpose(-1, -2)
+    uvw = apply_matrix(cam, K)
     return uvw[..., :2] / uvw[..., 2:3], z
 
 

@@ -126,7 +126,7 @@ def mesh_conditions(
     if s > 1:
         scale = torch.tensor([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5], [0.0, 0.0, 1.0]], dtype=K.dtype, device=K.device)
         Ks = scale @ K
-    verts_cam = camera.apply_matrix(vertices_head, T[:, :3, :3]) + T[:, None, :3, 3]
+    verts_cam = camera.apply_pose(vertices_head, T)
     frags = rasterize(verts_cam, faces, Ks, (H * s, W * s))
     coverage = frags.coverage
     coords = frags.interpolate(code, faces)

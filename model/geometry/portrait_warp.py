@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from model.geometry import mpi
-from model.geometry.camera import apply_matrix
+from model.geometry.camera import apply_matrix, apply_pose
 from model.geometry.raster import rasterize
 
 IDENTITY_CHANNELS = 5
@@ -169,11 +169,11 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     K = K.to(dt)
     T_p = T_portrait.to(dt)
     faces = topology.faces.long()
-    pv_cam = apply_matrix(portrait_vertices_head.to(dt), T_p[:3, :3]) + T_p[:3, 3]
+    pv_cam = apply_pose(portrait_vertices_head.to(dt), T_p)
     uv_p, conf_v = portrait_vertex_samples(pv_cam, faces, K, tuple(portrait.shape[-2:]))
 
     T = T_mpi_from_head.to(dt)
-    verts_cam = apply_matrix(vertices_head.to(dt), T[:, :3, :3]) + T[:, None, :3, 3]
+    verts_cam = apply_pose(vertices_head.to(dt), T)
     frags = rasterize(verts_cam, faces, K, hw)
     attrs = frags.interpolate(torch.cat([uv_p, conf_v[:, None]], -1), faces)  # (n, 3, H, W)
     cov = frags.coverage
