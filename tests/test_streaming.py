@@ -238,3 +238,16 @@ def test_mediapipe_log_lines_stay_off_the_terminal(astronaut_path):
     assert quiet.count("our own line") == 20 and quiet.rstrip().endswith("done")  # ours all there, none lost
     loud = run(verbose=True)
     assert native(loud)  # the check can fail: verbose shows them
+
+
+def test_native_log_lines_are_dropped_even_inside_another_writers_line():
+    """A C++ thread's log line can land between a Python thread's text and its newline: it goes,
+    the Python line stays whole, and every other line is kept as it was."""
+    from model.tracking.native_logs import filter_native_lines
+
+    glog = b"W0000 00:00:1796522340.357236    5726 inference_feedback_manager.cc:114] Feedback manager ...\n"
+    absl = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    tflite = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+    data = b"our own line\n" + glog + b"our own line" + absl + b"\n" + tflite + b"Warning: W0 is not a log line\nlast"
+    assert filter_native_lines(data) == b"our own line\nour own line\nWarning: W0 is not a log line\nlast"
+    assert filter_native_lines(b"tail without newline " + glog.rstrip()) == b"tail without newline "

@@ -24,11 +24,13 @@ import tempfile
 import threading
 from collections.abc import Iterator
 
-# lines MediaPipe and the libraries under it print; anything else captured is replayed
+# lines MediaPipe and the libraries under it print, each through its end of line; anything else
+# captured is replayed. Not anchored at a line's start: each is one write() from a C++ thread,
+# which can land between a Python thread's text and its newline (print writes them apart)
 NATIVE_LOG_LINE = re.compile(
-    rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.\-]+:\d+\]"  # glog / absl: I0000 00:00:1795... 19153 gl_context_egl.cc:85]
+    rb"(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.\-]+:\d+\]"  # glog / absl: I0000 00:00:1795... 19153 gl_context_egl.cc:85]
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    rb"|INFO: Created TensorFlow Lite .*delegate)"
+    rb"|INFO: Created TensorFlow Lite [^\n]*delegate)[^\n]*(?:\n|$)"
 )
 
 _verbose = bool(os.environ.get("IMP_VERBOSE"))
@@ -50,9 +52,9 @@ def is_verbose() -> bool:
 
 
 def filter_native_lines(data: bytes) -> bytes:
-    """`data` without the lines MediaPipe's C++ code writes (see NATIVE_LOG_LINE)."""
-    kept = [line for line in data.splitlines(keepends=True) if not NATIVE_LOG_LINE.match(line)]
-    return b"".join(kept)
+    """`data` without the lines MediaPipe's C++ code writes (see NATIVE_LOG_LINE), also where one
+    landed inside another writer's line."""
+    return NATIVE_LOG_LINE.sub(b"", data)
 
 
 def _enter() -> None:
