@@ -78,3 +78,27 @@ def test_median_background_recovers_a_static_scene_behind_a_moving_person():
     assert np.array_equal(bg[~covered_always], scene[~covered_always])
     with pytest.raises(ValueError, match="mattes"):
         matting.median_background(frames, mattes[:, :10])
+
+
+def test_median_background_does_not_pull_the_black_outside_the_frame_into_the_person():
+    """A crop that leaves the source frame is black there (matte 0). The person reaching that edge
+    in every frame leaves a hole to inpaint beside the black: given `valid`, the black is unknown
+    too, so the hole takes the scene's colour and the whole crop is covered by it."""
+    N, H, W = 6, 48, 48
+    scene = np.full((H, W, 3), (200, 190, 170), np.uint8)
+    valid = np.ones((H, W), bool)
+    valid[36:] = False  # the source frame ends at row 36
+    frames = np.repeat(scene[None], N, 0)
+    frames[:, ~valid] = 0
+    mattes = np.zeros((N, H, W), np.float32)
+    mattes[:, 20:36, 14:34] = 1.0  # a torso down to the frame's edge, in every frame
+    frames[:, 20:36, 14:34] = (60, 40, 30)
+    hole = np.stack([matting.person_mask(m) for m in mattes]).all(0) & valid
+    old = matting.median_background(frames, mattes)
+    assert old[hole].mean() < 150, "without `valid` the black flows in (what this test guards against)"
+    bg = matting.median_background(frames, mattes, valid=valid)
+    assert np.abs(bg[hole].astype(int) - scene[hole].astype(int)).max() <= 6  # Telea is not exact on a flat colour
+    assert np.abs(bg[~valid].astype(int) - scene[~valid].astype(int)).max() <= 6
+    assert np.array_equal(bg[valid & ~hole], scene[valid & ~hole])
+    with pytest.raises(ValueError, match="valid"):
+        matting.median_background(frames, mattes, valid=valid[:10])

@@ -3,6 +3,7 @@ an interruption, and the crop geometry."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -92,6 +93,15 @@ def test_prepare_writes_dataset_and_skips_bad_videos(shared_data, tmp_path):
         bg = v.background.transpose(2, 0, 1) / 127.5 - 1.0
         assert np.allclose(batch["images"][0][:, ~valid], bg[:, ~valid], atol=1e-6)
         assert (v.background[outside] > 0).any(-1).mean() > 0.99  # inpainted, not the black fill
+        # an older dataset (no meta "background") stored a background with the black border
+        # inpainted into it: it is rebuilt from the frames, the same as a fresh preparation's
+        assert v.meta["background"] == dataset.BACKGROUND_FORMAT
+        if not valid.all():
+            old = tmp_path / "old" / v.path.name
+            shutil.copytree(v.path, old)
+            cv2.imwrite(str(old / "background.png"), np.zeros_like(v.background))  # stands for the stale file
+            old_meta = {k: val for k, val in v.meta.items() if k != "background"}
+            assert np.array_equal(dataset.PreparedVideo(old, old_meta).background, v.background)
         assert -1.0 <= batch["images"].min() and batch["images"].max() <= 1.0
         assert np.allclose(batch["vertices_head"], track.vertices_head()[3:7])
         with pytest.raises(IndexError):

@@ -8,11 +8,13 @@ Layout (written by `model/data/prepare.py`, `imp prepare`):
                                    (black outside the source frame; PreparedVideo.images fills it)
     DATASET/<id>/mattes.npy        (N, R, R) uint8: foreground matte (255 = person)
     DATASET/<id>/track.npz         the face track (model.tracking.track.Track), source-image pixels
-    DATASET/<id>/background.png    (R, R) RGB: the scene with the person removed, in the crop
+    DATASET/<id>/background.png    (R, R) RGB: the scene with the person removed, over the whole crop
+                                   (inpainted where the person always is and outside the source frame)
     DATASET/<id>/meta.json         source, fps, frames, res, source_size (W, H), crop (x0, y0, size),
                                    K (the crop camera: model.geometry.camera.crop_intrinsics(R)), found_fraction,
                                    inside_fraction (share of the crop inside the source frame;
-                                   outside it frames are black, mattes 0: PreparedVideo.valid_mask)
+                                   outside it frames are black, mattes 0: PreparedVideo.valid_mask),
+                                   background (BACKGROUND_FORMAT)
 
 The crop camera is exact: the tracker's source-frame intrinsics have f = 2.5 * crop size and the
 principal point at the crop centre, so the crop resized to R px is the camera crop_intrinsics(R),
@@ -33,6 +35,10 @@ import numpy as np
 from model.atomic_write import write_json_atomic
 
 FORMAT_VERSION = 1
+# meta.json "background": how background.png was made. Without it (datasets prepared before
+# 2026-12-06) the black outside the source frame had been inpainted into the person's hole; such a
+# background is rebuilt from the frames when read.
+BACKGROUND_FORMAT = "median-inside-frame"
 MANIFEST = "manifest.json"
 SHARD_MANIFESTS = "manifest-shard-*-of-*.json"  # `imp prepare --shard I/N` writes its own; `--merge` folds them into MANIFEST
 PARTIAL_PREFIX = ".partial-"
@@ -142,15 +148,19 @@ class PreparedVideo:
     @cached_property
     def background(self) -> np.ndarray:
         """(R, R, 3) uint8 RGB, covering the whole crop: where the crop leaves the source frame the
-        background is inpainted outwards (older datasets stored black there)."""
+        background is inpainted from the frame's own pixels. An older dataset's background.png
+        (no meta "background") had the crop's black border inpainted into it; it is rebuilt from
+        the stored frames and mattes (a fraction of a second), so old datasets need no re-preparing."""
         import cv2
 
         from model.data import matting
 
+        if self.meta.get("background") != BACKGROUND_FORMAT and not self.valid_mask.all():
+            return matting.median_background(self.frames, self.mattes, valid=self.valid_mask)
         img = cv2.imread(str(self.path / "background.png"), cv2.IMREAD_COLOR)
         if img is None:
             raise DatasetError(f"{self.path / 'background.png'} is missing or unreadable")
-        return matting.inpaint(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), ~self.valid_mask)
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
     def images(self, indices) -> np.ndarray:
         """Frames `indices` (n, R, R, 3) uint8 with the crop filled: outside the source frame (black

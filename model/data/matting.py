@@ -6,7 +6,8 @@ snaps the soft edges to the image's; it is off by default because against a chro
 green-screen clip d0 it does not measurably help (IoU 0.976 without, 0.975 with). The background is the portrait with the person removed: the matte is
 dilated (to swallow the halo of soft edges) and the hole filled with OpenCV inpainting. Over a
 video, each background pixel is the median of the frames where the person does not cover it, and
-only pixels that the person covers in every frame are inpainted.
+only pixels that the person covers in every frame (and those outside the source frame, which a
+head crop can reach) are inpainted.
 
 Images are RGB uint8 (H, W, 3); mattes float32 (H, W) in [0, 1]. Prepared portraits keep a
 portrait's matte and background on disk (model/data/portrait_cache.py): a change to what this
@@ -142,16 +143,20 @@ def inpaint_background(image: np.ndarray, matte: np.ndarray, dilate_px: int | No
 
 
 def median_background(frames: np.ndarray, mattes: np.ndarray, max_samples: int = 48,
-                      dilate_px: int | None = None) -> np.ndarray:
+                      dilate_px: int | None = None, valid: np.ndarray | None = None) -> np.ndarray:
     """Background (H, W, 3) uint8 of a video: per pixel the median over the frames where the person
     does not cover it; pixels the person covers in every sampled frame are inpainted.
 
     frames (N, H, W, 3) uint8; mattes (N, H, W) float in [0, 1] or uint8 in [0, 255]. At most
-    `max_samples` frames, evenly spaced, are used."""
+    `max_samples` frames, evenly spaced, are used. valid (H, W) bool, if given: the pixels inside
+    the source frame. The rest (black in a crop that leaves the frame) is inpainted too, so that
+    the black never flows into the person's hole; the result covers the whole crop."""
     frames = np.asarray(frames)
     mattes = np.asarray(mattes)
     if frames.ndim != 4 or mattes.shape != frames.shape[:3]:
         raise ValueError(f"frames (N, H, W, 3) and mattes (N, H, W) expected, got {frames.shape} and {mattes.shape}")
+    if valid is not None and valid.shape != frames.shape[1:3]:
+        raise ValueError(f"valid (H, W) = {frames.shape[1:3]} expected, got {valid.shape}")
     if mattes.dtype == np.uint8:
         mattes = mattes.astype(np.float32) / 255.0
     idx = np.unique(np.linspace(0, len(frames) - 1, min(max_samples, len(frames))).round().astype(int))
@@ -164,4 +169,4 @@ def median_background(frames: np.ndarray, mattes: np.ndarray, max_samples: int =
         med = np.nanmedian(stack, axis=0)
     med = np.where(seen[..., None], med, 0.0)
     bg = np.clip(np.round(med), 0, 255).astype(np.uint8)
-    return inpaint(bg, ~seen)
+    return inpaint(bg, ~seen if valid is None else ~seen | ~np.asarray(valid, bool))

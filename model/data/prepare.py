@@ -5,7 +5,7 @@ square head crop the tracker chose for the whole video (Track.crop; where it rea
 image the crop is black with matte 0, and `PreparedVideo.valid_mask()` tells where) and resize it to the dataset resolution, matte every frame (MediaPipe
 selfie segmentation, on the full frame for context, then cropped the same way) and build the
 background as the per-pixel median over frames where the person does not cover it (inpainted
-where the person always does).
+where the person always does and outside the source frame, from the frame's own pixels).
 
 Runs are resumable: finished videos are listed in the manifest with status "ok" and are not
 redone; a video folder only appears once complete (see dataset.VideoWriterDir); videos that fail
@@ -147,7 +147,8 @@ def prepare_video(source: Path, root: Path, vid: str, cfg: PrepareConfig, progre
                 count += 1
         if count != n:
             raise SkipVideo(f"decoded {count} frames but the track has {n}")
-        background = matting.median_background(writer.frames, writer.mattes, max_samples=cfg.background_samples)
+        valid = valid_mask(A, track.image_size, cfg.res)
+        background = matting.median_background(writer.frames, writer.mattes, max_samples=cfg.background_samples, valid=valid)
         meta = {
             "source": str(source),
             "fps": float(track.fps),
@@ -157,7 +158,8 @@ def prepare_video(source: Path, root: Path, vid: str, cfg: PrepareConfig, progre
             "crop": [float(v) for v in np.asarray(track.crop).ravel()],
             "K": crop_camera_K(cfg.res).tolist(),
             "found_fraction": found,
-            "inside_fraction": float(valid_mask(A, track.image_size, cfg.res).mean()),
+            "inside_fraction": float(valid.mean()),
+            "background": ds.BACKGROUND_FORMAT,
         }
         writer.commit(track, background, meta)
     except video.VideoError as exc:
