@@ -29,7 +29,6 @@ HAIR_BEHIND_JOINT = 0.01  # m: hair / back of the head, just behind the joint's 
 TORSO_BEFORE_JOINT = 0.02  # m: neck and shoulders, a little in front of it
 BLEND_SCALE = 0.06  # fraction of the crop over which the guess blends into the face's edge depth
 CRACK_RADIUS = 2  # px: opaque pixels are made solid down to their deepest neighbour within this radius
-MIN_MATTE = 0.02  # below this coverage a pixel keeps its image colour (the matting equation is ill-posed)
 
 
 def _read_rgb(image: str | Path | np.ndarray) -> np.ndarray:
@@ -103,15 +102,6 @@ def fill_cracks(alpha: torch.Tensor, depth: np.ndarray, person: np.ndarray, plan
     return torch.where(fill, torch.ones_like(alpha), alpha)
 
 
-def unmix_foreground(image: np.ndarray, matte: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """Foreground colour F (H, W, 3) uint8 with image = m F + (1 - m) B, clipped to [0, 255]."""
-    I = image.astype(np.float32)
-    B = background.astype(np.float32)
-    m = matte.astype(np.float32)[..., None]
-    F = np.where(m > MIN_MATTE, (I - (1.0 - m) * B) / np.maximum(m, MIN_MATTE), I)
-    return np.clip(np.round(F), 0, 255).astype(np.uint8)
-
-
 def lift_portrait(image: str | Path | np.ndarray, res: int = 256, num_planes: int = 24) -> MPIFrame:
     """Lift a portrait (path or RGB uint8 array) into an MPIFrame of res x res and num_planes planes,
     in the tracker's head-crop camera (K = crop_intrinsics(res), T_cam_from_head tracked)."""
@@ -146,7 +136,7 @@ def lift_portrait(image: str | Path | np.ndarray, res: int = 256, num_planes: in
     depths = cond.depths  # (1, D) from the head distance
     alpha = conditions.alpha_planes(torch.from_numpy(1.0 / depth)[None, None], torch.from_numpy(person)[None, None], depths)[0]
     alpha = fill_cracks(alpha, depth, person, depths[0])
-    colour = unmix_foreground(crop, person, background)
+    colour = matting.unmix_foreground(crop, person, background)
     near, far = (float(v) for v in mpi.near_far(float(T[0, :3, 3].norm())))
     return MPIFrame(
         frontal=colour.transpose(2, 0, 1).copy(),

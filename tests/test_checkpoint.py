@@ -151,3 +151,27 @@ def test_export_mouth_gate_shift_is_recorded_and_applied_on_load(tmp_path):
     tiny = save_checkpoint(tmp_path / "tiny.safetensors", MPIUNet(get_config("tiny")), get_config("tiny"), {"step": 1})
     with pytest.raises(ValueError, match="identity condition"):
         export_weights(tiny, tmp_path / "bad.safetensors", mouth_gate_shift=1.0)
+
+
+def test_export_identity_unmix_sets_the_config_and_changes_no_weight(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from model.net.checkpoint import export_weights, load_checkpoint, save_checkpoint
+    from model.net.config import get_config
+    from model.net.unet import MPIUNet
+
+    cfg = dataclasses.replace(get_config("demo"), identity_unmix=False)
+    torch.manual_seed(0)
+    net = MPIUNet(cfg)
+    src = save_checkpoint(tmp_path / "train.safetensors", net, cfg, {"step": 1})
+    out = load_checkpoint(export_weights(src, tmp_path / "unmix.safetensors", gate_shift=-2.0, identity_unmix=True))
+    assert out.config == dataclasses.replace(cfg, identity_unmix=True) and out.state["export_identity_unmix"] is True
+    again = load_checkpoint(export_weights(tmp_path / "unmix.safetensors", tmp_path / "again.safetensors"))
+    assert again.config.identity_unmix and again.state["export_gate_shift"] == -2.0  # kept, not applied twice
+    for k, v in out.weights.items():
+        assert torch.equal(again.weights[k], v), k
+    tiny = save_checkpoint(tmp_path / "tiny.safetensors", MPIUNet(get_config("tiny")), get_config("tiny"), {"step": 1})
+    with pytest.raises(ValueError, match="identity condition"):
+        export_weights(tiny, tmp_path / "bad.safetensors", identity_unmix=True)

@@ -139,7 +139,7 @@ def test_mesh_inputs_equal_torch(portrait, drivings, source):
 @pytest.mark.parametrize("source", ["animation", "video"])
 def test_identity_condition_equals_portrait_warp(portrait, drivings, source):
     frames = drivings[source]
-    torch_out = portrait.identity(frames).numpy()
+    torch_out = portrait.identity(frames, False).numpy()
     out = twin.identity(pipeline.image_to_model(portrait.image).numpy(), portrait.matte[None], portrait.track.vertices_head(0),
                         portrait.T_cam_from_head, frames.vertices_head, frames.T_cam_from_head, portrait.K, (portrait.res,) * 2)
     assert out.shape == torch_out.shape and out.dtype == np.float32

@@ -102,3 +102,19 @@ def test_median_background_does_not_pull_the_black_outside_the_frame_into_the_pe
     assert np.array_equal(bg[valid & ~hole], scene[valid & ~hole])
     with pytest.raises(ValueError, match="valid"):
         matting.median_background(frames, mattes, valid=valid[:10])
+
+
+def test_unmixed_foreground_composited_over_its_background_gives_the_image_back():
+    H, W = 32, 40
+    rng = np.random.default_rng(1)
+    F = rng.integers(40, 200, (H, W, 3)).astype(np.float32)
+    B = rng.integers(40, 200, (H, W, 3)).astype(np.float32)
+    m = rng.uniform(0.2, 1.0, (H, W)).astype(np.float32)
+    m[:4] = 0.0  # no person: the image's own colour
+    I = np.round(m[..., None] * F + (1 - m[..., None]) * B).astype(np.uint8)
+    F2 = matting.unmix_foreground(I, m, B.astype(np.uint8))
+    recon = m[..., None] * F2.astype(np.float32) + (1 - m[..., None]) * B
+    assert np.abs(recon - I).max() <= 1.0
+    assert np.array_equal(F2[:4], I[:4])
+    # the raw image as the foreground would put the background in twice
+    assert np.abs(m[..., None] * I + (1 - m[..., None]) * B - I).max() > 10

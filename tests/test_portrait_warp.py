@@ -140,3 +140,20 @@ def test_warp_baseline_frontal_view_is_the_condition_over_the_background(source)
     pred = warp_generator(cond)
     frontal = mpi.render_in_mpi_camera(pred.frontal[0], pred.residual[0], pred.alpha[0], bg.expand(n, -1, -1, -1))
     assert psnr(frontal, warp_composite(ident, bg), None) > 45
+
+
+def test_unmixed_condition_over_its_background_gives_the_portrait_back_at_soft_edges(source):
+    """identity_unmix: the portrait's colour is solved from image = m F + (1 - m) B, so frame 0's
+    condition onto its own meshes, composited over the background, is frame 0 where the matte is
+    soft (hair); the raw image, matted, put the background in twice there."""
+    import dataclasses
+
+    unmixed = VideoSource(source.video, "v", dataclasses.replace(CFG, identity_unmix=True), None)
+    i = np.array([0])
+    image, matte, bg = source.frames(i), source.mattes(i), source.background()[None]
+    soft = ((matte > 0.1) & (matte < 0.9) & (source.own(i)[1] < 0.5)).expand_as(image)
+    assert soft.float().mean() > 0.005, "the fixture's portrait needs soft matte edges"
+    raw = warp_composite(source.identity(0, source.vertices[:1], source.T[:1]), bg)
+    fixed = warp_composite(unmixed.identity(0, source.vertices[:1], source.T[:1]), bg)
+    err_raw, err_fixed = (float((x - image).abs()[soft].mean()) for x in (raw, fixed))
+    assert err_fixed < 0.01 and err_fixed < 0.25 * err_raw, (err_fixed, err_raw)

@@ -26,6 +26,7 @@ import numpy as np
 from model.coldstart import conditions
 from model.coldstart.onnx_network import OnnxModelError, OnnxNetwork, onnx_path
 from model.data.driving import DrivingFrames, DrivingSource
+from model.data.matting import unmix_foreground
 from model.data.portrait_crop import PortraitCrop, crop_portrait
 from model.diffusion.clips import GenerationStatus, GenerationTimes, clip_frames, driving_clips, to_uint8, total_frames
 from model.formats.clip import MPIFrame
@@ -94,7 +95,8 @@ class OnnxGenerator:
         code = conditions.canonical_code(crop.track.template)
         coords, _, _ = conditions.mesh_inputs(crop.track.vertices_head(0)[None], crop.track.T_cam_from_head[:1], code, self.cfg)
         image = image_to_model(crop.image)
-        side = conditions.portrait_side(image, crop.matte[None], crop.track.vertices_head(0), crop.T_cam_from_head,
+        carried = image_to_model(unmix_foreground(crop.image, crop.matte, crop.background)) if self.cfg.identity_unmix else image
+        side = conditions.portrait_side(carried, crop.matte[None], crop.track.vertices_head(0), crop.T_cam_from_head,
                                         crop.K) if self.cfg.identity_warp else None
         self.portrait = ColdPortrait(crop, code, np.concatenate([image, coords[0]], 0), side,
                                      image_to_model(crop.background), crop.valid.astype(np.float32)[None])

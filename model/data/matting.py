@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 PERSON_THRESHOLD = 0.1  # matte above this counts as person when building the background
+MIN_MATTE = 0.02  # below this coverage a pixel keeps its image colour (the matting equation is ill-posed)
 INPAINT_MAX_SIDE = 256  # inpainting runs at most at this size: large holes are smooth anyway, and Telea is slow
 
 
@@ -170,3 +171,16 @@ def median_background(frames: np.ndarray, mattes: np.ndarray, max_samples: int =
     med = np.where(seen[..., None], med, 0.0)
     bg = np.clip(np.round(med), 0, 255).astype(np.uint8)
     return inpaint(bg, ~seen if valid is None else ~seen | ~np.asarray(valid, bool))
+
+
+def unmix_foreground(image: np.ndarray, matte: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Foreground colour F (H, W, 3) uint8 with image = m F + (1 - m) B, clipped to [0, 255].
+
+    image, background (H, W, 3) uint8; matte (H, W) float in [0, 1]. Compositing the raw image
+    with its own matte over a background counts the background twice at soft edges (a halo of the
+    old background around hair); F composited with m over B gives the image back."""
+    I = image.astype(np.float32)
+    B = background.astype(np.float32)
+    m = np.asarray(matte, np.float32)[..., None]
+    F = np.where(m > MIN_MATTE, (I - (1.0 - m) * B) / np.maximum(m, MIN_MATTE), I)
+    return np.clip(np.round(F), 0, 255).astype(np.uint8)

@@ -229,7 +229,14 @@ class VideoSource:
         """(n, 5, R, R): frame `ref` (image, matte, its own mesh and pose) carried onto the meshes
         vertices_head (n, V, 3) posed at T_mpi_from_head (n, 4, 4) in the MPI camera."""
         i = np.array([ref])
-        return portrait_warp(self.frames(i)[0], self.mattes(i)[0], self.vertices[ref], self.T[ref], vertices_head,
+        image = self.frames(i)[0]
+        if self.cfg.identity_unmix:
+            from model.data.matting import unmix_foreground
+
+            bg = self._resize(self.video.background[None])[0]
+            fg = unmix_foreground(self._resize(self.video.images(i))[0], self._resize(self.video.mattes[i])[0] / 255.0, bg)
+            image = torch.from_numpy(fg).permute(2, 0, 1).float() / 127.5 - 1.0
+        return portrait_warp(image, self.mattes(i)[0], self.vertices[ref], self.T[ref], vertices_head,
                              T_mpi_from_head, self.topology, self.K, (self.res, self.res))
 
     def own(self, idx: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:

@@ -113,12 +113,15 @@ class Portrait:
     def res(self) -> int:
         return int(self.image.shape[0])
 
-    def identity(self, frames: DrivingFrames) -> Tensor:
-        """(n, 5, R, R): the identity condition of driving frames (model/geometry/portrait_warp.py)."""
+    def identity(self, frames: DrivingFrames, unmix: bool) -> Tensor:
+        """(n, 5, R, R): the identity condition of driving frames (model/geometry/portrait_warp.py);
+        unmix: carry the unmixed foreground colour (ModelConfig.identity_unmix)."""
+        from model.data.matting import unmix_foreground
         from model.geometry.portrait_warp import portrait_warp
         from model.tracking.facemesh import face_topology
 
-        return portrait_warp(image_to_model(self.image), torch.from_numpy(self.matte)[None], torch.from_numpy(self.track.vertices_head(0)),
+        image = unmix_foreground(self.image, self.matte, self.background) if unmix else self.image
+        return portrait_warp(image_to_model(image), torch.from_numpy(self.matte)[None], torch.from_numpy(self.track.vertices_head(0)),
                              torch.from_numpy(self.T_cam_from_head), torch.from_numpy(frames.vertices_head),
                              torch.from_numpy(frames.T_cam_from_head), face_topology(), torch.from_numpy(self.K), (self.res, self.res))
 
@@ -189,7 +192,7 @@ class Generator:
             first_frame=(first_frame if given else torch.zeros(3, R, R))[None],
             first_frame_flag=torch.tensor([1.0 if given else 0.0]),
             background=image_to_model(p.background)[None],
-            identity=p.identity(frames)[None] if self.cfg.identity_warp else None,
+            identity=p.identity(frames, self.cfg.identity_unmix)[None] if self.cfg.identity_warp else None,
             valid=torch.from_numpy(p.valid).float()[None, None],
         ).to(self.device)
 

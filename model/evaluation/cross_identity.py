@@ -57,7 +57,7 @@ def pair_conditions(portrait, driving_frames, cfg) -> Conditions:
     image = image_to_model(portrait.image)
     return Conditions(coords=coords[None], mesh_alpha=alpha[None], portrait=portrait.reference[None], first_frame=image[None],
                       first_frame_flag=torch.ones(1), background=image_to_model(portrait.background)[None],
-                      identity=portrait.identity(driving_frames)[None] if cfg.identity_warp else None,
+                      identity=portrait.identity(driving_frames, cfg.identity_unmix)[None] if cfg.identity_warp else None,
                       valid=torch.from_numpy(portrait.valid).float()[None, None])
 
 

@@ -59,6 +59,10 @@ class ModelConfig:
     # keep an identity and copy what it is given instead of painting it through the U-Net.
     identity_warp: bool = False
     detail_channels: int = 16  # hidden channels of that full-resolution path
+    # The condition carries the portrait's unmixed foreground colour (image = m F + (1 - m) B
+    # solved for F against its background) instead of the raw image: with the raw image, soft
+    # matte edges (hair) carried a halo of the portrait's own background, composited twice.
+    identity_unmix: bool = False
     # A guidance-distilled student (`imp train --stage distill`): the two guidance scales (the
     # portrait's, and each frame's first-frame scale) are two more constant input channels per
     # frame, and one network pass stands for the two or three branches of guided sampling.
@@ -178,7 +182,7 @@ DEMO = ModelConfig(
     stem_strides=(4, 2), stem_channels=32, coord_channels=4,
     colour_channels=(48, 64, 96), colour_blocks=(1, 1, 1), geometry_channels=(16, 24, 32),
     attention_head_channels=16, portrait_blocks=1, colour_head_channels=8, geometry_head_channels=(16, 8),
-    norm_groups=8, time_channels=64, identity_warp=True, detail_channels=16,
+    norm_groups=8, time_channels=64, identity_warp=True, detail_channels=16, identity_unmix=True,
 )
 
 CONFIGS: dict[str, ModelConfig] = {c.name: c for c in (TINY, SMALL, DEMO, PAPER)}
