@@ -229,13 +229,12 @@ class VideoSource:
         """(n, 5, R, R): frame `ref` (image, matte, its own mesh and pose) carried onto the meshes
         vertices_head (n, V, 3) posed at T_mpi_from_head (n, 4, 4) in the MPI camera."""
         i = np.array([ref])
-        image = self.frames(i)[0]
+        image = self._resize(self.video.images(i))[0]
         if self.cfg.identity_unmix:
             from model.data.matting import unmix_foreground
 
-            bg = self._resize(self.video.background[None])[0]
-            fg = unmix_foreground(self._resize(self.video.images(i))[0], self._resize(self.video.mattes[i])[0] / 255.0, bg)
-            image = torch.from_numpy(fg).permute(2, 0, 1).float() / 127.5 - 1.0
+            image = unmix_foreground(image, self._resize(self.video.mattes[i])[0] / 255.0, self._resize(self.video.background[None])[0])
+        image = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0  # as frames()
         return portrait_warp(image, self.mattes(i)[0], self.vertices[ref], self.T[ref], vertices_head,
                              T_mpi_from_head, self.topology, self.K, (self.res, self.res))
 

@@ -26,6 +26,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -113,15 +114,21 @@ class Portrait:
     def res(self) -> int:
         return int(self.image.shape[0])
 
+    @cached_property
+    def foreground(self) -> np.ndarray:
+        """(R, R, 3) uint8: the person's unmixed colour (model.data.matting.unmix_foreground), made
+        once and carried by every clip's identity condition with ModelConfig.identity_unmix."""
+        from model.data.matting import unmix_foreground
+
+        return unmix_foreground(self.image, self.matte, self.background)
+
     def identity(self, frames: DrivingFrames, unmix: bool) -> Tensor:
         """(n, 5, R, R): the identity condition of driving frames (model/geometry/portrait_warp.py);
         unmix: carry the unmixed foreground colour (ModelConfig.identity_unmix)."""
-        from model.data.matting import unmix_foreground
         from model.geometry.portrait_warp import portrait_warp
         from model.tracking.facemesh import face_topology
 
-        image = unmix_foreground(self.image, self.matte, self.background) if unmix else self.image
-        return portrait_warp(image_to_model(image), torch.from_numpy(self.matte)[None], torch.from_numpy(self.track.vertices_head(0)),
+        return portrait_warp(image_to_model(self.foreground if unmix else self.image), torch.from_numpy(self.matte)[None], torch.from_numpy(self.track.vertices_head(0)),
                              torch.from_numpy(self.T_cam_from_head), torch.from_numpy(frames.vertices_head),
                              torch.from_numpy(frames.T_cam_from_head), face_topology(), torch.from_numpy(self.K), (self.res, self.res))
 
