@@ -28,3 +28,26 @@ def test_blit_copies_flips_and_transfers(gl_context):
     blit.release()
     texture.release()
     target.release()
+
+
+def test_scaled_blit_does_not_wrap_the_opposite_edge_in(gl_context):
+    """Scaling up samples half a texel past the texture's edges: with GL's default REPEAT the
+    bottom rows bled into the top row of the window (imp-viewer showed the astronaut's orange suit
+    as a line along the top of the view); clamped, each edge shows only its own texels."""
+    image = np.zeros((8, 8, 4), np.uint8)
+    image[4:] = 255  # top half black, bottom half white (rows from the texture's origin)
+    image[:, 4:, 0] = 200  # left half without red, right half red: the other axis
+    texture = gl_context.texture((8, 8), 4, image.tobytes())
+    target = gl_context.simple_framebuffer((64, 64))
+    blit = TextureBlit(gl_context)
+    target.use()
+    target.clear(0.0, 0.0, 0.0, 1.0)
+    blit.draw(texture, (0, 0, 64, 64))
+    out = np.frombuffer(target.read(components=3), np.uint8).reshape(64, 64, 3).astype(int)
+    assert np.abs(out[0, :, 1] - 0).max() <= 1  # the black edge row stays black
+    assert np.abs(out[-1, :, 1] - 255).max() <= 1  # the white one white
+    assert np.abs(out[:, 0, 0] - out[:, 1, 0]).max() <= 1  # no red wrapped in from the right
+    assert out[:, -1, 0].min() >= 199  # the right edge stays red
+    blit.release()
+    texture.release()
+    target.release()

@@ -43,3 +43,36 @@ def test_scaled_eyes_match_full_size_eyes(gl_context, mode):
     compositor.release()
     renderer.release()
     target.release()
+
+
+class _Bands:
+    """Stands in for the MPI renderer (whose zero frame darkens a view's outermost pixels by
+    design): draws a black lower half and a white upper half into the viewport it is given."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def draw(self, K, T, viewport) -> None:
+        x, y, w, h = viewport
+        self.ctx.clear(0.0, 0.0, 0.0, 1.0, viewport=(x, y, w, h // 2))
+        self.ctx.clear(1.0, 1.0, 1.0, 1.0, viewport=(x, y + h // 2, w, h - h // 2))
+
+
+@pytest.mark.parametrize("mode", ["mono", "sbs", "anaglyph"])
+def test_scaled_eyes_keep_their_own_edges(gl_context, mode):
+    """Scaled up, a view's edge pixels sample half a texel outside the eye's image: with GL's
+    default REPEAT the top edge took in the bottom's colour (imp-viewer showed a line of the
+    astronaut's orange suit along the top of the view)."""
+    from app.gl.stereo import StereoCompositor, eye_viewports
+
+    W, H = (256, 64) if mode == "sbs" else (128, 64)
+    target = gl_context.simple_framebuffer((W, H))
+    compositor = StereoCompositor(gl_context)
+    eyes = eye_viewports(mode, (0, 0, W, H))
+    camera = (np.eye(3), np.eye(4))
+    compositor.draw(_Bands(gl_context), [camera] * len(eyes), mode, (0, 0, W, H), target, 0.25)
+    out = np.frombuffer(target.read(components=3), np.uint8).reshape(H, W, 3).astype(int)  # row 0: the bottom
+    assert out[0].max() <= 1, "the bottom edge took in the top's white"
+    assert out[-1].min() >= 254, "the top edge took in the bottom's black"
+    compositor.release()
+    target.release()

@@ -81,6 +81,9 @@ class TextureBlit:
         ctx.viewport = viewport
         ctx.disable(self._moderngl.BLEND | self._moderngl.DEPTH_TEST)
         texture.filter = (self._moderngl.LINEAR, self._moderngl.LINEAR)
+        # scaled, the edge pixels sample half a texel outside: GL's default REPEAT would blend in
+        # the opposite edge (a line of the picture's bottom along its top)
+        texture.repeat_x = texture.repeat_y = False
         texture.use(0)
         program = self._copy_program if transfer == COPY else self._program
         if program is self._program:

@@ -80,6 +80,7 @@ class StereoCompositor:
         for fbo in self._eye_fbos:  # same size as the viewport: texel for pixel; smaller: scaled up
             f = self._moderngl.LINEAR if scaled else self._moderngl.NEAREST
             fbo.color_attachments[0].filter = (f, f)
+            fbo.color_attachments[0].repeat_x = fbo.color_attachments[0].repeat_y = False  # no wrapped-in edges
         return self._eye_fbos
 
     def draw(self, renderer, cameras: list[tuple[np.ndarray, np.ndarray]], mode: str, viewport: Viewport, target,
