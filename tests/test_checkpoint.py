@@ -127,9 +127,11 @@ def test_export_gate_shift_moves_only_the_detail_gates(tmp_path):
         export_weights(tiny, tmp_path / "bad.safetensors", gate_shift=-1.0)
 
 
-def test_export_mouth_gate_shift_is_recorded_and_applied_on_load(tmp_path):
-    """export_weights(mouth_gate_shift=...) changes no weight; load_model gives it to the DetailHead;
-    a later export without it keeps it; a config without the identity condition refuses it."""
+@pytest.mark.parametrize("name, value", [("mouth_gate_shift", 2.0), ("person_gate_shift", -2.0)])
+def test_export_gate_shift_by_region_is_recorded_and_applied_on_load(tmp_path, name, value):
+    """export_weights(mouth_gate_shift= / person_gate_shift=...) changes no weight; load_model gives
+    it to the DetailHead; a later export without it keeps it; a config without the identity
+    condition refuses it."""
     import torch
 
     from model.net.checkpoint import export_weights, load_checkpoint, load_model, save_checkpoint
@@ -140,17 +142,17 @@ def test_export_mouth_gate_shift_is_recorded_and_applied_on_load(tmp_path):
     torch.manual_seed(0)
     net = MPIUNet(cfg)
     src = save_checkpoint(tmp_path / "train.safetensors", net, cfg, {"step": 1})
-    assert load_model(src)[0].colour_head.detail.mouth_gate_shift == 0.0
-    out = export_weights(src, tmp_path / "mouth.safetensors", gate_shift=-2.0, mouth_gate_shift=2.0)
+    assert getattr(load_model(src)[0].colour_head.detail, name) == 0.0
+    out = export_weights(src, tmp_path / "shifted.safetensors", gate_shift=-2.0, **{name: value})
     loaded, ckpt = load_model(out)
-    assert loaded.colour_head.detail.mouth_gate_shift == 2.0 and ckpt.state["export_mouth_gate_shift"] == 2.0
+    assert getattr(loaded.colour_head.detail, name) == value and ckpt.state[f"export_{name}"] == value
     again = load_checkpoint(export_weights(out, tmp_path / "again.safetensors"))
-    assert again.state["export_mouth_gate_shift"] == 2.0
+    assert again.state[f"export_{name}"] == value
     for k, v in load_checkpoint(out).weights.items():
         assert torch.equal(again.weights[k], v), k
     tiny = save_checkpoint(tmp_path / "tiny.safetensors", MPIUNet(get_config("tiny")), get_config("tiny"), {"step": 1})
     with pytest.raises(ValueError, match="identity condition"):
-        export_weights(tiny, tmp_path / "bad.safetensors", mouth_gate_shift=1.0)
+        export_weights(tiny, tmp_path / "bad.safetensors", **{name: 1.0})
 
 
 def test_export_identity_unmix_sets_the_config_and_changes_no_weight(tmp_path):

@@ -199,3 +199,40 @@ def test_mouth_gate_shift_moves_the_gates_inside_the_mouth_only() -> None:
     assert (after.frontal[..., coat] < -0.99).all()
     with pytest.raises(ValueError, match="on_mesh"):
         model.colour_head.detail(torch.zeros(1, cfg.colour_head_channels, R, R), torch.zeros(1, cfg.detail_in_channels, R, R))
+
+
+def test_person_gate_shift_shuts_the_gates_on_the_person_only() -> None:
+    """person_gate_shift moves the gate logits where the identity condition shows the portrait's
+    person, by its alpha: on the face and the hair; not on the background (alpha 0) and not inside
+    the mouth, which mouth_gate_shift rules."""
+    cfg = get_config("demo")
+    torch.manual_seed(0)
+    model = MPIUNet(cfg).eval()
+    with torch.no_grad():
+        model.colour_head.detail.conv2.weight.zero_()
+        model.colour_head.detail.conv2.bias.zero_()  # gates half open, colour tanh(0) = 0
+    inputs = random_inputs(cfg)
+    R = cfg.res
+    identity = torch.zeros(1, cfg.frames, cfg.identity_channels, R, R)  # background: alpha 0
+    face = torch.zeros(R, R, dtype=torch.bool)
+    face[R // 4:3 * R // 4, R // 4:3 * R // 4] = True
+    hair = torch.zeros(R, R, dtype=torch.bool)
+    hair[R // 8:R // 4, R // 4:3 * R // 4] = True
+    identity[:, :, :3, face | hair] = 0.5
+    identity[:, :, 3, face | hair] = 1.0
+    identity[:, :, 4, face] = 1.0  # confident on the mesh; the hair off it has none
+    mouth = torch.zeros(R, R, dtype=torch.bool)
+    mouth[R // 2:R // 2 + 6, R // 3:R // 2] = True
+    identity[:, :, :3, mouth] = -1.0
+    identity[:, :, 4, mouth] = 0.0
+    inputs["mesh_alpha"] = torch.zeros_like(inputs["mesh_alpha"])
+    inputs["mesh_alpha"][:, :, 3][..., face] = 1.0
+    background = torch.full((1, 3, R, R), 0.3)
+    with torch.no_grad():
+        before = model(**inputs, identity=identity, background=background)
+        model.colour_head.detail.person_gate_shift = -40.0
+        after = model(**inputs, identity=identity, background=background)
+    person = (face | hair) & ~mouth
+    torch.testing.assert_close(after.frontal[..., person], torch.full_like(after.frontal[..., person], 0.5))  # copied
+    assert (before.frontal[..., person] - 0.25).abs().max() < 1e-5  # half way to the painted 0
+    torch.testing.assert_close(after.frontal[..., ~person], before.frontal[..., ~person], atol=0, rtol=0)

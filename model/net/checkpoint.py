@@ -137,6 +137,7 @@ def load_model(path: str | Path, expected: ModelConfig | str | None = None, devi
                               f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
     if model.colour_head.detail is not None:
         model.colour_head.detail.mouth_gate_shift = float(ckpt.state.get("export_mouth_gate_shift", 0.0))
+        model.colour_head.detail.person_gate_shift = float(ckpt.state.get("export_person_gate_shift", 0.0))
     return model.to(device).eval(), ckpt
 
 
@@ -168,7 +169,8 @@ SAMPLING_FIELDS = ("sample_steps", "eta", "portrait_guidance", "first_frame_guid
 
 def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None = None,
                    sampling: dict[str, Any] | None = None, gate_shift: float = 0.0,
-                   mouth_gate_shift: float | None = None, identity_unmix: bool | None = None) -> Path:
+                   mouth_gate_shift: float | None = None, identity_unmix: bool | None = None,
+                   person_gate_shift: float | None = None) -> Path:
     """Copy a training checkpoint without its extra tensors (optimiser moments): the file to ship.
 
     The config and the training state (step, stage, variant, options) are kept, plus `note`
@@ -181,6 +183,10 @@ def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None
     (recorded in state["export_mouth_gate_shift"], which `load_model` applies; None keeps the
     source's) is added to those logits inside the mouth only, where the condition is black and
     the network has to paint: -gate_shift there undoes the shift where it has nothing to copy.
+    `person_gate_shift` (recorded in state["export_person_gate_shift"], applied by `load_model`;
+    None keeps the source's) is added to them where the condition shows the portrait's person,
+    weighted by its alpha, outside the mouth: it keeps the network from painting over a face and
+    hair the portrait shows (blotches on the forehead under other people's driving).
     `identity_unmix` (None keeps the source's) sets ModelConfig.identity_unmix: whether the
     identity condition carries the portrait's unmixed foreground colour; recorded in
     state["export_identity_unmix"]. The weights trained without it take the cleaner condition
@@ -213,6 +219,10 @@ def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None
         if model.colour_head.detail is None:
             raise ValueError(f"export_weights: mouth_gate_shift needs a config with the identity condition; {config.name!r} has none")
         state["export_mouth_gate_shift"] = float(mouth_gate_shift)
+    if person_gate_shift is not None:
+        if model.colour_head.detail is None:
+            raise ValueError(f"export_weights: person_gate_shift needs a config with the identity condition; {config.name!r} has none")
+        state["export_person_gate_shift"] = float(person_gate_shift)
     if identity_unmix is not None:
         state["export_identity_unmix"] = bool(identity_unmix)
     if note:

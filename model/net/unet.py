@@ -175,6 +175,11 @@ class DetailHead(nn.Module):
         # shift calibrates copying the portrait's pixels, but inside the mouth the condition has
         # none (it is black there) and the network must paint (checkpoint.export_weights)
         self.mouth_gate_shift = 0.0
+        # added to the gate logits where the condition shows the portrait's person (weighted by its
+        # alpha) outside the mouth: a cross-identity driver's pose opens gates on a face and hair
+        # the portrait shows in full, and the network paints blotches there; self-reenactment
+        # scores the same with it (checkpoint.export_weights)
+        self.person_gate_shift = 0.0
         c, g = cfg.colour_head_channels, cfg.norm_groups
         self.conv1 = nn.Conv2d(c + cfg.detail_in_channels, cfg.detail_channels, 3, padding=1)
         self.norm = group_norm(cfg.detail_channels, min(g, cfg.detail_channels))
@@ -185,14 +190,19 @@ class DetailHead(nn.Module):
     def forward(self, features: Tensor, full: Tensor, on_mesh: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(N, 6, H, W) frontal and residual in [-1, 1], and the gates (N, 2, H, W) in [0, 1];
         full's first 3 channels are the composite; on_mesh (N, 1, H, W), 1 where the driving mesh
-        is drawn, is needed with a mouth_gate_shift (off the mesh black clothes look like the
-        condition's mouth)."""
+        is drawn, is needed with a mouth_gate_shift or a person_gate_shift (off the mesh black
+        clothes look like the condition's mouth)."""
         out = self.conv2(F.silu(self.norm(self.conv1(torch.cat([features, full], 1)))))
         logits = out[:, 6:]
-        if self.mouth_gate_shift:
+        if self.mouth_gate_shift or self.person_gate_shift:
             if on_mesh is None:
-                raise ValueError("DetailHead: a mouth_gate_shift needs on_mesh, where the driving mesh is drawn")
-            logits = logits + self.mouth_gate_shift * mouth_mask(full[:, 3:3 + IDENTITY_CHANNELS]) * on_mesh
+                raise ValueError("DetailHead: a mouth_gate_shift or person_gate_shift needs on_mesh, where the driving mesh is drawn")
+            ident = full[:, 3:3 + IDENTITY_CHANNELS]
+            mouth = mouth_mask(ident) * on_mesh
+            if self.mouth_gate_shift:
+                logits = logits + self.mouth_gate_shift * mouth
+            if self.person_gate_shift:
+                logits = logits + self.person_gate_shift * ident[:, 3:4] * (1.0 - mouth)
         colour, gate = torch.tanh(out[:, :6]), torch.sigmoid(logits)
         composite = full[:, :3]
         frontal = composite + gate[:, :1] * (colour[:, :3] - composite)
@@ -313,7 +323,7 @@ class MPIUNet(nn.Module):
             ident, bg = self._given(identity, background, x_t)
             composite = ident[:, :, :3] + (1.0 - ident[:, :, 3:4]) * bg  # the warp over the background
             full = torch.cat([composite, ident, x_t, bg], 2).flatten(0, 1)
-            if self.colour_head.detail.mouth_gate_shift:
+            if self.colour_head.detail.mouth_gate_shift or self.colour_head.detail.person_gate_shift:
                 # a covered pixel holds at least half its alpha on one plane (conditions.alpha_planes)
                 on_mesh = (mesh_alpha.to(x_t).amax(2, keepdim=True) > 0.5).to(x_t).flatten(0, 1)
         h, colour_mid = self.colour_stem(inp)
