@@ -41,6 +41,7 @@ from tqdm import tqdm
 from model.geometry import camera, conditions
 from model.net.config import ModelConfig
 from model.data.dataset import DatasetError, PreparedDataset, PreparedVideo
+from model.data.matting import unmix_foreground
 from model.geometry.portrait_warp import portrait_warp
 from model.tracking.facemesh import face_topology
 
@@ -231,8 +232,6 @@ class VideoSource:
         i = np.array([ref])
         image = self._resize(self.video.images(i))[0]
         if self.cfg.identity_unmix:
-            from model.data.matting import unmix_foreground
-
             image = unmix_foreground(image, self._resize(self.video.mattes[i])[0] / 255.0, self._resize(self.video.background[None])[0])
         image = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0  # as frames()
         return portrait_warp(image, self.mattes(i)[0], self.vertices[ref], self.T[ref], vertices_head,

@@ -38,6 +38,7 @@ from model.formats.clip import MPIFrame
 from model.net.config import ModelConfig
 from model.diffusion.process import Conditions, make_schedule
 from model.data.driving import DrivingFrames, DrivingSource
+from model.data.matting import unmix_foreground
 from model.data.portrait_crop import crop_portrait, read_portrait_image  # noqa: F401 - read_portrait_image: part of this API
 from model.diffusion.clips import DrivingClip, GenerationStatus, GenerationTimes, clip_frames, driving_clips, total_frames
 from model.diffusion.sampler import DDIMScheduler, Guidance, sample_chained
@@ -118,8 +119,6 @@ class Portrait:
     def foreground(self) -> np.ndarray:
         """(R, R, 3) uint8: the person's unmixed colour (model.data.matting.unmix_foreground), made
         once and carried by every clip's identity condition with ModelConfig.identity_unmix."""
-        from model.data.matting import unmix_foreground
-
         return unmix_foreground(self.image, self.matte, self.background)
 
     def identity(self, frames: DrivingFrames, unmix: bool) -> Tensor:

@@ -187,6 +187,11 @@ class DetailHead(nn.Module):
         with torch.no_grad():
             self.conv2.bias[6:].fill_(self.GATE_BIAS)
 
+    @property
+    def shifts_by_region(self) -> bool:
+        """Whether an export's mouth or person gate shift is set (the forward pass needs on_mesh)."""
+        return bool(self.mouth_gate_shift or self.person_gate_shift)
+
     def forward(self, features: Tensor, full: Tensor, on_mesh: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(N, 6, H, W) frontal and residual in [-1, 1], and the gates (N, 2, H, W) in [0, 1];
         full's first 3 channels are the composite; on_mesh (N, 1, H, W), 1 where the driving mesh
@@ -194,7 +199,7 @@ class DetailHead(nn.Module):
         clothes look like the condition's mouth)."""
         out = self.conv2(F.silu(self.norm(self.conv1(torch.cat([features, full], 1)))))
         logits = out[:, 6:]
-        if self.mouth_gate_shift or self.person_gate_shift:
+        if self.shifts_by_region:
             if on_mesh is None:
                 raise ValueError("DetailHead: a mouth_gate_shift or person_gate_shift needs on_mesh, where the driving mesh is drawn")
             ident = full[:, 3:3 + IDENTITY_CHANNELS]
@@ -323,7 +328,7 @@ class MPIUNet(nn.Module):
             ident, bg = self._given(identity, background, x_t)
             composite = ident[:, :, :3] + (1.0 - ident[:, :, 3:4]) * bg  # the warp over the background
             full = torch.cat([composite, ident, x_t, bg], 2).flatten(0, 1)
-            if self.colour_head.detail.mouth_gate_shift or self.colour_head.detail.person_gate_shift:
+            if self.colour_head.detail.shifts_by_region:
                 # a covered pixel holds at least half its alpha on one plane (conditions.alpha_planes)
                 on_mesh = (mesh_alpha.to(x_t).amax(2, keepdim=True) > 0.5).to(x_t).flatten(0, 1)
         h, colour_mid = self.colour_stem(inp)
