@@ -118,3 +118,54 @@ def test_unmixed_foreground_composited_over_its_background_gives_the_image_back(
     assert np.array_equal(F2[:4], I[:4])
     # the raw image as the foreground would put the background in twice
     assert np.abs(m[..., None] * I + (1 - m[..., None]) * B - I).max() > 10
+
+
+def _cut_photo() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A 64^2 crop whose photo (rows 8..47, columns 8..55) ends 16 rows above the crop's bottom:
+    grey background, a red torso with a narrow white neck (columns 31-32) standing on the photo's
+    bottom edge, and hair reaching its top edge. Returns image, matte, background, valid."""
+    H = W = 64
+    valid = np.zeros((H, W), bool)
+    valid[8:48, 8:56] = True
+    bg = np.full((H, W, 3), 100, np.uint8)
+    person = np.zeros((H, W, 3), np.uint8)
+    matte = np.zeros((H, W), np.float32)
+    person[30:48, 20:44] = (200, 30, 30)
+    person[30:48, 31:33] = (255, 255, 255)
+    matte[30:48, 20:44] = 1.0
+    person[8:30, 26:38] = (60, 40, 20)
+    matte[8:30, 26:38] = 1.0
+    image = np.where(matte[..., None] > 0, person, bg).astype(np.uint8)
+    return image, matte * valid, bg, valid
+
+
+def test_a_person_cut_by_the_photos_edge_runs_on_past_it():
+    """A close-up photo ends inside the head crop: the person there runs on instead of stopping at a
+    straight line. The torso continues to the crop's bottom in its own colours (a narrow detail
+    at the edge blurs away with distance instead of running on as a stripe); hair cut by the top
+    edge fades out above it; only the photo and the person are `shown`."""
+    image, matte, bg, valid = _cut_photo()
+    out, m, shown = matting.continue_person(image, matte, bg, valid)
+    np.testing.assert_array_equal(out[valid], image[valid])
+    np.testing.assert_array_equal(m[valid], matte[valid])
+    # below the photo: the torso, opaque, to the crop's bottom; beside it the background
+    assert (m[48:, 20:44] > 0.99).all() and (m[48:, :18] == 0).all() and (m[48:, 46:] == 0).all()
+    np.testing.assert_array_equal(out[48:, :18], bg[48:, :18])
+    assert abs(int(out[63, 22, 0]) - 200) < 10 and int(out[63, 22, 1]) < 50  # the jacket's red
+    # the white neck: white right under the edge, mixed with the red a dozen rows down
+    assert out[47, 31].min() > 200
+    assert out[63, 31, 1] < out[47, 31, 1] - 60
+    # above the photo the hair fades out within PERSON_TOP_FADE of the crop
+    fade = int(np.ceil(matting.PERSON_TOP_FADE * 64))
+    assert m[8, 30] > 0.5 and m[9 - fade - 1, 30] == 0 and (m[:8, :24] == 0).all()
+    # shown: the photo, the torso by its matte, nothing in the corners below
+    assert shown.dtype == np.float32 and (shown[valid] == 1).all()
+    np.testing.assert_array_equal(shown[48:], m[48:])
+    assert shown[63, 30] == 1 and shown[63, 2] == 0 and shown[63, 61] == 0 and shown[0, 0] == 0
+
+
+def test_a_photo_that_covers_the_crop_is_left_as_it_is():
+    image, matte, bg, _ = _cut_photo()
+    valid = np.ones(matte.shape, bool)
+    out, m, shown = matting.continue_person(image, matte, bg, valid)
+    assert out is image and m is matte and shown.all()

@@ -61,22 +61,52 @@ def test_prepared_portrait_is_the_head_crop_with_its_coordinate_map(generator):
 
 def test_a_crop_past_the_photos_edge_is_filled_not_black(shared_data, one_thread):
     """d38.jpg is a tight crop: the fixed head crop reaches past it. There the portrait shows the
-    background inpainted outwards (as the training frames do), never black."""
+    background inpainted outwards (as the training frames do), never black, and the person runs
+    on past the photo's bottom edge (a suit, not a bust cut off by a straight line)."""
     from model.diffusion.pipeline import prepare_portrait
+    from model.tracking.crop import crop_affine, valid_mask
 
     p = prepare_portrait(shared_data / "images" / "LivePortrait" / "d38.jpg", TINY)
-    outside = ~p.valid
+    R = p.res
+    photo = valid_mask(crop_affine(p.track.K, R), p.track.image_size, R)
+    outside = ~photo
     assert 0.05 < outside.mean() < 0.9
-    np.testing.assert_array_equal(p.image[outside], p.background[outside])
+    rows = np.nonzero(photo.any(1))[0]
+    assert rows[-1] < R - 2, "d38's photo ends above the crop's bottom"
+    below = np.zeros_like(photo)
+    below[rows[-1] + 1:] = True
+    # under the photo: the person where it stood on the photo's bottom edge, the background elsewhere
+    torso = below & (p.matte[rows[-1]][None, :] > 0.9)
+    assert torso.sum() > 0.1 * below.sum()
+    assert (p.matte[torso] > 0.8).all() and (p.valid[torso] > 0.8).all()
+    assert np.abs(p.image[torso].astype(int) - p.background[torso].astype(int)).sum(-1).mean() > 40
+    empty = outside & (p.valid == 0)
+    assert empty.mean() > 0.05
+    np.testing.assert_array_equal(p.image[empty], p.background[empty])
     assert (p.image[outside].max(-1) > 20).mean() > 0.95  # not the black fill
-    assert (p.matte[outside] < 0.5).mean() > 0.97  # no person made up there (one pixel of bilinear edge aside)
-    # nothing is generated there either: the MPI is transparent and its background is the filled crop
+    # nothing is generated where the portrait shows neither photo nor person: the MPI is transparent
+    # there and its background is the filled crop
     torch.manual_seed(0)
     gen = Generator(MPIUNet(TINY))
     gen.portrait = p
     frames = next(gen.generate_clips(default_driving(p.track, max_frames=TINY.frames), steps=1))
-    assert all((f.alpha[:, outside] == 0).all() and (f.alpha[:, ~outside] > 0).any() for f in frames)
+    assert all((f.alpha[:, empty] == 0).all() and (f.alpha[:, torso] > 0).any() for f in frames)
     np.testing.assert_array_equal(frames[0].background.transpose(1, 2, 0), p.background)
+
+
+def test_the_photos_edge_is_not_darkened_by_the_black_beyond_it(shared_data):
+    """At 128^2 d38's last photo row is only partly covered by the photo: cut with black beyond,
+    it came out 34 levels darker than the row above it and drew a dark line along the photo's
+    edge in every generated frame."""
+    from model.data.portrait_crop import crop_portrait
+    from model.tracking.crop import crop_affine, valid_mask
+
+    crop = crop_portrait(shared_data / "images" / "LivePortrait" / "d38.jpg", 128)
+    photo = valid_mask(crop_affine(crop.track.K, 128), crop.track.image_size, 128)
+    last = np.nonzero(photo.any(1))[0][-1]
+    cols = photo[last]
+    for image in (crop.image, crop.background):
+        assert image[last, cols].astype(int).mean() - image[last - 1, cols].astype(int).mean() > -10
 
 
 def test_chained_clips_have_the_right_frame_counts(generator):

@@ -70,9 +70,10 @@ def test_side_batch_renders_into_the_target_cameras(data, tmp_path_factory):
     iou_warped, iou_unwarped = _iou(warped, target_cov), _iou(unwarped, target_cov)
     assert iou_warped > 0.85
     assert iou_unwarped < iou_warped - 0.1
-    # the portrait is the reference frame with its own coordinate map
-    ref = sampler.sources[v].frames(np.array([0]))[0]
-    assert torch.equal(b.portrait[0, :3], ref)
+    # the portrait is the reference frame (its person continued past the video's edge) with its own coordinate map
+    from model.data.pairs import image_to_tensor
+
+    assert torch.equal(b.portrait[0, :3], image_to_tensor(sampler.sources[v].portrait(0)[0]))
 
 
 def test_batches_are_a_function_of_seed_step_and_rank(sampler, data, tmp_path_factory):
@@ -125,3 +126,31 @@ def test_identity_batches_carry_the_reference_warped_onto_the_targets_and_the_re
     if invalid.any():  # d18's crop leaves the video: the target shows the background there
         torch.testing.assert_close(b.target[0, :, :, invalid], b.background[0, None, :, invalid].expand_as(b.target[0, :, :, invalid]),
                                    atol=0.02, rtol=0)
+
+
+def test_the_reference_frame_is_continued_past_the_videos_edge_as_a_portrait_is(data):
+    """d18's crop leaves its video: the reference frame's person runs on past the video's edge
+    (model.data.matting.continue_person) in the portrait input and in the identity condition, as
+    a close-up photo's does at generation; the targets stay as they are (outside `valid` the loss
+    does not look)."""
+    import dataclasses
+
+    from model.data.dataset import PreparedDataset
+    from model.data.pairs import VideoSource, image_to_tensor
+
+    cfg = dataclasses.replace(get_config("demo"), res=64)
+    ds = PreparedDataset(data)
+    i = next(i for i, e in enumerate(ds.entries) if "d18" in e["id"])
+    src = VideoSource(ds[i], ds.entries[i]["id"], cfg, None)
+    outside = src.valid()[0].numpy() < 0.5
+    assert outside.any()
+    image, matte = src.portrait(0)
+    continued = outside & (matte > 0.5)
+    assert continued.sum() > 20
+    assert (src.mattes(np.array([0]))[0, 0].numpy()[continued] < 0.5).mean() > 0.9  # the video's own matte stops at its edge
+    np.testing.assert_array_equal(image[~outside], src._resize(src.video.images(np.array([0])))[0][~outside])
+    # the identity condition of the reference's own pose carries the continued person
+    ident = src.identity(0, src.vertices[:1], src.T[:1])
+    assert float(ident[0, 3][torch.from_numpy(continued)].mean()) > 0.9
+    sampler_portrait = image_to_tensor(image)
+    assert float((sampler_portrait - src.frames(np.array([0]))[0]).abs()[:, torch.from_numpy(continued)].mean()) > 0.05

@@ -60,7 +60,7 @@ class ColdPortrait:
     reference: np.ndarray
     side: conditions.PortraitSide | None
     background: np.ndarray  # (3, R, R) float32 in [-1, 1]: the crop's inpainted background, as every clip takes it
-    valid: np.ndarray  # (1, R, R) float32: 1 where the crop shows the source image
+    valid: np.ndarray  # (1, R, R) float32: how much the MPI may show there (PortraitCrop.valid)
 
     @property
     def track(self):

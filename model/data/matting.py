@@ -184,3 +184,65 @@ def unmix_foreground(image: np.ndarray, matte: np.ndarray, background: np.ndarra
     m = np.asarray(matte, np.float32)[..., None]
     F = np.where(m > MIN_MATTE, (I - (1.0 - m) * B) / np.maximum(m, MIN_MATTE), I)
     return np.clip(np.round(F), 0, 255).astype(np.uint8)
+
+
+PERSON_TOP_FADE = 0.06  # of the crop: the person continued above the source image fades out over this (a head is round)
+PERSON_SIDE_FADE = 0.12  # of the crop: ... and past its left / right edge over this (shoulders, hair end somewhere)
+PERSON_SPREAD = 0.5  # the continued person is blurred by this many pixels per pixel away from the source: no long stripes
+_SPREAD_SIGMAS = (0.0, 1.5, 3.0, 6.0, 12.0)
+HEAD_MOVES = 0.08  # of the crop: how far a moving head may carry the person past the source's sides and top
+
+
+def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray,
+                    valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The person of a crop continued past the edges of its source image: (image (H, W, 3) uint8,
+    matte (H, W) float32, shown (H, W) float32 in [0, 1]).
+
+    image, background (H, W, 3) uint8 (image filled with background outside the source); matte
+    (H, W) float in [0, 1]; valid (H, W) bool, the crop pixels inside the source image (a
+    rectangle: the crop is axis-aligned). A head crop reaches past a close-up photo's edges, and
+    there the person stopped at a straight line with the background under it: a bust cut off at
+    the photo's bottom. Outside the source, each pixel takes the person (unmixed colour, by its
+    matte) of the nearest pixel inside the rectangle: its outline runs straight on (a torso is a
+    column), its colour is blurred the more the farther it is (PERSON_SPREAD), so that a narrow
+    detail at the edge (a neck between collars) does not run on as a stripe. Clothes continue down
+    to the crop's edge; past the sides (shoulders, hair) the matte fades out over PERSON_SIDE_FADE
+    of the crop, above the source (hair cut by the photo's top) over PERSON_TOP_FADE. `shown` is
+    how much a generated MPI may show (its alpha is multiplied by it): 1 on the source and HEAD_MOVES
+    around the person beside and above it, where a moving head carries hair; below the source, the
+    continued person's matte. Elsewhere outside the source the network was never taught anything
+    (its loss leaves those pixels out): it paints an opaque frame along the crop's border, and
+    specks next to the continued torso."""
+    import cv2
+
+    valid = np.asarray(valid, bool)
+    matte = np.asarray(matte, np.float32)
+    if valid.all() or not valid.any():
+        return image, matte, valid.astype(np.float32)
+    H, W = valid.shape
+    ys, xs = np.nonzero(valid)
+    # where the source ends inside the crop, its outermost row may be only partly covered, blended
+    # with the black beyond (a dataset frame is cut so): the person runs on from the row inside it
+    x0, x1 = xs.min() + (xs.min() > 0), xs.max() - (xs.max() < W - 1)
+    y0, y1 = ys.min() + (ys.min() > 0), ys.max() - (ys.max() < H - 1)
+    if x0 > x1 or y0 > y1:
+        return image, matte, valid.astype(np.float32)
+    yy, xx = np.mgrid[:H, :W]
+    cy, cx = np.clip(yy, y0, y1), np.clip(xx, x0, x1)
+    fade = np.clip(1.0 - (y0 - yy) / max(1.0, PERSON_TOP_FADE * H), 0.0, 1.0) * \
+        np.clip(1.0 - np.maximum(x0 - xx, xx - x1) / max(1.0, PERSON_SIDE_FADE * W), 0.0, 1.0)
+    fg = unmix_foreground(image, matte, background).astype(np.float32)
+    rgba = np.concatenate([fg * matte[..., None], matte[..., None]], -1)[cy, cx] * fade[..., None]
+    # blurred copies at a few widths; each pixel interpolates linearly between the two around its own
+    sigma = PERSON_SPREAD * np.maximum.reduce([x0 - xx, xx - x1, y0 - yy, yy - y1, np.zeros_like(xx)]).astype(np.float32)
+    pos = np.interp(sigma, _SPREAD_SIGMAS, np.arange(len(_SPREAD_SIGMAS)))
+    spread = sum(np.clip(1.0 - np.abs(pos - k), 0.0, 1.0)[..., None] *
+                 (rgba if s == 0 else cv2.GaussianBlur(rgba, (0, 0), s, borderType=cv2.BORDER_REPLICATE))
+                 for k, s in enumerate(_SPREAD_SIGMAS))
+    # the outline itself runs on unblurred (a torso is a column), only its colour spreads
+    m = np.where(valid, matte, rgba[..., 3]).astype(np.float32)
+    colour = spread[..., :3] / np.maximum(spread[..., 3:], MIN_MATTE)
+    outside = m[..., None] * colour + (1.0 - m[..., None]) * background.astype(np.float32)
+    out = np.where(valid[..., None], image, np.clip(np.round(outside), 0, 255).astype(np.uint8))
+    moves = person_mask(m, max(2, round(HEAD_MOVES * H))) & (yy <= y1)
+    return out, m, np.maximum((valid | moves).astype(np.float32), m)

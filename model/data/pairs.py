@@ -41,11 +41,16 @@ from tqdm import tqdm
 from model.geometry import camera, conditions
 from model.net.config import ModelConfig
 from model.data.dataset import DatasetError, PreparedDataset, PreparedVideo
-from model.data.matting import unmix_foreground
+from model.data.matting import continue_person, unmix_foreground
 from model.geometry.portrait_warp import portrait_warp
 from model.tracking.facemesh import face_topology
 
 RASTER_CHUNK = 32  # frames per rasteriser call when filling the cache (bounds its memory)
+
+
+def image_to_tensor(images: np.ndarray) -> Tensor:
+    """Images (..., H, W, 3) uint8 -> (..., 3, H, W) float32 in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).float() / 127.5 - 1.0
 
 
 def mesh_code(template: np.ndarray) -> Tensor:
@@ -164,8 +169,7 @@ class VideoSource:
 
     def frames(self, idx: np.ndarray) -> Tensor:
         """(n, 3, R, R) in [-1, 1], filled with the background outside the source frame."""
-        x = self._resize(self.video.images(idx))
-        return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return image_to_tensor(self._resize(self.video.images(idx)))
 
     def valid(self) -> Tensor:
         """(1, R, R) float: 1 where the crop shows the source frame (the loss counts only these)."""
@@ -178,8 +182,7 @@ class VideoSource:
 
     def background(self) -> Tensor:
         """(3, R, R) in [-1, 1]."""
-        x = self._resize(self.video.background[None])[0]
-        return torch.from_numpy(x).permute(2, 0, 1).float() / 127.5 - 1.0
+        return image_to_tensor(self._resize(self.video.background[None])[0])
 
     # ------------------------------------------------------------------ per-frame own conditions
     def _cache_path(self) -> Path | None:
@@ -226,15 +229,23 @@ class VideoSource:
             out["disparity"][s:e] = c.disparity.numpy()
         return out
 
+    def portrait(self, ref: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame `ref` as a portrait: (image (R, R, 3) uint8, matte (R, R) float32), the person
+        continued past the source frame's edges as a generated portrait's is
+        (model.data.matting.continue_person)."""
+        i = np.array([ref])
+        bg = self._resize(self.video.background[None])[0]
+        valid = self.valid()[0].numpy() > 0.5
+        image, matte, _ = continue_person(self._resize(self.video.images(i))[0], self.mattes(i)[0, 0].numpy(), bg, valid)
+        return image, matte
+
     def identity(self, ref: int, vertices_head: Tensor, T_mpi_from_head: Tensor) -> Tensor:
         """(n, 5, R, R): frame `ref` (image, matte, its own mesh and pose) carried onto the meshes
         vertices_head (n, V, 3) posed at T_mpi_from_head (n, 4, 4) in the MPI camera."""
-        i = np.array([ref])
-        image = self._resize(self.video.images(i))[0]
+        image, matte = self.portrait(ref)
         if self.cfg.identity_unmix:
-            image = unmix_foreground(image, self._resize(self.video.mattes[i])[0] / 255.0, self._resize(self.video.background[None])[0])
-        image = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0  # as frames()
-        return portrait_warp(image, self.mattes(i)[0], self.vertices[ref], self.T[ref], vertices_head,
+            image = unmix_foreground(image, matte, self._resize(self.video.background[None])[0])
+        return portrait_warp(image_to_tensor(image), torch.from_numpy(matte)[None], self.vertices[ref], self.T[ref], vertices_head,
                              T_mpi_from_head, self.topology, self.K, (self.res, self.res))
 
     def own(self, idx: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
@@ -311,7 +322,7 @@ class PairSampler:
             src = self.sources[v]
             clip = np.arange(start, start + Tn)
             r_coords, r_cov, _ = src.own(np.array([ref]))
-            ref_img = src.frames(np.array([ref]))
+            ref_img = image_to_tensor(src.portrait(ref)[0])[None]
             parts["portrait"].append(torch.cat([ref_img, coordinate_channels(r_coords, r_cov, cfg.coord_channels)], 1)[0])
             parts["target"].append(src.frames(clip))
             parts["matte"].append(src.mattes(clip))

@@ -22,10 +22,12 @@ class PortraitCrop:
     """A portrait seen by the MPI camera (its head crop at resolution R)."""
 
     track: Track  # in source-image pixels
-    image: np.ndarray  # (R, R, 3) uint8: the head crop, the background where the source image ends
-    matte: np.ndarray  # (R, R) float32 in [0, 1]
+    image: np.ndarray  # (R, R, 3) uint8: the head crop; where the source image ends, the background
+    # with the person continued over it (model.data.matting.continue_person)
+    matte: np.ndarray  # (R, R) float32 in [0, 1], the continued person's too
     background: np.ndarray  # (R, R, 3) uint8: the crop with the person inpainted
-    valid: np.ndarray  # (R, R) bool: crop pixels inside the source image
+    valid: np.ndarray  # (R, R) float32 in [0, 1]: how much a generated MPI may show there: 1 on the
+    # source image (and around the head), the continued person's matte past its edges
 
     @property
     def K(self) -> np.ndarray:
@@ -57,6 +59,7 @@ def crop_portrait(image: str | Path | np.ndarray, res: int, cache_dir: Path | No
     With `cache_dir` the tracking, matte and background of an image prepared before are read from
     there (and new ones kept). Raises model.tracking.TrackingError when it has no face, ValueError
     when it is no image."""
+    from model.data import matting
     from model.data.portrait_cache import PreparedCrop, load_prepared, portrait_key, save_prepared
     from model.tracking.crop import crop_affine, crop_image, valid_mask
 
@@ -70,14 +73,15 @@ def crop_portrait(image: str | Path | np.ndarray, res: int, cache_dir: Path | No
     else:
         track = prepared.track
     A = crop_affine(track.K, res)
-    crop = crop_image(rgb, A, res)  # black outside the source image ...
+    # edge pixels repeated, not black: the crop's outermost row of the photo is a blend of what
+    # lies on both sides of its edge, and blended with black it drew a dark line along the edge
+    crop = crop_image(rgb, A, res, border="replicate")
     valid = valid_mask(A, track.image_size, res)
     if prepared is None:  # the slow part with the tracking: MediaPipe's matte, OpenCV's inpainting
-        from model.data import matting
-
-        matte = np.clip(crop_image(matting.matte_image(rgb), A, res), 0.0, 1.0).astype(np.float32)
+        matte = np.clip(crop_image(matting.matte_image(rgb), A, res, border="replicate"), 0.0, 1.0).astype(np.float32) * valid
         prepared = PreparedCrop(track, matte, matting.inpaint(crop, matting.person_mask(matte) | ~valid))
         if key is not None:
             save_prepared(cache_dir, key, prepared)
-    crop = np.where(valid[..., None], crop, prepared.background)  # ... filled with the background, as training frames are
-    return PortraitCrop(track, crop, prepared.matte, prepared.background, valid)
+    crop = np.where(valid[..., None], crop, prepared.background)  # filled with the background, as training frames are
+    crop, matte, shown = matting.continue_person(crop, prepared.matte, prepared.background, valid)
+    return PortraitCrop(track, crop, matte, prepared.background, shown)

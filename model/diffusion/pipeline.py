@@ -104,7 +104,7 @@ class Portrait:
     K: np.ndarray  # (3, 3) float32: crop_intrinsics(R)
     code: Tensor  # (478, 3) canonical code of the portrait's template (model.data.pairs.mesh_code)
     reference: Tensor  # (3 + Cc, R, R): portrait in [-1, 1] and its coordinate map (O^ref, C^ref)
-    valid: np.ndarray  # (R, R) bool: crop pixels inside the source image (elsewhere: the background)
+    valid: np.ndarray  # (R, R) float32 in [0, 1]: how much the MPI may show there (PortraitCrop.valid; elsewhere the background)
 
     @property
     def T_cam_from_head(self) -> np.ndarray:

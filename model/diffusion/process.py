@@ -83,8 +83,9 @@ class Conditions:
     identity (B, T, 5, H, W) or None: the portrait carried through the meshes into the MPI camera
     (model/geometry/portrait_warp.py; configs with identity_warp). It is the portrait's, so it is dropped
     with the portrait.
-    valid (B, 1, H, W) or None: 1 where the MPI camera's crop shows the source image; elsewhere the
-    MPI is made transparent (MPIPrediction.inside) and the background shows."""
+    valid (B, 1, H, W) or None, in [0, 1]: 1 where the MPI camera's crop shows the source image; 0
+    where the MPI is made transparent (MPIPrediction.inside) and the background shows; between, the
+    MPI's alpha is scaled (a portrait's person continued past its photo's edges, PortraitCrop.valid)."""
 
     coords: Tensor
     mesh_alpha: Tensor

@@ -60,8 +60,9 @@ def joint_plane(planes: int, r: float = 1.0) -> int:
 
 def warp_generator(cond: Conditions, real: Tensor | None = None) -> MPIPrediction:
     """The warp baseline (needs cond.identity, model/geometry/portrait_warp.py). Its frontal view is
-    exactly the identity condition composited over the background: where the driving mesh is, its
-    alpha planes (the mesh's depth); the rest of the person on the plane of the head joint."""
+    exactly the identity condition composited over the background (within cond.valid): where the
+    driving mesh is, its alpha planes (the mesh's depth); the rest of the person on the plane of the
+    head joint."""
     if cond.identity is None:
         raise ValueError("the warp baseline needs the identity condition (a config with identity_warp)")
     ident = cond.identity  # (B, T, 5, H, W)
@@ -73,4 +74,6 @@ def warp_generator(cond: Conditions, real: Tensor | None = None) -> MPIPredictio
     k = joint_plane(mesh.shape[2])
     planes[:, :, k:k + 1] = 1.0 - (1.0 - planes[:, :, k:k + 1]) * (1.0 - rest)
     colour = (rgb / alpha.clamp_min(1e-6)).clamp(-1, 1)  # un-premultiplied: compositing gives back rgb + (1 - alpha) bg
-    return MPIPrediction(colour, colour, planes)
+    # transparent where the network's MPI is made so (model.diffusion.process): outside cond.valid
+    # the condition may carry a person continued past the portrait's edges (model.data.matting.continue_person)
+    return MPIPrediction(colour, colour, planes).inside(cond.valid)

@@ -34,7 +34,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from model.data.dataset import DatasetError, PreparedDataset, PreparedVideo
-from model.data.pairs import VideoSource, coordinate_channels, rasterise
+from model.data.pairs import VideoSource, coordinate_channels, image_to_tensor, rasterise
 from model.diffusion.process import Conditions
 from model.evaluation.generators import Generator
 from model.evaluation.metrics import l1, landmark_distance, psnr, ssim, stereo_check
@@ -76,7 +76,7 @@ def video_conditions(src: VideoSource, n: int, reference_camera: bool) -> VideoC
     cfg = src.cfg
     idx = np.arange(n)
     r_coords, r_cov, _ = src.own(np.array([0]))
-    portrait_img = src.frames(np.array([0]))
+    portrait_img = image_to_tensor(src.portrait(0)[0])[None]  # continued past the source's edges, as generation's
     portrait = torch.cat([portrait_img, coordinate_channels(r_coords, r_cov, cfg.coord_channels)], 1)
     T_tgt = src.T[idx]
     if reference_camera:

@@ -38,8 +38,9 @@ class MPIPrediction(NamedTuple):
     alpha: Tensor
 
     def inside(self, valid: Tensor | None) -> "MPIPrediction":
-        """The MPI made transparent where valid (B, 1, H, W) is 0: outside the source image of the
-        crop there is nothing to generate and the (extended) background shows (None: unchanged)."""
+        """The MPI's alpha scaled by valid (B, 1, H, W) in [0, 1]: transparent where it is 0 (outside
+        the source image of the crop there is nothing to generate and the extended background
+        shows), faded where it is between (None: unchanged)."""
         if valid is None:
             return self
         return MPIPrediction(self.frontal, self.residual, self.alpha * valid.to(self.alpha)[:, None])
