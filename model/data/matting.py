@@ -189,7 +189,7 @@ def unmix_foreground(image: np.ndarray, matte: np.ndarray, background: np.ndarra
 PERSON_TOP_FADE = 0.06  # of the crop: the person continued above the source image fades out over this (a head is round)
 PERSON_SIDE_FADE = 0.12  # of the crop: ... and past its left / right edge over this (shoulders, hair end somewhere)
 PERSON_SPREAD = 0.5  # the continued person is blurred by this many pixels per pixel away from the source: no long stripes
-_SPREAD_SIGMAS = (0.0, 1.5, 3.0, 6.0, 12.0)
+SPREAD_LEVELS = (0.0, 1.5, 3.0, 6.0, 12.0)  # Gaussian widths (px of a 128 px crop) between which a pixel's blur is interpolated
 HEAD_MOVES = 0.08  # of the crop: how far a moving head may carry the person past the source's sides and top
 
 
@@ -235,10 +235,11 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
     rgba = np.concatenate([fg * matte[..., None], matte[..., None]], -1)[cy, cx] * fade[..., None]
     # blurred copies at a few widths; each pixel interpolates linearly between the two around its own
     sigma = PERSON_SPREAD * np.maximum.reduce([x0 - xx, xx - x1, y0 - yy, yy - y1, np.zeros_like(xx)]).astype(np.float32)
-    pos = np.interp(sigma, _SPREAD_SIGMAS, np.arange(len(_SPREAD_SIGMAS)))
+    levels = [s * H / 128.0 for s in SPREAD_LEVELS]
+    pos = np.interp(sigma, levels, np.arange(len(levels)))
     spread = sum(np.clip(1.0 - np.abs(pos - k), 0.0, 1.0)[..., None] *
                  (rgba if s == 0 else cv2.GaussianBlur(rgba, (0, 0), s, borderType=cv2.BORDER_REPLICATE))
-                 for k, s in enumerate(_SPREAD_SIGMAS))
+                 for k, s in enumerate(levels))
     # the outline itself runs on unblurred (a torso is a column), only its colour spreads
     m = np.where(valid, matte, rgba[..., 3]).astype(np.float32)
     colour = spread[..., :3] / np.maximum(spread[..., 3:], MIN_MATTE)
