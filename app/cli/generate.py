@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"portrait: {exc}")
     try:
         if args.driving is not None:
-            driving = VideoDriving(args.driving, portrait.track, max_frames=args.max_frames)
+            driving = VideoDriving(args.driving, portrait.track, max_frames=args.max_frames, cache_dir=default_cache_dir())
         else:
             frames = args.max_frames or round(ANIMATE_SECONDS * args.fps)
             driving = default_driving(portrait.track, fps=args.fps, max_frames=frames)

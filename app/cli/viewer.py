@@ -207,10 +207,11 @@ def webcam_driving(index: int, portrait):
     return WebcamDriving(index, portrait.track)
 
 
-def video_driving(path: Path, portrait):
+def video_driving(path: Path, cache_dir: Path | None, portrait):
+    """A driving video's source, its track kept in / read from `cache_dir` (the prepared portraits' folder)."""
     from model.data.driving import VideoDriving
 
-    return VideoDriving(path, portrait.track, progress=False)
+    return VideoDriving(path, portrait.track, progress=False, cache_dir=cache_dir)
 
 
 def _driving_factory(args):
@@ -235,7 +236,9 @@ def _driving_factory(args):
     path = Path(spec)
     if not path.is_file():
         raise SystemExit(f"imp-viewer: {spec}: no such driving video (or use `webcam`, `webcam:N`, `sliders`)")
-    return functools.partial(video_driving, path), path.name, False
+    from model.data.portrait_cache import default_cache_dir
+
+    return functools.partial(video_driving, path, default_cache_dir()), path.name, False
 
 
 def _live_session(args, checkpoint: Path):

@@ -109,17 +109,24 @@ def retarget_frames(portrait: Track, expression: np.ndarray, T_driver: np.ndarra
 
 
 class VideoDriving(DrivingSource):
-    """A driving video (a path, tracked here up to `max_frames`, or its Track), retargeted onto the
-    portrait: the portrait's template with the driver's expressions, posed by `transfer_pose`
-    against the driver's first frame."""
+    """A driving video (a path, tracked here up to `max_frames` or read from the driving-track cache,
+    or its Track), retargeted onto the portrait: the portrait's template with the driver's
+    expressions, posed by `transfer_pose` against the driver's first frame."""
 
     def __init__(self, driver: str | Path | Track, portrait: Track, max_frames: int | None = None, progress: bool = True,
-                 translate: bool = True):
+                 translate: bool = True, cache_dir: Path | None = None):
+        """cache_dir: where a video's track is kept and found again (model/data/driving_cache.py;
+        None: tracked every time)."""
         from model.tracking import retarget, track_video
 
         if not isinstance(driver, Track):
             self.path = Path(driver)
-            driver = track_video(self.path, progress=progress, max_frames=max_frames)
+            if cache_dir is not None:
+                from model.data.driving_cache import cached_track_video
+
+                driver = cached_track_video(self.path, cache_dir, progress=progress, max_frames=max_frames)
+            else:
+                driver = track_video(self.path, progress=progress, max_frames=max_frames)
         else:
             self.path = None
             driver = driver if max_frames is None else _track_head(driver, max_frames)

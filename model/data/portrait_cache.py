@@ -51,7 +51,8 @@ def default_cache_dir() -> Path:
     return Path(base) / "im-portrait"
 
 
-def _tracker_version() -> str:
+def tracker_version() -> str:
+    """The installed MediaPipe's version: part of every key, so that another tracker prepares afresh."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -65,7 +66,7 @@ def portrait_key(rgb: np.ndarray, res: int) -> str:
     import numpy as np
 
     h = hashlib.sha256()
-    h.update(f"{FORMAT}|{_tracker_version()}|{res}|{rgb.shape}|{rgb.dtype}|".encode())
+    h.update(f"{FORMAT}|{tracker_version()}|{res}|{rgb.shape}|{rgb.dtype}|".encode())
     h.update(np.ascontiguousarray(rgb).tobytes())
     return h.hexdigest()[:32]
 
