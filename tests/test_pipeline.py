@@ -94,6 +94,51 @@ def test_a_crop_past_the_photos_edge_is_filled_not_black(shared_data, one_thread
     np.testing.assert_array_equal(frames[0].background.transpose(1, 2, 0), p.background)
 
 
+def test_outside_the_photo_the_clip_carries_the_condition_not_paint():
+    """keep_condition_outside: on the photo a clip's colours are the network's, beyond it the
+    identity condition over the background (what the DetailHead gives with its gates shut)."""
+    from model.diffusion.clips import keep_condition_outside
+
+    rng = np.random.default_rng(0)
+    T, R = 3, 16
+    frontal, residual = (rng.uniform(-1, 1, (T, 3, R, R)).astype(np.float32) for _ in range(2))
+    identity = np.concatenate([rng.uniform(-1, 1, (T, 3, R, R)), rng.uniform(0, 1, (T, 2, R, R))], 1).astype(np.float32)
+    identity[:, :3] *= identity[:, 3:4]  # premultiplied, as portrait_warp makes it
+    background = rng.uniform(-1, 1, (3, R, R)).astype(np.float32)
+    photo = np.zeros((R, R), bool)
+    photo[2:12, 3:14] = True
+    f, r = keep_condition_outside(frontal, residual, identity, background, photo)
+    np.testing.assert_array_equal(f[:, :, photo], frontal[:, :, photo])
+    np.testing.assert_array_equal(r[:, :, photo], residual[:, :, photo])
+    composite = identity[:, :3] + (1 - identity[:, 3:4]) * background
+    np.testing.assert_allclose(f[:, :, ~photo], composite[:, :, ~photo], atol=1e-6)
+    np.testing.assert_allclose(r[:, :, ~photo], composite[:, :, ~photo], atol=1e-6)
+
+
+def test_generated_clips_of_a_close_up_show_the_continued_person_as_the_condition_has_it(shared_data, one_thread):
+    """d38's crop reaches past the photo: there a generated frame's colours are the identity
+    condition (the person continued past the photo) over the background, whatever the network
+    would paint; on the photo they are the network's own."""
+    import dataclasses
+
+    from model.diffusion.pipeline import image_to_model, prepare_portrait
+
+    cfg = dataclasses.replace(TINY, identity_warp=True, detail_channels=8)
+    p = prepare_portrait(shared_data / "images" / "LivePortrait" / "d38.jpg", cfg)
+    assert 0.05 < (~p.photo).mean() < 0.9
+    torch.manual_seed(0)
+    gen = Generator(MPIUNet(cfg))
+    gen.portrait = p
+    driving = default_driving(p.track, max_frames=cfg.frames)
+    frames = next(gen.generate_clips(driving, steps=1))
+    ident = p.identity(default_driving(p.track, max_frames=cfg.frames).frames(cfg.frames), cfg.identity_unmix)
+    composite = model_to_uint8(ident[:, :3] + (1 - ident[:, 3:4]) * image_to_model(p.background))
+    ours = np.stack([f.frontal for f in frames])
+    diff = np.abs(ours.astype(int) - composite.astype(int))
+    assert diff[:, :, ~p.photo].max() <= 1
+    assert diff[:, :, p.photo].mean() > 5  # on the photo: the (random) network's colours
+
+
 def test_the_photos_edge_is_not_darkened_by_the_black_beyond_it(shared_data):
     """At 128^2 d38's last photo row is only partly covered by the photo: cut with black beyond,
     it came out 34 levels darker than the row above it and drew a dark line along the photo's

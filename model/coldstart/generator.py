@@ -28,7 +28,8 @@ from model.coldstart.onnx_network import OnnxModelError, OnnxNetwork, onnx_path
 from model.data.driving import DrivingFrames, DrivingSource
 from model.data.matting import unmix_foreground
 from model.data.portrait_crop import PortraitCrop, crop_portrait
-from model.diffusion.clips import GenerationStatus, GenerationTimes, clip_frames, driving_clips, to_uint8, total_frames
+from model.diffusion.clips import (GenerationStatus, GenerationTimes, clip_frames, driving_clips, keep_condition_outside,
+                                   to_uint8, total_frames)
 from model.formats.clip import MPIFrame
 from model.net.config import ModelConfig
 
@@ -156,8 +157,11 @@ class OnnxGenerator:
             if progress is not None:
                 progress(GenerationStatus(clip.index, 1, 1, clip.done, total))
             started = time.perf_counter()
-            frames = clip_frames(to_uint8(out["frontal"][0], -1.0), to_uint8(out["residual"][0], -1.0),
-                                 to_uint8(out["alpha"][0], 0.0), background, p.crop.K, clip)
+            frontal, residual = out["frontal"][0], out["residual"][0]
+            if "identity" in inputs and not p.crop.photo.all():  # as model.diffusion.pipeline.Generator.mpi_frames
+                frontal, residual = keep_condition_outside(frontal, residual, inputs["identity"][0], p.background, p.crop.photo)
+            frames = clip_frames(to_uint8(frontal, -1.0), to_uint8(residual, -1.0), to_uint8(out["alpha"][0], 0.0),
+                                 background, p.crop.K, clip)
             first = out["video"][0, -1]  # the next clip's first-frame condition (model.diffusion.sampler.sample_chained)
             times.decode += time.perf_counter() - started
             times.frames += len(frames)

@@ -28,6 +28,7 @@ class PortraitCrop:
     background: np.ndarray  # (R, R, 3) uint8: the crop with the person inpainted
     valid: np.ndarray  # (R, R) float32 in [0, 1]: how much a generated MPI may show there: 1 on the
     # source image (and around the head), the continued person's matte past its edges
+    photo: np.ndarray  # (R, R) bool: crop pixels inside the source image
 
     @property
     def K(self) -> np.ndarray:
@@ -84,4 +85,4 @@ def crop_portrait(image: str | Path | np.ndarray, res: int, cache_dir: Path | No
             save_prepared(cache_dir, key, prepared)
     crop = np.where(valid[..., None], crop, prepared.background)  # filled with the background, as training frames are
     crop, matte, shown = matting.continue_person(crop, prepared.matte, prepared.background, valid)
-    return PortraitCrop(track, crop, matte, prepared.background, shown)
+    return PortraitCrop(track, crop, matte, prepared.background, shown, valid)

@@ -110,6 +110,20 @@ def clip_frames(frontal: np.ndarray, residual: np.ndarray, alpha: np.ndarray, ba
     return out
 
 
+def keep_condition_outside(frontal: np.ndarray, residual: np.ndarray, identity: np.ndarray, background: np.ndarray,
+                           photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A clip's colours with the identity condition over the background where the portrait's photo
+    ends: there the condition is the person continued past the photo's edges
+    (model.data.matting.continue_person), and the network, never trained outside a frame, opened its
+    full-resolution gates and painted specks on it (red scribbles on a continued shoulder); this is
+    its output with those gates shut (model.net.unet.DetailHead). frontal, residual (T, 3, R, R) in
+    [-1, 1]; identity (T, 5, R, R) (model.geometry.portrait_warp; composited as its warp_composite);
+    background (3, R, R) in [-1, 1]; photo (R, R) bool. Returns (frontal, residual)."""
+    composite = identity[:, :3] + (1.0 - identity[:, 3:4]) * background[None]
+    keep = np.asarray(photo, bool)[None, None]
+    return np.where(keep, frontal, composite).astype(frontal.dtype), np.where(keep, residual, composite).astype(residual.dtype)
+
+
 def to_uint8(x: np.ndarray, low: float) -> np.ndarray:
     """Colours (low = -1, range [-1, 1]) or alphas (low = 0, range [0, 1]) as uint8 0..255, rounded
     half to even like torch.round."""

@@ -40,7 +40,8 @@ from model.diffusion.process import Conditions, make_schedule
 from model.data.driving import DrivingFrames, DrivingSource
 from model.data.matting import unmix_foreground
 from model.data.portrait_crop import crop_portrait, read_portrait_image  # noqa: F401 - read_portrait_image: part of this API
-from model.diffusion.clips import DrivingClip, GenerationStatus, GenerationTimes, clip_frames, driving_clips, total_frames
+from model.diffusion.clips import (DrivingClip, GenerationStatus, GenerationTimes, clip_frames, driving_clips,
+                                   keep_condition_outside, total_frames)
 from model.diffusion.sampler import DDIMScheduler, Guidance, sample_chained
 from model.tracking.track import Track
 from model.net.precision import for_inference
@@ -105,6 +106,7 @@ class Portrait:
     code: Tensor  # (478, 3) canonical code of the portrait's template (model.data.pairs.mesh_code)
     reference: Tensor  # (3 + Cc, R, R): portrait in [-1, 1] and its coordinate map (O^ref, C^ref)
     valid: np.ndarray  # (R, R) float32 in [0, 1]: how much the MPI may show there (PortraitCrop.valid; elsewhere the background)
+    photo: np.ndarray  # (R, R) bool: crop pixels inside the portrait's photo (outside it clips copy the condition, clips.keep_condition_outside)
 
     @property
     def T_cam_from_head(self) -> np.ndarray:
@@ -144,7 +146,7 @@ def prepare_portrait(image: str | Path | np.ndarray, cfg: ModelConfig, cache_dir
     code = mesh_code(track.template)
     coords, _, _ = mesh_inputs(track.vertices_head(0)[None], track.T_cam_from_head[:1], code, cfg)
     reference = torch.cat([image_to_model(crop.image), coords[0]], 0)
-    return Portrait(track, crop.image, crop.matte, crop.background, crop.K, code, reference, crop.valid)
+    return Portrait(track, crop.image, crop.matte, crop.background, crop.K, code, reference, crop.valid, crop.photo)
 
 
 # -------------------------------------------------------------------------------------- generator
@@ -202,10 +204,17 @@ class Generator:
             valid=torch.from_numpy(p.valid).float()[None, None],
         ).to(self.device)
 
-    def mpi_frames(self, pred: MPIPrediction, clip: DrivingClip) -> list[MPIFrame]:
-        """The MPIFrames a clip delivers (batch element 0 of its prediction)."""
+    def mpi_frames(self, pred: MPIPrediction, clip: DrivingClip, identity: Tensor | None = None) -> list[MPIFrame]:
+        """The MPIFrames a clip delivers (batch element 0 of its prediction); identity (1, T, 5, R, R),
+        the clip's identity condition: outside the portrait's photo the colours are that condition
+        over the background (clips.keep_condition_outside)."""
         p = self._require_portrait()
-        frontal, residual, alpha = model_to_uint8(pred.frontal[0]), model_to_uint8(pred.residual[0]), alpha_to_uint8(pred.alpha[0])
+        frontal, residual = pred.frontal[0], pred.residual[0]
+        if identity is not None and not p.photo.all():
+            kept = keep_condition_outside(frontal.detach().float().cpu().numpy(), residual.detach().float().cpu().numpy(),
+                                          identity[0].detach().float().cpu().numpy(), image_to_model(p.background).numpy(), p.photo)
+            frontal, residual = (torch.from_numpy(k) for k in kept)
+        frontal, residual, alpha = model_to_uint8(frontal), model_to_uint8(residual), alpha_to_uint8(pred.alpha[0])
         return clip_frames(frontal, residual, alpha, np.ascontiguousarray(p.background.transpose(2, 0, 1)), p.K, clip)
 
     def generate_clips(self, driving: DrivingSource, seed: int = 0, steps: int | None = None, max_frames: int | None = None,
@@ -229,6 +238,7 @@ class Generator:
         generator = torch.Generator().manual_seed(int(seed))
         total = total_frames(driving, max_frames)
         clips: dict[int, DrivingClip] = {}  # the clips being sampled (dropped once yielded: a live session runs for hours)
+        identities: dict[int, Tensor | None] = {}  # their identity conditions, likewise
         times = self.times = GenerationTimes()
 
         def conditions() -> Iterator[Conditions]:
@@ -243,6 +253,7 @@ class Generator:
                 # clip 0's first frame: the portrait (or none); later ones: set by sample_chained
                 first = image_to_model(p.image) if clip.index == 0 and first_frame == "portrait" else None
                 cond = self.clip_conditions(clip.frames, first)
+                identities[clip.index] = cond.identity
                 times.conditions += time.perf_counter() - started
                 yield cond
 
@@ -263,7 +274,7 @@ class Generator:
                     return
                 times.network += time.perf_counter() - started - (times.conditions - before)  # conditions are read lazily inside
                 started = time.perf_counter()
-                out = self.mpi_frames(sample.mpi, clips.pop(k))
+                out = self.mpi_frames(sample.mpi, clips.pop(k), identities.pop(k))
                 times.decode += time.perf_counter() - started
                 times.frames += len(out)
                 yield out

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from model.data.dataset import DatasetError, PreparedDataset, PreparedVideo
 from model.data.driving import VideoDriving
+from model.diffusion.clips import keep_condition_outside
 from model.diffusion.pipeline import image_to_model, mesh_inputs, prepare_portrait, read_portrait_image
 from model.diffusion.process import Conditions
 from model.evaluation.generators import Generator
@@ -91,8 +92,11 @@ def evaluate_pair(portrait_path: Path, portrait, video: PreparedVideo, vid: str,
     drive = VideoDriving(video.track, portrait.track, max_frames=n, progress=False).all_frames
     cond = pair_conditions(portrait, drive, cfg)
     mpis = generate(cond, None)
-    frames = mpi.render_in_mpi_camera(mpis.frontal[0], mpis.residual[0], mpis.alpha[0],
-                                      cond.background.expand(n, -1, -1, -1)).clamp(-1, 1)
+    frontal, residual = mpis.frontal[0], mpis.residual[0]
+    if cond.identity is not None and not portrait.photo.all():  # as imp generate's clips (Generator.mpi_frames)
+        kept = keep_condition_outside(frontal.numpy(), residual.numpy(), cond.identity[0].numpy(), cond.background[0].numpy(), portrait.photo)
+        frontal, residual = (torch.from_numpy(k) for k in kept)
+    frames = mpi.render_in_mpi_camera(frontal, residual, mpis.alpha[0], cond.background.expand(n, -1, -1, -1)).clamp(-1, 1)
     images = to_uint8(frames)
     out = PairMetrics(portrait_path.name, vid, n)
     d = np.array([np.nan if (e := fi.embed(im)) is None else fi.distance(reference, e.embedding) for im in images])
