@@ -62,6 +62,28 @@ def link_atomic(src: str | Path, dst: str | Path) -> Path:
     return publish(tmp, dst)
 
 
+def save_npz_atomic(path: str | Path, arrays: dict, compressed: bool = False) -> Path:
+    """Write arrays as an .npz file (its folder made if missing) so that readers see either the old
+    or the new file; on an OSError (read-only folder, full disk) no temporary file is left and the
+    error is raised."""
+    import tempfile
+
+    import numpy as np
+
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz", delete=False) as f:
+            tmp = Path(f.name)
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
+        return publish(tmp, path)
+    except OSError:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON so that readers see either the old or the new file, never half of one."""
     path = Path(path)

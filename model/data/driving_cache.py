@@ -12,12 +12,11 @@ a few hundred kB (the landmarks of every frame) and may be deleted at any time.
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from model.atomic_write import publish
+from model.atomic_write import save_npz_atomic
 from model.data.portrait_cache import tracker_version
 
 if TYPE_CHECKING:
@@ -63,17 +62,8 @@ def cached_track_video(path: str | Path, cache_dir: Path, progress: bool = True,
 def _save(entry: Path, track: Track) -> None:
     """Write the entry atomically; a cache that cannot be written (read-only home, full disk) costs
     the next run its tracking time, not this one its result: a warning."""
-    import numpy as np
-
-    tmp = None
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=entry.parent, prefix=f".{entry.stem}.", suffix=".npz", delete=False) as f:
-            tmp = Path(f.name)
-            np.savez_compressed(f, **track.to_arrays())
-        publish(tmp, entry)
+        save_npz_atomic(entry, track.to_arrays(), compressed=True)
     except OSError as exc:
         warnings.warn(f"could not keep the driving video's track in {entry.parent} ({exc}); it will be tracked "
                       "again next time (set IMP_CACHE_DIR to a writable folder)", stacklevel=3)
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)

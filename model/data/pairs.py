@@ -130,6 +130,7 @@ class VideoSource:
         self.cache_dir = cache_dir
         self._progress = progress
         self._cache: dict[str, np.ndarray] | None = None
+        self._last_portrait: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.video)
@@ -180,9 +181,14 @@ class VideoSource:
         """(n, 1, R, R) in [0, 1]."""
         return torch.from_numpy(self._resize(self.video.mattes[idx])).float().unsqueeze(1) / 255.0
 
+    @cached_property
+    def background_image(self) -> np.ndarray:
+        """(R, R, 3) uint8."""
+        return self._resize(self.video.background[None])[0]
+
     def background(self) -> Tensor:
         """(3, R, R) in [-1, 1]."""
-        return image_to_tensor(self._resize(self.video.background[None])[0])
+        return image_to_tensor(self.background_image)
 
     # ------------------------------------------------------------------ per-frame own conditions
     def _cache_path(self) -> Path | None:
@@ -232,19 +238,22 @@ class VideoSource:
     def portrait(self, ref: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame `ref` as a portrait: (image (R, R, 3) uint8, matte (R, R) float32), the person
         continued past the source frame's edges as a generated portrait's is
-        (model.data.matting.continue_person)."""
-        i = np.array([ref])
-        bg = self._resize(self.video.background[None])[0]
-        valid = self.valid()[0].numpy() > 0.5
-        image, matte, _ = continue_person(self._resize(self.video.images(i))[0], self.mattes(i)[0, 0].numpy(), bg, valid)
-        return image, matte
+        (model.data.matting.continue_person). The last one is kept: a batch sample asks for it as
+        the portrait input and again for the identity condition."""
+        if self._last_portrait is None or self._last_portrait[0] != ref:
+            i = np.array([ref])
+            valid = self.valid()[0].numpy() > 0.5
+            image, matte, _ = continue_person(self._resize(self.video.images(i))[0], self.mattes(i)[0, 0].numpy(),
+                                              self.background_image, valid)
+            self._last_portrait = (ref, image, matte)
+        return self._last_portrait[1], self._last_portrait[2]
 
     def identity(self, ref: int, vertices_head: Tensor, T_mpi_from_head: Tensor) -> Tensor:
         """(n, 5, R, R): frame `ref` (image, matte, its own mesh and pose) carried onto the meshes
         vertices_head (n, V, 3) posed at T_mpi_from_head (n, 4, 4) in the MPI camera."""
         image, matte = self.portrait(ref)
         if self.cfg.identity_unmix:
-            image = unmix_foreground(image, matte, self._resize(self.video.background[None])[0])
+            image = unmix_foreground(image, matte, self.background_image)
         return portrait_warp(image_to_tensor(image), torch.from_numpy(matte)[None], self.vertices[ref], self.T[ref], vertices_head,
                              T_mpi_from_head, self.topology, self.K, (self.res, self.res))
 

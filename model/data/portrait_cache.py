@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from model.atomic_write import publish
+from model.atomic_write import save_npz_atomic
 
 if TYPE_CHECKING:  # at run time imported where used: imp-viewer asks for default_cache_dir before its
     import numpy as np  # worker starts, and NumPy's import (0.1 s) would only delay that start
@@ -108,16 +107,8 @@ def save_prepared(cache_dir: Path, key: str, prepared: PreparedCrop) -> Path | N
     arrays = {"cache_format": np.array(FORMAT), "matte": prepared.matte, "background": prepared.background}
     arrays.update({f"track/{k}": v for k, v in prepared.track.to_arrays().items()})
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{key}.", suffix=".npz", delete=False) as f:
-            tmp = Path(f.name)
-            np.savez(f, **arrays)
-        return publish(tmp, path)
+        return save_npz_atomic(path, arrays)
     except OSError as exc:
         warnings.warn(f"could not keep the prepared portrait in {path.parent} ({exc}); it will be prepared again "
                       "next time (set IMP_CACHE_DIR to a writable folder)", stacklevel=2)
-        try:
-            tmp.unlink()
-        except (OSError, UnboundLocalError):
-            pass
         return None

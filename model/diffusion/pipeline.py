@@ -123,6 +123,16 @@ class Portrait:
         once and carried by every clip's identity condition with ModelConfig.identity_unmix."""
         return unmix_foreground(self.image, self.matte, self.background)
 
+    def keep_condition_outside(self, frontal: Tensor, residual: Tensor, identity: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(frontal, residual) (T, 3, R, R) of a clip with the identity condition (T, 5, R, R) over the
+        background outside the portrait's photo (model.diffusion.clips.keep_condition_outside);
+        unchanged without a condition or when the photo covers the crop."""
+        if identity is None or self.photo.all():
+            return frontal, residual
+        kept = keep_condition_outside(frontal.detach().float().cpu().numpy(), residual.detach().float().cpu().numpy(),
+                                      identity.detach().float().cpu().numpy(), image_to_model(self.background).numpy(), self.photo)
+        return tuple(torch.from_numpy(k) for k in kept)
+
     def identity(self, frames: DrivingFrames, unmix: bool) -> Tensor:
         """(n, 5, R, R): the identity condition of driving frames (model/geometry/portrait_warp.py);
         unmix: carry the unmixed foreground colour (ModelConfig.identity_unmix)."""
@@ -209,11 +219,7 @@ class Generator:
         the clip's identity condition: outside the portrait's photo the colours are that condition
         over the background (clips.keep_condition_outside)."""
         p = self._require_portrait()
-        frontal, residual = pred.frontal[0], pred.residual[0]
-        if identity is not None and not p.photo.all():
-            kept = keep_condition_outside(frontal.detach().float().cpu().numpy(), residual.detach().float().cpu().numpy(),
-                                          identity[0].detach().float().cpu().numpy(), image_to_model(p.background).numpy(), p.photo)
-            frontal, residual = (torch.from_numpy(k) for k in kept)
+        frontal, residual = p.keep_condition_outside(pred.frontal[0], pred.residual[0], None if identity is None else identity[0])
         frontal, residual, alpha = model_to_uint8(frontal), model_to_uint8(residual), alpha_to_uint8(pred.alpha[0])
         return clip_frames(frontal, residual, alpha, np.ascontiguousarray(p.background.transpose(2, 0, 1)), p.K, clip)
 

@@ -24,7 +24,6 @@ from tqdm import tqdm
 
 from model.data.dataset import DatasetError, PreparedDataset, PreparedVideo
 from model.data.driving import VideoDriving
-from model.diffusion.clips import keep_condition_outside
 from model.diffusion.pipeline import image_to_model, mesh_inputs, prepare_portrait, read_portrait_image
 from model.diffusion.process import Conditions
 from model.evaluation.generators import Generator
@@ -92,10 +91,8 @@ def evaluate_pair(portrait_path: Path, portrait, video: PreparedVideo, vid: str,
     drive = VideoDriving(video.track, portrait.track, max_frames=n, progress=False).all_frames
     cond = pair_conditions(portrait, drive, cfg)
     mpis = generate(cond, None)
-    frontal, residual = mpis.frontal[0], mpis.residual[0]
-    if cond.identity is not None and not portrait.photo.all():  # as imp generate's clips (Generator.mpi_frames)
-        kept = keep_condition_outside(frontal.numpy(), residual.numpy(), cond.identity[0].numpy(), cond.background[0].numpy(), portrait.photo)
-        frontal, residual = (torch.from_numpy(k) for k in kept)
+    # as imp generate's clips (Generator.mpi_frames)
+    frontal, residual = portrait.keep_condition_outside(mpis.frontal[0], mpis.residual[0], None if cond.identity is None else cond.identity[0])
     frames = mpi.render_in_mpi_camera(frontal, residual, mpis.alpha[0], cond.background.expand(n, -1, -1, -1)).clamp(-1, 1)
     images = to_uint8(frames)
     out = PairMetrics(portrait_path.name, vid, n)
