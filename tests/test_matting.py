@@ -169,3 +169,14 @@ def test_a_photo_that_covers_the_crop_is_left_as_it_is():
     valid = np.ones(matte.shape, bool)
     out, m, shown = matting.continue_person(image, matte, bg, valid)
     assert out is image and m is matte and shown.all()
+
+
+def test_hair_cut_by_the_photos_top_rounds_off_above_it():
+    """Above the photo the continued matte narrows like a crown: a wide cut keeps its middle and
+    loses its sides; a crown the photo's top only grazes (a few columns) does not stand up as a tuft."""
+    image, matte, bg, valid = _cut_photo()  # hair, columns 26-37, cut by the top edge (row 8, continued from row 9)
+    matte[8:10, 44:47] = 1.0  # and a three-column tuft beside it
+    out, m, _ = matting.continue_person(image, matte, bg, valid)
+    width = [(m[y, 20:40] > 0).sum() for y in (9, 7, 6)]
+    assert m[7, 31] > 0.3 and width[0] > width[1] > width[2], width
+    assert (m[:8, 40:50] == 0).all()

@@ -187,6 +187,7 @@ def unmix_foreground(image: np.ndarray, matte: np.ndarray, background: np.ndarra
 
 
 PERSON_TOP_FADE = 0.06  # of the crop: the person continued above the source image fades out over this (a head is round)
+PERSON_TOP_ROUND = 2.0  # ... and narrows by this many pixels a side per pixel above it: a crown the photo's top just grazes must not stand up as a tuft
 PERSON_SIDE_FADE = 0.12  # of the crop: ... and past its left / right edge over this (shoulders, hair end somewhere)
 PERSON_SPREAD = 0.5  # the continued person is blurred by this many pixels per pixel away from the source: no long stripes
 SPREAD_LEVELS = (0.0, 1.5, 3.0, 6.0, 12.0)  # Gaussian widths (px of a 128 px crop) between which a pixel's blur is interpolated
@@ -207,7 +208,8 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
     column), its colour is blurred the more the farther it is (PERSON_SPREAD), so that a narrow
     detail at the edge (a neck between collars) does not run on as a stripe. Clothes continue down
     to the crop's edge; past the sides (shoulders, hair) the matte fades out over PERSON_SIDE_FADE
-    of the crop, above the source (hair cut by the photo's top) over PERSON_TOP_FADE. `shown` is
+    of the crop, above the source (hair cut by the photo's top) over PERSON_TOP_FADE, narrowing
+    like a crown (PERSON_TOP_ROUND). `shown` is
     how much a generated MPI may show (its alpha is multiplied by it): 1 on the source and HEAD_MOVES
     around the person beside and above it, where a moving head carries hair; below the source, the
     continued person's matte. Elsewhere outside the source the network was never taught anything
@@ -231,6 +233,10 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
     cy, cx = np.clip(yy, y0, y1), np.clip(xx, x0, x1)
     fade = np.clip(1.0 - (y0 - yy) / max(1.0, PERSON_TOP_FADE * H), 0.0, 1.0) * \
         np.clip(1.0 - np.maximum(x0 - xx, xx - x1) / max(1.0, PERSON_SIDE_FADE * W), 0.0, 1.0)
+    top = matte[y0, np.clip(np.arange(W), x0, x1)][None]  # (1, W): what the photo's top row shows
+    for d in range(1, y0 + 1):  # rows above the photo: the top row's matte eroded the more, the higher
+        r = int(np.ceil(PERSON_TOP_ROUND * d))
+        fade[y0 - d] *= np.clip(cv2.erode(top, np.ones((1, 2 * r + 1), np.uint8))[0] / np.maximum(top[0], MIN_MATTE), 0.0, 1.0)
     fg = unmix_foreground(image, matte, background).astype(np.float32)
     rgba = np.concatenate([fg * matte[..., None], matte[..., None]], -1)[cy, cx] * fade[..., None]
     # blurred copies at a few widths; each pixel interpolates linearly between the two around its own
