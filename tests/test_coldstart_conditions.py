@@ -48,8 +48,11 @@ def portrait(shared_data, one_thread) -> pipeline.Portrait:
 
 @pytest.fixture(scope="module")
 def drivings(shared_data, portrait) -> dict[str, DrivingFrames]:
-    return {"animation": default_driving(portrait.track).frames(8),
-            "video": VideoDriving(shared_data / DRIVER, portrait.track, max_frames=8, progress=False).frames(8)}
+    video = VideoDriving(shared_data / DRIVER, portrait.track, max_frames=8, progress=False).frames(8)
+    # the body risen and moved aside, as a driver rising in the chair moves it (model/data/body_motion.py)
+    moved = np.linspace([0.0, 0.0], [0.03, -0.1], 8).astype(np.float32)
+    return {"animation": default_driving(portrait.track).frames(8), "video": video,
+            "torso moved": dataclasses.replace(video, torso_shift=moved)}
 
 
 def _same_fragments(a: raster.Fragments, b: twin_raster.Fragments) -> np.ndarray:
@@ -136,12 +139,16 @@ def test_mesh_inputs_equal_torch(portrait, drivings, source):
     assert np.abs(ta - na).max(initial=0, where=same) < 1e-4
 
 
-@pytest.mark.parametrize("source", ["animation", "video"])
+@pytest.mark.parametrize("source", ["animation", "video", "torso moved"])
 def test_identity_condition_equals_portrait_warp(portrait, drivings, source):
     frames = drivings[source]
     torch_out = portrait.identity(frames, False).numpy()
     out = twin.identity(pipeline.image_to_model(portrait.image).numpy(), portrait.matte[None], portrait.track.vertices_head(0),
-                        portrait.T_cam_from_head, frames.vertices_head, frames.T_cam_from_head, portrait.K, (portrait.res,) * 2)
+                        portrait.T_cam_from_head, frames.vertices_head, frames.T_cam_from_head, portrait.K, (portrait.res,) * 2,
+                        frames.torso_shift)
+    if source == "torso moved":  # the body did move: the last frame's differs from the unmoved one's
+        still = portrait.identity(dataclasses.replace(frames, torso_shift=None), False).numpy()
+        assert np.abs(torch_out[-1] - still[-1]).mean() > 0.01
     assert out.shape == torch_out.shape and out.dtype == np.float32
     diff = np.abs(out - torch_out)
     assert diff.mean() < 1e-6 and diff.max() < 1e-3, (diff.mean(), diff.max())

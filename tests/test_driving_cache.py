@@ -1,6 +1,6 @@
 """The driving-track cache (model/data/driving_cache.py) on a real video: a driving video is tracked
-once and read back the same; another file, another frame count or a torn entry is tracked afresh;
-a cache that cannot be written costs a warning, not the run."""
+(and its torso's motion measured) once and read back the same; another file, another frame count or
+a torn entry is tracked afresh; a cache that cannot be written costs a warning, not the run."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +20,11 @@ FRAMES = 10
 
 
 def _same(a, b) -> None:
-    for f in dataclasses.fields(a):
-        np.testing.assert_array_equal(np.asarray(getattr(a, f.name)), np.asarray(getattr(b, f.name)), err_msg=f.name)
+    """Two (Track, torso shifts) results are equal."""
+    (ta, sa), (tb, sb) = a, b
+    for f in dataclasses.fields(ta):
+        np.testing.assert_array_equal(np.asarray(getattr(ta, f.name)), np.asarray(getattr(tb, f.name)), err_msg=f.name)
+    np.testing.assert_array_equal(sa, sb)
 
 
 @pytest.fixture
@@ -46,18 +49,18 @@ def no_tracking(monkeypatch):
 
 def test_a_driving_video_is_tracked_once(shared_data, tmp_path, no_tracking):
     video = shared_data / VIDEO
-    first = driving_cache.cached_track_video(video, tmp_path, progress=False, max_frames=FRAMES)
+    first = driving_cache.driving_video_track(video, tmp_path, progress=False, max_frames=FRAMES)
     entries = list((tmp_path / "driving").glob("*.npz"))
-    assert len(first) == FRAMES and len(entries) == 1 and no_tracking.calls == ["ran"]
+    assert len(first[0]) == FRAMES and first[1].shape == (FRAMES, 2) and len(entries) == 1 and no_tracking.calls == ["ran"]
     no_tracking.forbid()
-    _same(driving_cache.cached_track_video(video, tmp_path, progress=False, max_frames=FRAMES), first)
+    _same(driving_cache.driving_video_track(video, tmp_path, progress=False, max_frames=FRAMES), first)
 
 
 def test_another_file_or_frame_count_is_tracked_afresh(shared_data, tmp_path, no_tracking):
     video = shared_data / VIDEO
-    driving_cache.cached_track_video(video, tmp_path, progress=False, max_frames=FRAMES)
-    more = driving_cache.cached_track_video(video, tmp_path, progress=False, max_frames=FRAMES + 2)
-    assert len(more) == FRAMES + 2
+    driving_cache.driving_video_track(video, tmp_path, progress=False, max_frames=FRAMES)
+    more, torso = driving_cache.driving_video_track(video, tmp_path, progress=False, max_frames=FRAMES + 2)
+    assert len(more) == FRAMES + 2 and torso.shape == (FRAMES + 2, 2)
     # the same bytes under another name are the same entry; other bytes are not
     copy = tmp_path / "renamed.mp4"
     shutil.copyfile(video, copy)
@@ -70,21 +73,21 @@ def test_another_file_or_frame_count_is_tracked_afresh(shared_data, tmp_path, no
 
 def test_a_torn_entry_is_tracked_again_and_rewritten(shared_data, tmp_path, no_tracking):
     video = shared_data / VIDEO
-    first = driving_cache.cached_track_video(video, tmp_path, progress=False, max_frames=FRAMES)
+    first = driving_cache.driving_video_track(video, tmp_path, progress=False, max_frames=FRAMES)
     (entry,) = (tmp_path / "driving").glob("*.npz")
     entry.write_bytes(entry.read_bytes()[:100])
-    again = driving_cache.cached_track_video(video, tmp_path, progress=False, max_frames=FRAMES)
+    again = driving_cache.driving_video_track(video, tmp_path, progress=False, max_frames=FRAMES)
     _same(again, first)
     assert no_tracking.calls == ["ran", "ran"]
     no_tracking.forbid()
-    _same(driving_cache.cached_track_video(video, tmp_path, progress=False, max_frames=FRAMES), first)
+    _same(driving_cache.driving_video_track(video, tmp_path, progress=False, max_frames=FRAMES), first)
 
 
 def test_an_unwritable_cache_costs_a_warning_not_the_track(shared_data, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder would go")
     with pytest.warns(UserWarning, match="IMP_CACHE_DIR"):
-        track = driving_cache.cached_track_video(shared_data / VIDEO, blocker, progress=False, max_frames=FRAMES)
+        track, _ = driving_cache.driving_video_track(shared_data / VIDEO, blocker, progress=False, max_frames=FRAMES)
     assert len(track) == FRAMES
     assert not list(tmp_path.glob("**/.*.npz")), "no temporary file left behind"
 
@@ -96,3 +99,4 @@ def test_video_driving_keeps_its_track_in_the_cache(shared_data, tmp_path, astro
     b = VideoDriving(shared_data / VIDEO, portrait, max_frames=FRAMES, progress=False, cache_dir=tmp_path)
     np.testing.assert_array_equal(a.all_frames.vertices_head, b.all_frames.vertices_head)
     np.testing.assert_array_equal(a.all_frames.T_cam_from_head, b.all_frames.T_cam_from_head)
+    np.testing.assert_array_equal(a.all_frames.torso_shift, b.all_frames.torso_shift)

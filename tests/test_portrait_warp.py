@@ -159,3 +159,32 @@ def test_unmixed_condition_over_its_background_gives_the_portrait_back_at_soft_e
     fixed = warp_composite(unmixed.identity(0, source.vertices[:1], source.T[:1]), bg)
     err_raw, err_fixed = (float((x - image).abs()[soft].mean()) for x in (raw, fixed))
     assert err_fixed < 0.01 and err_fixed < 0.25 * err_raw, (err_fixed, err_raw)
+
+
+def test_training_pairs_move_the_body_by_the_videos_torso_motion(source, monkeypatch):
+    """VideoSource.torso_track is measured from the prepared mattes (model/data/body_motion.py);
+    an L_mpi pair's condition moves the reference's body by target minus reference, an L_side
+    pair's keeps it (its head keeps the reference pose)."""
+    from model.data.pairs import PairSampler
+
+    track = source.torso_track
+    assert track.shape == (len(source), 2) and np.array_equal(track[0], [0, 0])
+    assert torch.equal(source.torso_from(3, np.array([3])), torch.zeros(1, 2))
+    import dataclasses
+
+    cfg = dataclasses.replace(CFG, identity_warp=True)
+    sampler = PairSampler(source.video.path.parent, cfg)
+    src = sampler.sources[0]
+    # a made-up rise of the body after frame 4, so that the test does not hang on this clip's own motion
+    rise = np.zeros((len(src), 2), np.float32)
+    rise[4:, 1] = -0.1
+    src.__dict__["torso_track"] = rise
+    picks = [(0, 0, 2)]  # reference frame 0, a clip from frame 2
+    moved = sampler.make_batch(picks, side=False).identity[0]
+    clip = np.arange(2, 2 + cfg.frames)
+    still = src.identity(0, src.vertices[clip], src.T[clip])
+    torso = src.identity(0, src.vertices[clip], src.T[clip], src.torso_from(0, clip))
+    assert torch.equal(moved, torso)
+    assert torch.equal(moved[:2], still[:2]) and (moved[2:] - still[2:]).abs().mean() > 1e-3
+    side = sampler.make_batch(picks, side=True).identity[0]
+    assert torch.equal(side, src.identity(0, src.vertices[clip], src.T[0].expand(cfg.frames, 4, 4).contiguous()))

@@ -228,11 +228,12 @@ def mesh_inputs(vertices_head: np.ndarray, T_cam_from_head: np.ndarray, code: np
 
 
 def clip_conditions(vertices_head: np.ndarray, T_cam_from_head: np.ndarray, code: np.ndarray, cfg: ModelConfig,
-                    side: "PortraitSide | None", K: np.ndarray | None = None
+                    side: "PortraitSide | None", K: np.ndarray | None = None, torso_shift: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """`mesh_inputs` and, with the portrait's `side`, the identity condition (n, 5, R, R) of the same
-    frames (else None), from one rasterisation of the driving meshes: the torch pipeline rasterises
-    them twice, into the same fragments (same poses, camera and size)."""
+    frames (else None; its body moved by torso_shift (n, 2)), from one rasterisation of the driving
+    meshes: the torch pipeline rasterises them twice, into the same fragments (same poses, camera
+    and size)."""
     verts = np.asarray(vertices_head, _f32)
     T = np.asarray(T_cam_from_head, _f32)
     K = crop_camera_K(cfg.res).astype(_f32) if K is None else np.asarray(K, _f32)
@@ -249,7 +250,7 @@ def clip_conditions(vertices_head: np.ndarray, T_cam_from_head: np.ndarray, code
         alpha.append(alpha_planes(frags.disparity[:, None], coverage, d))
         depths.append(d)
         if side is not None:
-            identity.append(identity_of(side, frags, Tc))
+            identity.append(identity_of(side, frags, Tc, None if torso_shift is None else torso_shift[i:i + RASTER_CHUNK]))
     return (np.concatenate(coords), np.concatenate(alpha), np.concatenate(depths),
             np.concatenate(identity) if side is not None else None)
 
@@ -339,9 +340,11 @@ def portrait_side(portrait: np.ndarray, matte: np.ndarray, portrait_vertices_hea
                         np.concatenate([uv_p, conf_v[:, None]], -1), T_p, K, hp)
 
 
-def identity_of(side: PortraitSide, frags: Fragments, T_mpi_from_head: np.ndarray) -> np.ndarray:
+def identity_of(side: PortraitSide, frags: Fragments, T_mpi_from_head: np.ndarray,
+                torso_shift: np.ndarray | None = None) -> np.ndarray:
     """The identity condition (n, 5, H, W) of n driving frames whose posed meshes (at T_mpi_from_head
-    (n, 4, 4) in the MPI camera) were rasterised into `frags` (n, H, W) with the portrait's K.
+    (n, 4, 4) in the MPI camera) were rasterised into `frags` (n, H, W) with the portrait's K, the
+    body moved by torso_shift (n, 2) (fractions of the image; None: it stays).
 
     The portrait is sampled only where its samples are kept (its colours on the mesh outside the
     mouth, its head plane off the mesh): the other pixels multiply them by 0, so the result is
@@ -374,7 +377,7 @@ def identity_of(side: PortraitSide, frags: Fragments, T_mpi_from_head: np.ndarra
     for i in range(n):
         off = np.flatnonzero(cov[i, 0].reshape(-1) == 0)
         head[i][:, off] = sample_bilinear(side.head, side.hw, *pixel_positions(uv[i].reshape(2, -1)[:, off], side.hw))
-    fg = head.reshape(n, 4, H, W) + side.torso[None]  # the two parts of one matte: added, at most opaque
+    fg = head.reshape(n, 4, H, W) + moved_torso(side.torso, torso_shift)  # the two parts of one matte: added, at most opaque
     fg = fg / np.maximum(fg[:, 3:], _f32(1.0))
     off_mesh = _f32(1.0) - cov
     rgb = mesh_rgb + off_mesh * fg[:, :3]
@@ -382,14 +385,30 @@ def identity_of(side: PortraitSide, frags: Fragments, T_mpi_from_head: np.ndarra
     return np.concatenate([rgb, alpha, mesh_conf], 1)
 
 
+def moved_torso(torso: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+    """model.geometry.portrait_warp.moved_torso at the portrait's own size: torso (C, H, W) moved by
+    shift (n, 2) (fractions of the image; None or zeros: (1, C, H, W) as it is), its edge pixels
+    continued past the image's edges."""
+    if shift is None or not np.any(shift):
+        return torso[None]
+    C, H, W = torso.shape
+    shift = np.asarray(shift, _f32)
+    ys, xs = np.meshgrid(np.arange(H, dtype=_f32), np.arange(W, dtype=_f32), indexing="ij")
+    u = np.clip(xs[None] - shift[:, 0, None, None] * _f32(W), _f32(0.0), _f32(W - 1))
+    v = np.clip(ys[None] - shift[:, 1, None, None] * _f32(H), _f32(0.0), _f32(H - 1))
+    return sample_bilinear(padded_table(torso), (H, W), *pixel_positions(np.stack([u, v]), (H, W))).transpose(1, 0, 2, 3)
+
+
 def identity(portrait: np.ndarray, matte: np.ndarray, portrait_vertices_head: np.ndarray, T_portrait: np.ndarray,
-             vertices_head: np.ndarray, T_mpi_from_head: np.ndarray, K: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+             vertices_head: np.ndarray, T_mpi_from_head: np.ndarray, K: np.ndarray, hw: tuple[int, int],
+             torso_shift: np.ndarray | None = None) -> np.ndarray:
     """The identity condition (n, 5, H, W) of n driving frames: model.geometry.portrait_warp.portrait_warp
     for MediaPipe's face mesh. portrait (3, h, w) in [-1, 1] and matte (1, h, w) seen by camera K
     (3, 3) with the head at T_portrait (4, 4); portrait_vertices_head (V, 3) its own mesh in its head
     frame; vertices_head (n, V, 3) the driving meshes posed at T_mpi_from_head (n, 4, 4) in the MPI
-    camera (intrinsics K, size hw). Channels: premultiplied RGB, alpha, mesh confidence."""
+    camera (intrinsics K, size hw); torso_shift (n, 2) or None: the body's motion. Channels:
+    premultiplied RGB, alpha, mesh confidence."""
     side = portrait_side(portrait, matte, portrait_vertices_head, T_portrait, K)
     T = np.asarray(T_mpi_from_head, _f32)
     frags = rasterize(pose(np.asarray(vertices_head, _f32), T), mesh_faces().astype(np.int64), side.K, hw)
-    return identity_of(side, frags, T)
+    return identity_of(side, frags, T, torso_shift)

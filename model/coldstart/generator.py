@@ -110,7 +110,8 @@ class OnnxGenerator:
         if p is None:
             raise RuntimeError("OnnxGenerator.prepare(portrait_image) must run before generating")
         cfg, R = self.cfg, self.cfg.res
-        coords, alpha, _, identity = conditions.clip_conditions(frames.vertices_head, frames.T_cam_from_head, p.code, cfg, p.side)
+        coords, alpha, _, identity = conditions.clip_conditions(frames.vertices_head, frames.T_cam_from_head, p.code, cfg, p.side,
+                                                                torso_shift=frames.torso_shift)
         given = first_frame is not None
         inputs = {
             "coords": coords[None], "mesh_alpha": alpha[None], "portrait": p.reference[None],

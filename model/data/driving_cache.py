@@ -1,5 +1,6 @@
 """Tracks of driving videos kept on disk: a driving video is tracked once, not at every launch of
-imp-viewer or run of imp generate.
+imp-viewer or run of imp generate. An entry holds the face track and the torso's motion
+(model/data/body_motion.py: the video matted at 128 px in the track's crop, ~3 ms a frame more).
 
 Tracking runs at ~9 ms a frame on this 2-core CPU, all of it before the first generated frame
 (the track is smoothed forwards and backwards, so it is made whole): 2 s for an 8-second clip, half
@@ -13,8 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from model.atomic_write import save_npz_atomic
 from model.data.portrait_cache import tracker_version
@@ -22,7 +26,7 @@ from model.data.portrait_cache import tracker_version
 if TYPE_CHECKING:
     from model.tracking.track import Track
 
-FORMAT = "im-portrait-driving-track-1"  # raise when tracking (model/tracking) changes what it makes
+FORMAT = "im-portrait-driving-track-2"  # raise when tracking (model/tracking) or body_motion changes what it makes
 _CHUNK = 1 << 20
 
 
@@ -39,31 +43,47 @@ def _entry(cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / "driving" / f"{key}.npz"
 
 
-def cached_track_video(path: str | Path, cache_dir: Path, progress: bool = True, max_frames: int | None = None) -> Track:
-    """model.tracking.track_video's Track of `path`, from the cache `cache_dir` when it holds it
-    (and kept there when it did not). Raises what track_video raises."""
+def driving_video_track(path: str | Path, cache_dir: Path | None, progress: bool = True,
+                        max_frames: int | None = None) -> tuple[Track, np.ndarray]:
+    """(model.tracking.track_video's Track of `path`, its torso shifts (n, 2): body_motion.
+    video_torso_shifts), from the cache `cache_dir` when it holds them (and kept there when it did
+    not; None: no cache). Raises what track_video raises."""
     from model.tracking import track_video
     from model.tracking.track import Track, TrackingError
 
     path = Path(path)
-    key = video_key(path, max_frames) if path.is_file() else None
+    key = video_key(path, max_frames) if path.is_file() and cache_dir is not None else None
     entry = None if key is None else _entry(cache_dir, key)
     if entry is not None and entry.is_file():
         try:
-            return Track.load(entry)
-        except TrackingError:  # a torn or foreign file: tracked again and rewritten
+            with np.load(entry, allow_pickle=False) as stored:
+                arrays = {k: stored[k] for k in stored.files}
+            track = Track.from_arrays(arrays, entry)
+            torso = np.asarray(arrays.get("torso_shift", np.zeros((0, 2))), np.float32)
+            if torso.shape == (len(track), 2):
+                return track, torso
+        except (TrackingError, OSError, ValueError, KeyError, zipfile.BadZipFile):  # a torn or foreign file: made again
             pass
     track = track_video(path, progress=progress, max_frames=max_frames)
+    torso = torso_of(path, track, progress)
     if entry is not None:
-        _save(entry, track)
-    return track
+        _save(entry, track, torso)
+    return track, torso
 
 
-def _save(entry: Path, track: Track) -> None:
+def torso_of(path: str | Path, track: Track, progress: bool = True) -> np.ndarray:
+    """(n, 2) body_motion.video_torso_shifts of a video's track."""
+    from model.data.body_motion import video_torso_shifts
+    from model.tracking.facemesh import CHIN
+
+    return video_torso_shifts(path, track.K, track.image_size, track.landmarks[:, CHIN], progress=progress)
+
+
+def _save(entry: Path, track: Track, torso: np.ndarray) -> None:
     """Write the entry atomically; a cache that cannot be written (read-only home, full disk) costs
     the next run its tracking time, not this one its result: a warning."""
     try:
-        save_npz_atomic(entry, track.to_arrays(), compressed=True)
+        save_npz_atomic(entry, {**track.to_arrays(), "torso_shift": np.asarray(torso, np.float32)}, compressed=True)
     except OSError as exc:
         warnings.warn(f"could not keep the driving video's track in {entry.parent} ({exc}); it will be tracked "
                       "again next time (set IMP_CACHE_DIR to a writable folder)", stacklevel=3)

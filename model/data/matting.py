@@ -194,6 +194,45 @@ SPREAD_LEVELS = (0.0, 1.5, 3.0, 6.0, 12.0)  # Gaussian widths (px of a 128 px cr
 HEAD_MOVES = 0.08  # of the crop: how far a moving head may carry the person past the source's sides and top
 
 
+def _continuation(matte: np.ndarray, valid: np.ndarray):
+    """Where each crop pixel takes the person from when it is continued past the source (see
+    continue_person): (rows (H, W), columns (H, W), fade (H, W) in [0, 1], (x0, x1, y0, y1) the
+    source rectangle it continues from), or None when there is nothing to continue."""
+    import cv2
+
+    if valid.all() or not valid.any():
+        return None
+    H, W = valid.shape
+    ys, xs = np.nonzero(valid)
+    # where the source ends inside the crop, its outermost row may be only partly covered, blended
+    # with the black beyond (a dataset frame is cut so): the person runs on from the row inside it
+    x0, x1 = xs.min() + (xs.min() > 0), xs.max() - (xs.max() < W - 1)
+    y0, y1 = ys.min() + (ys.min() > 0), ys.max() - (ys.max() < H - 1)
+    if x0 > x1 or y0 > y1:
+        return None
+    yy, xx = np.mgrid[:H, :W]
+    cy, cx = np.clip(yy, y0, y1), np.clip(xx, x0, x1)
+    fade = np.clip(1.0 - (y0 - yy) / max(1.0, PERSON_TOP_FADE * H), 0.0, 1.0) * \
+        np.clip(1.0 - np.maximum(x0 - xx, xx - x1) / max(1.0, PERSON_SIDE_FADE * W), 0.0, 1.0)
+    top = matte[y0, np.clip(np.arange(W), x0, x1)][None]  # (1, W): what the photo's top row shows
+    for d in range(1, y0 + 1):  # rows above the photo: the top row's matte eroded the more, the higher
+        r = int(np.ceil(PERSON_TOP_ROUND * d))
+        fade[y0 - d] *= np.clip(cv2.erode(top, np.ones((1, 2 * r + 1), np.uint8))[0] / np.maximum(top[0], MIN_MATTE), 0.0, 1.0)
+    return cy, cx, fade, (x0, x1, y0, y1)
+
+
+def continued_matte(matte: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(H, W) float32: the matte (H, W) of a crop continued past its source image (valid (H, W)
+    bool) as continue_person continues it, without the colours."""
+    matte = np.asarray(matte, np.float32)
+    valid = np.asarray(valid, bool)
+    grid = _continuation(matte, valid)
+    if grid is None:
+        return matte
+    cy, cx, fade, _ = grid
+    return np.where(valid, matte, matte[cy, cx] * fade).astype(np.float32)
+
+
 def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray,
                     valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The person of a crop continued past the edges of its source image: (image (H, W, 3) uint8,
@@ -219,24 +258,12 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
 
     valid = np.asarray(valid, bool)
     matte = np.asarray(matte, np.float32)
-    if valid.all() or not valid.any():
+    grid = _continuation(matte, valid)
+    if grid is None:
         return image, matte, valid.astype(np.float32)
+    cy, cx, fade, (x0, x1, y0, y1) = grid
     H, W = valid.shape
-    ys, xs = np.nonzero(valid)
-    # where the source ends inside the crop, its outermost row may be only partly covered, blended
-    # with the black beyond (a dataset frame is cut so): the person runs on from the row inside it
-    x0, x1 = xs.min() + (xs.min() > 0), xs.max() - (xs.max() < W - 1)
-    y0, y1 = ys.min() + (ys.min() > 0), ys.max() - (ys.max() < H - 1)
-    if x0 > x1 or y0 > y1:
-        return image, matte, valid.astype(np.float32)
     yy, xx = np.mgrid[:H, :W]
-    cy, cx = np.clip(yy, y0, y1), np.clip(xx, x0, x1)
-    fade = np.clip(1.0 - (y0 - yy) / max(1.0, PERSON_TOP_FADE * H), 0.0, 1.0) * \
-        np.clip(1.0 - np.maximum(x0 - xx, xx - x1) / max(1.0, PERSON_SIDE_FADE * W), 0.0, 1.0)
-    top = matte[y0, np.clip(np.arange(W), x0, x1)][None]  # (1, W): what the photo's top row shows
-    for d in range(1, y0 + 1):  # rows above the photo: the top row's matte eroded the more, the higher
-        r = int(np.ceil(PERSON_TOP_ROUND * d))
-        fade[y0 - d] *= np.clip(cv2.erode(top, np.ones((1, 2 * r + 1), np.uint8))[0] / np.maximum(top[0], MIN_MATTE), 0.0, 1.0)
     fg = unmix_foreground(image, matte, background).astype(np.float32)
     rgba = np.concatenate([fg * matte[..., None], matte[..., None]], -1)[cy, cx] * fade[..., None]
     # blurred copies at a few widths; each pixel interpolates linearly between the two around its own

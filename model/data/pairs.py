@@ -248,14 +248,27 @@ class VideoSource:
             self._last_portrait = (ref, image, matte)
         return self._last_portrait[1], self._last_portrait[2]
 
-    def identity(self, ref: int, vertices_head: Tensor, T_mpi_from_head: Tensor) -> Tensor:
+    def identity(self, ref: int, vertices_head: Tensor, T_mpi_from_head: Tensor, torso_shift: Tensor | None = None) -> Tensor:
         """(n, 5, R, R): frame `ref` (image, matte, its own mesh and pose) carried onto the meshes
-        vertices_head (n, V, 3) posed at T_mpi_from_head (n, 4, 4) in the MPI camera."""
+        vertices_head (n, V, 3) posed at T_mpi_from_head (n, 4, 4) in the MPI camera, its body
+        moved by torso_shift (n, 2) (None: it stays; `torso_from`)."""
         image, matte = self.portrait(ref)
         if self.cfg.identity_unmix:
             image = unmix_foreground(image, matte, self.background_image)
         return portrait_warp(image_to_tensor(image), torch.from_numpy(matte)[None], self.vertices[ref], self.T[ref], vertices_head,
-                             T_mpi_from_head, self.topology, self.K, (self.res, self.res))
+                             T_mpi_from_head, self.topology, self.K, (self.res, self.res), torso_shift)
+
+    @cached_property
+    def torso_track(self) -> np.ndarray:
+        """(N, 2) float32: the torso's motion in every frame against frame 0, made on first use."""
+        from model.data.body_motion import prepared_torso_shifts
+
+        return prepared_torso_shifts(self.video)
+
+    def torso_from(self, ref: int, idx: np.ndarray) -> Tensor:
+        """(n, 2): the torso's motion in frames idx relative to frame `ref`."""
+        t = self.torso_track
+        return torch.from_numpy(t[np.asarray(idx)] - t[ref])
 
     def own(self, idx: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
         """(coords (n, 3, R, R), coverage (n, 1, R, R), disparity (n, 1, R, R)) float32 of frames idx."""
@@ -361,7 +374,9 @@ class PairSampler:
             parts["T_tgt_from_mpi"].append(T_rel.contiguous())
             parts["T_mpi_from_head"].append(T_mpi.contiguous())
             if cfg.identity_warp:
-                parts["identity"].append(src.identity(ref, src.vertices[clip], T_mpi.contiguous()))
+                # an L_side sample's MPI camera keeps the reference pose, the body where it was
+                parts["identity"].append(src.identity(ref, src.vertices[clip], T_mpi.contiguous(),
+                                                      None if side else src.torso_from(ref, clip)))
         return PendingBatch({k: torch.stack(v) for k, v in parts.items()}, pending or None, cfg, side,
                             [self.sources[v].id for v, _, _ in picks], [r for _, r, _ in picks], [s for _, _, s in picks])
 

@@ -156,14 +156,16 @@ def body_weight(uv: Tensor, bridge: Tensor, chin: Tensor, band_px: float, hw: tu
 
 def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tensor, T_portrait: Tensor,
                   vertices_head: Tensor, T_mpi_from_head: Tensor, topology: FaceTopology, K: Tensor,
-                  hw: tuple[int, int]) -> Tensor:
+                  hw: tuple[int, int], torso_shift: Tensor | None = None) -> Tensor:
     """The identity condition (n, 5, H, W) of n driving frames (see the module docstring).
 
     portrait (3, h, w) in [-1, 1] and matte (1, h, w) in [0, 1], seen by camera K (3, 3) with the
     head at T_portrait (4, 4); portrait_vertices_head (V, 3) the portrait's own mesh (template +
     its expression) in its head frame; vertices_head (n, V, 3) the driving meshes (retargeted onto
     the portrait) posed at T_mpi_from_head (n, 4, 4) in the MPI camera, which has the same
-    intrinsics K and image size hw; topology: the mesh's faces, mouth triangles and down line."""
+    intrinsics K and image size hw; topology: the mesh's faces, mouth triangles and down line;
+    torso_shift (n, 2) or None: how far the body below the neck moves in each frame (x right, y
+    down, fractions of the image's size: model/data/body_motion.py), else it stays."""
     n = vertices_head.shape[0]
     dt = portrait.dtype
     K = K.to(dt)
@@ -185,7 +187,8 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     # the rest of the person: above the chin (hair, ears) on a plane through the head joint,
     # parallel to the portrait's image, moved rigidly with the head; below it (neck, shoulders)
     # where it is in the portrait, since the body does not turn with the head (the MPI camera is
-    # the portrait's fixed crop camera, in training and at generation)
+    # the portrait's fixed crop camera, in training and at generation), moved only by the driver's
+    # own torso motion (torso_shift: its matte's outline, not its head's)
     hp = tuple(portrait.shape[-2:])
     band = float(K[0, 0]) * NECK_BAND / float(pv_cam[topology.chin, 2])
     body = body_weight(uv_p, uv_p[topology.bridge], uv_p[topology.chin], band, hp)
@@ -196,13 +199,31 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     rgba = torch.cat([portrait * matte, matte], 0)
     plane_uv = plane_positions(torch.linalg.inv(Hs[:, 0]), hw)
     head = _sample(rgba * (1.0 - body), plane_uv + seam_shift(attrs[:, :2], plane_uv, cov))
-    torso = F.interpolate((rgba * body)[None], size=hw, mode="bilinear", align_corners=False) if hp != tuple(hw) else (rgba * body)[None]
+    torso = moved_torso(rgba * body, torso_shift, hw)
     fg = head + torso  # the two parts of one matte: added (exact where neither moved), at most opaque
     fg = fg / fg[:, 3:].clamp(min=1.0)
     off_mesh = 1.0 - cov
     rgb = mesh_rgb + off_mesh * fg[:, :3]
     alpha = cov + off_mesh * fg[:, 3:]
     return torch.cat([rgb, alpha, mesh_conf], 1)
+
+
+def moved_torso(torso: Tensor, shift: Tensor | None, hw: tuple[int, int]) -> Tensor:
+    """The portrait's body part torso (C, h, w) in an image of size hw, moved by shift (n, 2)
+    (fractions of the image's size; None or zeros: where it is, (1, C, H, W)), else (n, C, H, W).
+    Past the image's edges it continues its edge pixels: a torso rising into view brings more of
+    itself, the part the portrait continues past its source (model.data.matting.continue_person)."""
+    hp = tuple(torso.shape[-2:])
+    if shift is None or not bool(torch.any(shift != 0)):
+        return F.interpolate(torso[None], size=hw, mode="bilinear", align_corners=False) if hp != tuple(hw) else torso[None]
+    h, w = hw
+    dt = torso.dtype
+    shift = shift.to(dt)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=dt), torch.arange(w, dtype=dt), indexing="ij")
+    # the source pixel each output pixel shows, in the portrait's pixels (the same crop, resized)
+    u = ((xs[None] - shift[:, 0, None, None] * w + 0.5) * (hp[1] / w) - 0.5).clamp(0.0, hp[1] - 1.0)
+    v = ((ys[None] - shift[:, 1, None, None] * h + 0.5) * (hp[0] / h) - 0.5).clamp(0.0, hp[0] - 1.0)
+    return _sample(torso, torch.stack([u, v], 1))
 
 
 def mouth_mask(identity: Tensor) -> Tensor:

@@ -1,0 +1,108 @@
+"""model/data/body_motion.py: the torso's motion from person mattes. On drawn busts: a torso moved
+by a known amount under a head that moves on its own is found to a pixel, a still torso under a
+nodding, turning head stays at 0, one flickering matte does not make it jump. On real footage: the
+speaker of LivePortrait d20, who rises in his chair, is found rising; W011's torso, which stays,
+stays. And the identity condition moves the portrait's body by it (portrait_warp.moved_torso)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.data import body_motion
+from model.data.matting import continued_matte
+from model.geometry.portrait_warp import moved_torso
+
+R = 128
+
+
+def _bust(head: tuple[float, float], torso: tuple[float, float]) -> np.ndarray:
+    """(R, R) matte: an elliptic head centred at `head` (x, y px) above a neck and a shoulder
+    trapezoid whose top-middle is at `torso`."""
+    import cv2
+
+    m = np.zeros((R, R), np.uint8)
+    hx, hy = head
+    tx, ty = torso
+    cv2.ellipse(m, (round(hx * 4), round(hy * 4)), (16 * 4, 21 * 4), 0, 0, 360, 255, -1, shift=2)
+    cv2.rectangle(m, (round(tx) - 8, round(hy)), (round(tx) + 8, round(ty) + 5), 255, -1)
+    shoulders = np.array([[tx - 14, ty], [tx + 14, ty], [tx + 48, ty + 22], [tx + 48, R + 40], [tx - 48, R + 40], [tx - 48, ty + 22]])
+    cv2.fillPoly(m, [np.round(shoulders * 4).astype(np.int32)], 255, shift=2)
+    return cv2.GaussianBlur(m.astype(np.float32) / 255.0, (0, 0), 0.8)
+
+
+def _shifts(heads, torsos, valid=None) -> np.ndarray:
+    valid = np.ones((R, R), bool) if valid is None else valid
+    mattes = np.stack([_bust(h, t) for h, t in zip(heads, torsos)])
+    chins = np.array([(hx, hy + 21) for hx, hy in heads], np.float64)
+    return body_motion.torso_shifts(mattes, continued_matte(mattes[0], valid), chins, valid) * R
+
+
+def test_a_moved_torso_is_found_under_a_head_moving_on_its_own():
+    n = 30
+    heads = [(64 + 6 * np.sin(i), 50 + 3 * np.cos(i)) for i in range(n)]  # the head sways, not with the body
+    ramp = np.clip(np.arange(n) / 10, 0, 1)[:, None]
+    moves = ramp * [3.0, -9.0]  # the body rises and leans right over 10 frames, then stays there
+    found = _shifts(heads, [(64 + dx, 80 + dy) for dx, dy in moves])
+    assert found.shape == (n, 2) and found.dtype == np.float32
+    np.testing.assert_array_equal(found[0], [0, 0])
+    # a torso's shift changes only when the matte holds it for a few frames (STEP_COST): it may lag
+    # the rise, not overshoot it, and then sits where the body is
+    assert np.all(np.diff(found[:, 1]) <= 0) and np.all(found[:, 1] >= moves[:, 1] - 1)
+    assert np.abs(found[15:] - moves[15:]).max() <= 1.0, found
+
+
+def test_a_still_torso_stays_while_the_head_nods_and_turns():
+    n = 10
+    heads = [(64 + 8 * np.sin(0.7 * i), 48 + 6 * np.sin(1.3 * i)) for i in range(n)]
+    found = _shifts(heads, [(64, 80)] * n)
+    np.testing.assert_array_equal(found, np.zeros((n, 2)))
+
+
+def test_one_flickering_matte_does_not_make_the_torso_jump():
+    n = 9
+    heads = [(64, 50)] * n
+    torsos = [(64, 80)] * n
+    torsos[4] = (64, 68)  # one frame's matte says 12 px up, its neighbours say still
+    found = _shifts(heads, torsos)
+    np.testing.assert_array_equal(found, np.zeros((n, 2)))
+
+
+def test_a_torso_rising_from_below_the_source_is_found():
+    """A crop whose source ends above its bottom (the torso continues past it, as portraits do)."""
+    valid = np.zeros((R, R), bool)
+    valid[:110] = True
+    n = 24
+    moves = np.clip(np.arange(n) / 8, 0, 1) * -10.0
+    mattes = np.stack([_bust((64, 52), (64, 96 + dy)) * valid for dy in moves])
+    chins = np.tile([64.0, 73.0], (n, 1))
+    found = body_motion.torso_shifts(mattes, continued_matte(mattes[0], valid), chins, valid) * R
+    assert np.abs(found[12:, 1] - moves[12:]).max() <= 1.0 and np.abs(found[:, 0]).max() <= 1.0, found
+
+
+@pytest.mark.slow
+def test_real_footage(shared_data):
+    """d20 rises in his chair within his first 3 s (his shirt comes up from the crop's bottom);
+    W011's shoulders stay (her head moves)."""
+    pytest.importorskip("mediapipe")
+    from model.data.driving_cache import driving_video_track
+
+    _, rising = driving_video_track(shared_data / "videos/LivePortrait/d20.mp4", None, progress=False, max_frames=80)
+    _, still = driving_video_track(shared_data / "videos/dreamtalk/W011_front_neutral_level1_001.mp4", None,
+                                   progress=False, max_frames=80)
+    rising, still = rising * R, still * R
+    assert rising[-1, 1] <= -6 and np.all(np.diff(rising[:, 1]) <= 1), rising[::8]
+    assert np.abs(still).max() <= 5 and np.abs(still[:, 1]).max() <= 1, still[::8]
+
+
+def test_moved_torso_moves_the_body_and_continues_its_edges():
+    torso = torch.zeros(4, 16, 16)
+    torso[:, 10:] = torch.arange(16.0)[None, None]  # a body whose columns differ, below row 10
+    same = moved_torso(torso, None, (16, 16))
+    assert same.shape == (1, 4, 16, 16) and torch.equal(same[0], torso)
+    assert torch.equal(moved_torso(torso, torch.zeros(2, 2), (16, 16))[0], torso)
+    up = moved_torso(torso, torch.tensor([[0.0, -4 / 16], [2 / 16, 0.0]]), (16, 16))
+    assert up.shape == (2, 4, 16, 16)
+    assert torch.allclose(up[0, :, 6:12], torso[:, 10:16])  # risen by 4 px
+    assert torch.allclose(up[0, :, 12:], torso[:, 15:16].expand(4, 4, 16))  # its bottom row continues below
+    assert torch.allclose(up[1, :, :, 2:], torso[:, :, :14]) and torch.allclose(up[1, :, :, :2], torso[:, :, :1].expand(4, 16, 2))
