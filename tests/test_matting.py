@@ -180,3 +180,54 @@ def test_hair_cut_by_the_photos_top_rounds_off_above_it():
     width = [(m[y, 20:40] > 0).sum() for y in (9, 7, 6)]
     assert m[7, 31] > 0.3 and width[0] > width[1] > width[2], width
     assert (m[:8, 40:50] == 0).all()
+
+
+def _face_landmarks(chin: tuple[float, float], face_width: float) -> np.ndarray:
+    """(478, 2) landmarks with only what bust_matte reads set: the chin and the two cheeks."""
+    from model.tracking.facemesh import CHEEKS, CHIN
+
+    pts = np.zeros((478, 2))
+    pts[CHIN] = chin
+    pts[CHEEKS[0]] = (chin[0] - face_width / 2, chin[1] - face_width / 2)
+    pts[CHEEKS[1]] = (chin[0] + face_width / 2, chin[1] - face_width / 2)
+    return pts
+
+
+def test_bust_is_a_neck_under_the_chin_widening_into_shoulders():
+    bust = matting.bust_matte(_face_landmarks((31.5, 20.0), 16.0), (64, 64))
+    assert bust.shape == (64, 64) and bust.dtype == np.float32
+    assert (bust[:20] == 0).all()  # nothing above the chin
+    width = lambda y: float(bust[y].sum())
+    neck = 2 * matting.NECK_HALF_WIDTH * 16
+    shoulders = 2 * matting.SHOULDER_HALF_WIDTH * 16
+    assert abs(width(22) - neck) <= 1.5  # a neck right under the chin
+    assert abs(width(20 + round(matting.SHOULDER_DROP * 16) + 2) - shoulders) <= 1.5  # full shoulders a face width down
+    assert all(width(y) <= width(y + 1) for y in range(20, 63))
+    np.testing.assert_allclose(bust[:, :32], bust[:, 32:][:, ::-1], atol=1e-6)  # centred on the chin
+
+
+def test_a_photo_ending_at_the_collar_continues_into_shoulders_in_the_clothes_colour():
+    """A close-up that ends under the chin (the neck between red collars at its bottom): with a bust,
+    the person below the photo widens into shoulders instead of running down as a column, coloured
+    like the collar beside the neck, not like the neck's skin; the photo stays as it is."""
+    H = W = 64
+    valid = np.zeros((H, W), bool)
+    valid[:40] = True  # the photo ends at row 39
+    bg = np.full((H, W, 3), 100, np.uint8)
+    image = bg.copy()
+    matte = np.zeros((H, W), np.float32)
+    image[10:40, 24:40] = (220, 170, 140)  # a face and neck, skin
+    matte[10:40, 24:40] = 1.0
+    image[36:40, 22:42] = (200, 30, 30)  # red collars beside the neck at the photo's bottom
+    image[36:40, 29:35] = (220, 170, 140)
+    matte[36:40, 22:42] = 1.0
+    matte = matte * valid
+    bust = matting.bust_matte(_face_landmarks((32.0, 32.0), 16.0), (H, W))
+    out, m, shown = matting.continue_person(image, matte, bg, valid, bust)
+    plain, m_plain, _ = matting.continue_person(image, matte, bg, valid)
+    np.testing.assert_array_equal(out[valid], image[valid])
+    assert (m_plain[60, :18] == 0).all() and (m[60, 12:18] > 0.99).all()  # shoulders where the column had none
+    assert (m >= m_plain - 1e-6).all()
+    assert abs(int(out[60, 14, 0]) - 200) < 25 and int(out[60, 14, 1]) < 70, out[60, 14]  # the collar's red
+    np.testing.assert_array_equal(shown[40:], m[40:])
+    np.testing.assert_allclose(matting.continued_matte(matte, valid, bust), m, atol=1e-6)

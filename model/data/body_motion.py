@@ -102,30 +102,34 @@ def _smooth_path(cost: np.ndarray, cands: np.ndarray) -> np.ndarray:
 def prepared_torso_shifts(video: "PreparedVideo", n: int | None = None) -> np.ndarray:
     """(n, 2) torso_shifts of a prepared video's first n frames (default all) against its first,
     from its mattes (~4 ms a frame)."""
-    from model.data.matting import continued_matte
+    from model.data.matting import bust_matte, continued_matte
     from model.tracking.facemesh import CHIN
 
     n = len(video) if n is None else min(n, len(video))
     mattes = np.asarray(video.mattes[:n], np.float32) / 255.0  # at the dataset's res, as video.K
     valid = video.valid_mask
     T = np.asarray(video.T_cam_from_head[:n], np.float64)
-    chin = np.einsum("nij,nj->ni", T[:, :3, :3], video.track.vertices_head()[:n, CHIN].astype(np.float64)) + T[:, :3, 3]
-    chin = chin @ np.asarray(video.K, np.float64).T
-    return torso_shifts(mattes, continued_matte(mattes[0], valid), chin[:, :2] / chin[:, 2:], valid)
+    points = np.einsum("nij,nvj->nvi", T[:, :3, :3], video.track.vertices_head()[:n].astype(np.float64)) + T[:, None, :3, 3]
+    points = points @ np.asarray(video.K, np.float64).T
+    points = points[..., :2] / points[..., 2:]  # (n, V, 2) in the crop's pixels
+    reference = continued_matte(mattes[0], valid, bust_matte(points[0], valid.shape))
+    return torso_shifts(mattes, reference, points[:, CHIN], valid)
 
 
-def video_torso_shifts(path: str | Path, K_source: np.ndarray, image_size: tuple[int, int], chins_source: np.ndarray,
+def video_torso_shifts(path: str | Path, K_source: np.ndarray, image_size: tuple[int, int], landmarks_source: np.ndarray,
                        progress: bool = True) -> np.ndarray:
-    """(n, 2) torso_shifts of a video's first n frames (n = len(chins_source)), matted here (MediaPipe
-    selfie segmentation) in the fixed crop of its track: K_source (3, 3) the track's source
-    intrinsics (model.tracking.crop), image_size (W, H), chins_source (n, 2) the chin in source pixels."""
+    """(n, 2) torso_shifts of a video's first n frames (n = len(landmarks_source)), matted here
+    (MediaPipe selfie segmentation) in the fixed crop of its track: K_source (3, 3) the track's
+    source intrinsics (model.tracking.crop), image_size (W, H), landmarks_source (n, 478, 2) the
+    tracked face in source pixels."""
     from tqdm import tqdm
 
-    from model.data.matting import SelfieMatter, continued_matte
+    from model.data.matting import SelfieMatter, bust_matte, continued_matte
     from model.formats import video
     from model.tracking.crop import crop_affine, crop_image, valid_mask
+    from model.tracking.facemesh import CHIN
 
-    n = len(chins_source)
+    n = len(landmarks_source)
     A = crop_affine(np.asarray(K_source, np.float64), ESTIMATE_RES)
     mattes = np.zeros((n, ESTIMATE_RES, ESTIMATE_RES), np.float32)
     count = 0
@@ -136,8 +140,9 @@ def video_torso_shifts(path: str | Path, K_source: np.ndarray, image_size: tuple
             count += 1
     mattes = mattes[:count]
     valid = valid_mask(A, tuple(image_size), ESTIMATE_RES)
-    chins = np.asarray(chins_source, np.float64)[:count] @ A[:2, :2].T + A[:2, 2]
-    shifts = torso_shifts(mattes, continued_matte(mattes[0], valid) if count else mattes[:0], chins, valid)
+    points = np.asarray(landmarks_source, np.float64)[:count] @ A[:2, :2].T + A[:2, 2]  # in the crop's pixels
+    reference = continued_matte(mattes[0], valid, bust_matte(points[0], valid.shape)) if count else mattes[:0]
+    shifts = torso_shifts(mattes, reference, points[:, CHIN], valid)
     if count < n:  # a video that decodes fewer frames than were tracked: the last shift holds
         shifts = np.concatenate([shifts, np.repeat(shifts[-1:] if count else np.zeros((1, 2), np.float32), n - count, 0)])
     return shifts

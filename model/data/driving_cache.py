@@ -74,9 +74,8 @@ def driving_video_track(path: str | Path, cache_dir: Path | None, progress: bool
 def torso_of(path: str | Path, track: Track, progress: bool = True) -> np.ndarray:
     """(n, 2) body_motion.video_torso_shifts of a video's track."""
     from model.data.body_motion import video_torso_shifts
-    from model.tracking.facemesh import CHIN
 
-    return video_torso_shifts(path, track.K, track.image_size, track.landmarks[:, CHIN], progress=progress)
+    return video_torso_shifts(path, track.K, track.image_size, track.landmarks, progress=progress)
 
 
 def _save(entry: Path, track: Track, torso: np.ndarray) -> None:

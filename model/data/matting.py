@@ -192,6 +192,31 @@ PERSON_SIDE_FADE = 0.12  # of the crop: ... and past its left / right edge over 
 PERSON_SPREAD = 0.5  # the continued person is blurred by this many pixels per pixel away from the source: no long stripes
 SPREAD_LEVELS = (0.0, 1.5, 3.0, 6.0, 12.0)  # Gaussian widths (px of a 128 px crop) between which a pixel's blur is interpolated
 HEAD_MOVES = 0.08  # of the crop: how far a moving head may carry the person past the source's sides and top
+# a bust where the source ends under the chin (a close-up, a video framed at the collar): in face
+# widths, a neck this wide (half) down to this far below the chin, shoulders rounding out to this
+# half-width this far below it. Averages of an upright adult; only where the source shows nothing
+NECK_HALF_WIDTH = 0.35
+NECK_DROP = 0.3
+SHOULDER_HALF_WIDTH = 1.45
+SHOULDER_DROP = 1.0
+
+
+def bust_matte(landmarks: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: where a bust under the face of landmarks (478, 2) (MediaPipe's, in
+    the crop's pixels) would be: a neck under the chin widening into round shoulders (NECK_*,
+    SHOULDER_*; upright, centred on the chin). continue_person's body where the source ends above
+    the shoulders: continued straight down, a neck between collars became a column."""
+    from model.tracking.facemesh import CHEEKS, CHIN
+
+    H, W = hw
+    pts = np.asarray(landmarks, np.float64)
+    cx, cy = pts[CHIN]
+    fw = float(np.linalg.norm(pts[CHEEKS[1]] - pts[CHEEKS[0]]))
+    yy, xx = np.mgrid[:H, :W].astype(np.float64)
+    t = np.clip((yy - cy - NECK_DROP * fw) / ((SHOULDER_DROP - NECK_DROP) * fw), 0.0, 1.0)
+    half = fw * (NECK_HALF_WIDTH + (SHOULDER_HALF_WIDTH - NECK_HALF_WIDTH) * (1.0 - (1.0 - t) ** 2))  # round shoulders
+    inside = np.clip(half - np.abs(xx - cx) + 0.5, 0.0, 1.0) * np.clip(yy - cy + 0.5, 0.0, 1.0)
+    return inside.astype(np.float32)
 
 
 def _continuation(matte: np.ndarray, valid: np.ndarray):
@@ -221,20 +246,56 @@ def _continuation(matte: np.ndarray, valid: np.ndarray):
     return cy, cx, fade, (x0, x1, y0, y1)
 
 
-def continued_matte(matte: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def continued_matte(matte: np.ndarray, valid: np.ndarray, bust: np.ndarray | None = None) -> np.ndarray:
     """(H, W) float32: the matte (H, W) of a crop continued past its source image (valid (H, W)
-    bool) as continue_person continues it, without the colours."""
+    bool) as continue_person continues it (with the same `bust`), without the colours."""
     matte = np.asarray(matte, np.float32)
     valid = np.asarray(valid, bool)
     grid = _continuation(matte, valid)
     if grid is None:
         return matte
     cy, cx, fade, _ = grid
-    return np.where(valid, matte, matte[cy, cx] * fade).astype(np.float32)
+    outside = matte[cy, cx] * fade
+    if bust is not None:
+        outside = np.maximum(outside, bust)
+    return np.where(valid, matte, outside).astype(np.float32)
+
+
+BUST_COLOUR_ROWS = 4  # the bust takes the colour of the person in this many rows at the source's bottom ...
+BUST_COLOUR_SPREAD = 0.12  # ... blurred over this much of the crop
+
+
+def _fill_bust(m: np.ndarray, colour: np.ndarray, spread_alpha: np.ndarray, bust: np.ndarray, fg: np.ndarray,
+               matte: np.ndarray, valid: np.ndarray, y1: int) -> tuple[np.ndarray, np.ndarray]:
+    """continue_person's matte m (H, W) and colour (H, W, 3) outside the source filled out to the bust
+    (H, W): where the straight continuation is thin, the colour of the clothes at the source's
+    bottom rows beside the neck, blurred (a pixel far from them takes their mean)."""
+    import cv2
+
+    H, W = m.shape
+    band = np.zeros((H, W), np.float32)
+    band[max(0, y1 - BUST_COLOUR_ROWS + 1):y1 + 1] = 1.0
+    rows = np.flatnonzero(bust.max(1) > 0.5)
+    if rows.size:  # not the neck's skin: its columns are the bust's at the chin, where it is only neck
+        neck = bust[rows[0]] > 0.5
+        if (matte * band * valid)[:, ~neck].sum() >= 1.0:
+            band[:, neck] = 0.0
+    w = matte * band * valid
+    if w.sum() < 1.0:  # the source shows no person at its bottom: nothing to colour a bust with
+        return m, colour
+    mean = (fg * w[..., None]).sum((0, 1)) / w.sum()
+    sigma = BUST_COLOUR_SPREAD * H
+    num = cv2.GaussianBlur(fg * w[..., None], (0, 0), sigma)
+    den = cv2.GaussianBlur(w, (0, 0), sigma)[..., None]
+    near = np.clip(den / 0.05, 0.0, 1.0)
+    clothes = near * num / np.maximum(den, 1e-6) + (1.0 - near) * mean
+    grown = np.where(valid, m, np.maximum(m, bust)).astype(np.float32)
+    own = np.clip(spread_alpha / 0.5, 0.0, 1.0)[..., None]  # where the continuation has a person, its colour
+    return grown, np.where(valid[..., None], colour, own * colour + (1.0 - own) * clothes)
 
 
 def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray,
-                    valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    valid: np.ndarray, bust: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The person of a crop continued past the edges of its source image: (image (H, W, 3) uint8,
     matte (H, W) float32, shown (H, W) float32 in [0, 1]).
 
@@ -248,7 +309,9 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
     detail at the edge (a neck between collars) does not run on as a stripe. Clothes continue down
     to the crop's edge; past the sides (shoulders, hair) the matte fades out over PERSON_SIDE_FADE
     of the crop, above the source (hair cut by the photo's top) over PERSON_TOP_FADE, narrowing
-    like a crown (PERSON_TOP_ROUND). `shown` is
+    like a crown (PERSON_TOP_ROUND). `bust` (H, W) (bust_matte, None: none): a neck and shoulders
+    the continued person fills out to, coloured like the clothes nearest it (a source that ends at
+    the collar would continue as a column). `shown` is
     how much a generated MPI may show (its alpha is multiplied by it): 1 on the source and HEAD_MOVES
     around the person beside and above it, where a moving head carries hair; below the source, the
     continued person's matte. Elsewhere outside the source the network was never taught anything
@@ -276,6 +339,8 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
     # the outline itself runs on unblurred (a torso is a column), only its colour spreads
     m = np.where(valid, matte, rgba[..., 3]).astype(np.float32)
     colour = spread[..., :3] / np.maximum(spread[..., 3:], MIN_MATTE)
+    if bust is not None:
+        m, colour = _fill_bust(m, colour, spread[..., 3], bust, fg, matte, valid, y1)
     outside = m[..., None] * colour + (1.0 - m[..., None]) * background.astype(np.float32)
     out = np.where(valid[..., None], image, np.clip(np.round(outside), 0, 255).astype(np.uint8))
     moves = person_mask(m, max(2, round(HEAD_MOVES * H))) & (yy <= y1)

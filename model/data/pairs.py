@@ -41,7 +41,7 @@ from tqdm import tqdm
 from model.geometry import camera, conditions
 from model.net.config import ModelConfig
 from model.data.dataset import DatasetError, PreparedDataset, PreparedVideo
-from model.data.matting import continue_person, unmix_foreground
+from model.data.matting import bust_matte, continue_person, unmix_foreground
 from model.geometry.portrait_warp import portrait_warp
 from model.tracking.facemesh import face_topology
 
@@ -244,9 +244,14 @@ class VideoSource:
             i = np.array([ref])
             valid = self.valid()[0].numpy() > 0.5
             image, matte, _ = continue_person(self._resize(self.video.images(i))[0], self.mattes(i)[0, 0].numpy(),
-                                              self.background_image, valid)
+                                              self.background_image, valid, bust_matte(self.landmarks(ref), (self.res, self.res)))
             self._last_portrait = (ref, image, matte)
         return self._last_portrait[1], self._last_portrait[2]
+
+    def landmarks(self, ref: int) -> np.ndarray:
+        """(V, 2) float64: frame ref's tracked mesh in its crop's pixels at the model's resolution."""
+        p = camera.apply_matrix(camera.apply_pose(self.vertices[ref].double(), self.T[ref].double()), self.K.double())
+        return (p[:, :2] / p[:, 2:]).numpy()
 
     def identity(self, ref: int, vertices_head: Tensor, T_mpi_from_head: Tensor, torso_shift: Tensor | None = None) -> Tensor:
         """(n, 5, R, R): frame `ref` (image, matte, its own mesh and pose) carried onto the meshes

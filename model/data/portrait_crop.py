@@ -84,5 +84,7 @@ def crop_portrait(image: str | Path | np.ndarray, res: int, cache_dir: Path | No
         if key is not None:
             save_prepared(cache_dir, key, prepared)
     crop = np.where(valid[..., None], crop, prepared.background)  # filled with the background, as training frames are
-    crop, matte, shown = matting.continue_person(crop, prepared.matte, prepared.background, valid)
+    landmarks = np.asarray(track.landmarks[0], np.float64) @ A[:2, :2].T + A[:2, 2]  # in the crop's pixels
+    crop, matte, shown = matting.continue_person(crop, prepared.matte, prepared.background, valid,
+                                                 matting.bust_matte(landmarks, (res, res)))
     return PortraitCrop(track, crop, matte, prepared.background, shown, valid)

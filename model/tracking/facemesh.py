@@ -22,6 +22,7 @@ MOUTH_INNER_CORNERS = (78, 308)
 MOUTH_CORNERS = (61, 291)
 FOREHEAD, CHIN, NOSE_TIP = 10, 152, 1
 NOSE_BRIDGE = 6
+CHEEKS = (234, 454)  # the face oval's widest points, right and left
 
 # Points that move little with expressions (forehead, nose bridge, eye corners, cheekbones,
 # temples): used for rigid / similarity alignment. After MediaPipe's own Procrustes basis of the
