@@ -117,9 +117,9 @@ def test_same_noise_gives_the_torch_frames(generators):
         ours = np.stack([f.frontal for f in clip]), np.stack([f.alpha for f in clip])
         start = 0 if k == 0 else 1
         # outside the portrait's photo both deliver the condition (Generator.mpi_frames does it for torch)
-        frontal, _ = keep_condition_outside(pred.frontal[0].numpy(), pred.residual[0].numpy(), cond.identity[0].numpy(),
-                                            cond.background[0].numpy(), warm.portrait.photo)
-        theirs = model_to_uint8(torch.from_numpy(frontal[start:])), alpha_to_uint8(pred.alpha[0, start:])
+        frontal, _, alpha = keep_condition_outside(pred.frontal[0].numpy(), pred.residual[0].numpy(), pred.alpha[0].numpy(),
+                                                   cond.identity[0].numpy(), cond.background[0].numpy(), warm.portrait.photo)
+        theirs = model_to_uint8(torch.from_numpy(frontal[start:])), alpha_to_uint8(torch.from_numpy(alpha[start:]))
         for a, b in zip(ours, theirs):
             diff = np.abs(a.astype(int) - b.astype(int))
             assert diff.max() <= 2 and diff.mean() < 0.01, (k, diff.max(), diff.mean())

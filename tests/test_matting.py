@@ -158,9 +158,10 @@ def test_a_person_cut_by_the_photos_edge_runs_on_past_it():
     # above the photo the hair fades out within PERSON_TOP_FADE of the crop
     fade = int(np.ceil(matting.PERSON_TOP_FADE * 64))
     assert m[8, 30] > 0.5 and m[9 - fade - 1, 30] == 0 and (m[:8, :24] == 0).all()
-    # shown: the photo, the torso by its matte, nothing in the corners below
+    # shown: the photo, the torso by its matte and as far beside it as a driver's torso may move it
+    # (matting.TORSO_MOVES: 4 px at 64), nothing in the corners below
     assert shown.dtype == np.float32 and (shown[valid] == 1).all()
-    np.testing.assert_array_equal(shown[48:], m[48:])
+    assert (shown[48:] >= m[48:]).all() and (shown[48:, 16:48] == 1).all() and (shown[48:, 49:] == 0).all()
     assert shown[63, 30] == 1 and shown[63, 2] == 0 and shown[63, 61] == 0 and shown[0, 0] == 0
 
 
@@ -229,5 +230,7 @@ def test_a_photo_ending_at_the_collar_continues_into_shoulders_in_the_clothes_co
     assert (m_plain[60, :18] == 0).all() and (m[60, 12:18] > 0.99).all()  # shoulders where the column had none
     assert (m >= m_plain - 1e-6).all()
     assert abs(int(out[60, 14, 0]) - 200) < 25 and int(out[60, 14, 1]) < 70, out[60, 14]  # the collar's red
-    np.testing.assert_array_equal(shown[40:], m[40:])
+    assert (shown[40:] >= m[40:]).all()
+    # the bust as it will be when the driver rises (TORSO_MOVES: 16 px at 64) may show too
+    assert (shown[40:44] >= m[56:60] - 1e-6).all() and (shown[40:44] > 0.99).sum() > (m[40:44] > 0.99).sum()
     np.testing.assert_allclose(matting.continued_matte(matte, valid, bust), m, atol=1e-6)

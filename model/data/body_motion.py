@@ -24,25 +24,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from model.data.matting import TORSO_MOVES
+
 if TYPE_CHECKING:
     from model.data.dataset import PreparedVideo
 
 ESTIMATE_RES = 128  # mattes are compared at this size (px below are of it)
-SEARCH_PX = (8, 16)  # the largest shift found, x and y: a torso leaves the crop's bottom before rising farther
+SEARCH_PX = TORSO_MOVES  # the largest shift found, x and y (a speaker rising in the chair: 24 px)
 NECK_HALF_WIDTH = 0.22  # of the crop: beside the head (hair, ears) and neck nothing tells the torso
 ABOVE_CHIN = 0.2  # of the crop: the shoulders' outline is compared from this far above the reference's chin
 BELOW_CHIN = 0.06  # ... and under the head from this far below the frame's own chin
 SHIFT_COST = 1e-3  # per px of shift: a flat match (a torso filling the crop's bottom) stays put
 STEP_COST = 0.05  # per px of change between frames: one noisy matte does not make the torso jump
 MIN_PIXELS = 50  # fewer compared pixels than this tell nothing: the frame keeps its neighbours' shift
-
-
-def _shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """image (H, W) moved by (dx, dy) px, its edges continued."""
-    import cv2
-
-    M = np.float32([[1, 0, dx], [0, 1, dy]])
-    return cv2.warpAffine(image, M, image.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def torso_shifts(mattes: np.ndarray, reference: np.ndarray, chins: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -68,35 +62,59 @@ def torso_shifts(mattes: np.ndarray, reference: np.ndarray, chins: np.ndarray, v
     res = ESTIMATE_RES
     sx, sy = SEARCH_PX
     cands = np.array([(dx, dy) for dy in range(-sy, sy + 1) for dx in range(-sx, sx + 1)], np.float32)
-    refs = np.stack([_shifted(np.asarray(reference, np.float32), dx, dy) for dx, dy in cands]).reshape(len(cands), -1)
+    # the reference with its edges continued by the largest shift: every shifted copy is a window of it
+    padded = cv2.copyMakeBorder(np.asarray(reference, np.float32), sy, sy, sx, sx, cv2.BORDER_REPLICATE)
     ys, xs = np.mgrid[:res, :res]
     below_ref = valid & (ys > chins[0, 1] - ABOVE_CHIN * res)
     cost = np.zeros((n, len(cands)), np.float32)
     for t in range(1, n):
         region = below_ref & ((np.abs(xs - chins[t, 0]) > NECK_HALF_WIDTH * res) | (ys > chins[t, 1] + BELOW_CHIN * res))
-        idx = np.flatnonzero(region)
-        if idx.size >= MIN_PIXELS:
-            cost[t] = np.abs(refs[:, idx] - mattes[t].reshape(-1)[idx]).mean(1)
+        count = int(region.sum())
+        if count >= MIN_PIXELS:
+            # mean squared difference over the region for every shift at once: window (j, i) of the
+            # padded reference is the reference moved by (sx - i, sy - j)
+            sq = cv2.matchTemplate(padded, mattes[t], cv2.TM_SQDIFF, mask=region.astype(np.float32))
+            cost[t] = sq[::-1, ::-1].reshape(-1) / count
     cost += SHIFT_COST * np.abs(cands).sum(1)
     return _smooth_path(cost, cands) / res
 
 
 def _smooth_path(cost: np.ndarray, cands: np.ndarray) -> np.ndarray:
-    """(n, 2): the sequence of candidate shifts (C, 2) starting at (0, 0) with the least sum of
-    per-frame costs (n, C) and STEP_COST per px of change between frames (Viterbi)."""
+    """(n, 2): the sequence of candidate shifts (C, 2), a (dy, dx) grid in row-major order, starting
+    at (0, 0) with the least sum of per-frame costs (n, C) and STEP_COST per px of change between
+    frames (Viterbi; each step's minimum over the previous frame by an L1 distance transform)."""
     n = len(cost)
-    step = STEP_COST * np.abs(cands[:, None] - cands[None]).sum(-1)  # (C, C)
-    total = np.where((cands == 0).all(1), 0.0, np.inf)
-    back = np.zeros((n, len(cands)), np.int32)
+    ny, nx = len(np.unique(cands[:, 1])), len(np.unique(cands[:, 0]))
+    total = np.where((cands == 0).all(1), 0.0, np.inf).reshape(ny, nx)
+    back = np.zeros((n, ny * nx), np.int32)
     for t in range(1, n):
-        through = total[:, None] + step
-        back[t] = through.argmin(0)
-        total = through[back[t], np.arange(len(cands))] + cost[t]
+        best, src = _l1_distance_transform(total, STEP_COST)
+        back[t] = src.reshape(-1)
+        total = best + cost[t].reshape(ny, nx)
     path = np.zeros(n, np.int64)
     path[-1] = int(total.argmin())
     for t in range(n - 1, 0, -1):
         path[t - 1] = back[t, path[t]]
     return cands[path].astype(np.float32)
+
+
+def _l1_distance_transform(f: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """min over (j, i) of f[j, i] + step (|y - j| + |x - i|) for every cell (y, x) of f (NY, NX),
+    and the flat index of the cell it comes from: a forward and a backward pass per axis (L1 is
+    separable)."""
+    ny, nx = f.shape
+    g = f.copy()
+    src_x = np.tile(np.arange(nx), (ny, 1))
+    for x, prev in [(x, x - 1) for x in range(1, nx)] + [(x, x + 1) for x in range(nx - 2, -1, -1)]:
+        better = g[:, prev] + step < g[:, x]
+        g[:, x] = np.where(better, g[:, prev] + step, g[:, x])
+        src_x[:, x] = np.where(better, src_x[:, prev], src_x[:, x])
+    src_y = np.tile(np.arange(ny)[:, None], (1, nx))
+    for y, prev in [(y, y - 1) for y in range(1, ny)] + [(y, y + 1) for y in range(ny - 2, -1, -1)]:
+        better = g[prev] + step < g[y]
+        g[y] = np.where(better, g[prev] + step, g[y])
+        src_y[y] = np.where(better, src_y[prev], src_y[y])
+    return g, src_y * nx + np.take_along_axis(src_x, src_y, 0)
 
 
 def prepared_torso_shifts(video: "PreparedVideo", n: int | None = None) -> np.ndarray:

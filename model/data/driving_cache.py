@@ -26,7 +26,7 @@ from model.data.portrait_cache import tracker_version
 if TYPE_CHECKING:
     from model.tracking.track import Track
 
-FORMAT = "im-portrait-driving-track-2"  # raise when tracking (model/tracking) or body_motion changes what it makes
+FORMAT = "im-portrait-driving-track-3"  # raise when tracking (model/tracking) or body_motion changes what it makes
 _CHUNK = 1 << 20
 
 

@@ -191,7 +191,8 @@ PERSON_TOP_ROUND = 2.0  # ... and narrows by this many pixels a side per pixel a
 PERSON_SIDE_FADE = 0.12  # of the crop: ... and past its left / right edge over this (shoulders, hair end somewhere)
 PERSON_SPREAD = 0.5  # the continued person is blurred by this many pixels per pixel away from the source: no long stripes
 SPREAD_LEVELS = (0.0, 1.5, 3.0, 6.0, 12.0)  # Gaussian widths (px of a 128 px crop) between which a pixel's blur is interpolated
-HEAD_MOVES = 0.08  # of the crop: how far a moving head may carry the person past the source's sides and top
+HEAD_MOVES = 0.25  # of the crop: how far a moving head may carry the person past the source's sides and top (d20 rises by a fifth); the clip's alpha is cut to the condition's matte there, frame by frame
+TORSO_MOVES = (8, 32)  # px of a 128 px crop, x and y: how far a driver's torso may move the body (model/data/body_motion.py)
 # a bust where the source ends under the chin (a close-up, a video framed at the collar): in face
 # widths, a neck this wide (half) down to this far below the chin, shoulders rounding out to this
 # half-width this far below it. Averages of an upright adult; only where the source shows nothing
@@ -344,4 +345,8 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
     outside = m[..., None] * colour + (1.0 - m[..., None]) * background.astype(np.float32)
     out = np.where(valid[..., None], image, np.clip(np.round(outside), 0, 255).astype(np.uint8))
     moves = person_mask(m, max(2, round(HEAD_MOVES * H))) & (yy <= y1)
-    return out, m, np.maximum((valid | moves).astype(np.float32), m)
+    # below the source, where the body may rise to with the driver's torso (the clip's alpha is cut
+    # to the moved condition's there: model.diffusion.clips.keep_condition_outside)
+    sx, sy = (round(v * H / 128.0) for v in TORSO_MOVES)
+    rises = cv2.dilate(m, np.ones((sy + 1, 2 * sx + 1), np.uint8), anchor=(sx, 0), borderType=cv2.BORDER_REPLICATE)
+    return out, m, np.maximum.reduce([(valid | moves).astype(np.float32), m, rises * (yy > y1)]).astype(np.float32)

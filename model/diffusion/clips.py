@@ -110,18 +110,22 @@ def clip_frames(frontal: np.ndarray, residual: np.ndarray, alpha: np.ndarray, ba
     return out
 
 
-def keep_condition_outside(frontal: np.ndarray, residual: np.ndarray, identity: np.ndarray, background: np.ndarray,
-                           photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def keep_condition_outside(frontal: np.ndarray, residual: np.ndarray, alpha: np.ndarray, identity: np.ndarray,
+                           background: np.ndarray, photo: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A clip's colours with the identity condition over the background where the portrait's photo
     ends: there the condition is the person continued past the photo's edges
     (model.data.matting.continue_person), and the network, never trained outside a frame, opened its
     full-resolution gates and painted specks on it (red scribbles on a continued shoulder); this is
-    its output with those gates shut (model.net.unet.DetailHead). frontal, residual (T, 3, R, R) in
-    [-1, 1]; identity (T, 5, R, R) (model.geometry.portrait_warp; composited as its warp_composite);
-    background (3, R, R) in [-1, 1]; photo (R, R) bool. Returns (frontal, residual)."""
+    its output with those gates shut (model.net.unet.DetailHead). There the MPI's alpha is also cut
+    to the condition's matte: the person as it moves in that frame (a body risen with the driver's
+    torso), where the portrait's `valid` allows every place it may move to. frontal, residual
+    (T, 3, R, R) in [-1, 1]; alpha (T, D, R, R); identity (T, 5, R, R) (model.geometry.portrait_warp;
+    composited as its warp_composite); background (3, R, R) in [-1, 1]; photo (R, R) bool.
+    Returns (frontal, residual, alpha)."""
     composite = identity[:, :3] + (1.0 - identity[:, 3:4]) * background[None]
     keep = np.asarray(photo, bool)[None, None]
-    return np.where(keep, frontal, composite).astype(frontal.dtype), np.where(keep, residual, composite).astype(residual.dtype)
+    return (np.where(keep, frontal, composite).astype(frontal.dtype), np.where(keep, residual, composite).astype(residual.dtype),
+            np.where(keep, alpha, alpha * identity[:, 3:4]).astype(alpha.dtype))
 
 
 def to_uint8(x: np.ndarray, low: float) -> np.ndarray:

@@ -123,14 +123,17 @@ class Portrait:
         once and carried by every clip's identity condition with ModelConfig.identity_unmix."""
         return unmix_foreground(self.image, self.matte, self.background)
 
-    def keep_condition_outside(self, frontal: Tensor, residual: Tensor, identity: Tensor | None) -> tuple[Tensor, Tensor]:
-        """(frontal, residual) (T, 3, R, R) of a clip with the identity condition (T, 5, R, R) over the
-        background outside the portrait's photo (model.diffusion.clips.keep_condition_outside);
-        unchanged without a condition or when the photo covers the crop."""
+    def keep_condition_outside(self, frontal: Tensor, residual: Tensor, alpha: Tensor,
+                               identity: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(frontal, residual) (T, 3, R, R) and alpha (T, D, R, R) of a clip with the identity
+        condition (T, 5, R, R) over the background and its matte cutting the alpha outside the
+        portrait's photo (model.diffusion.clips.keep_condition_outside); unchanged without a
+        condition or when the photo covers the crop."""
         if identity is None or self.photo.all():
-            return frontal, residual
-        kept = keep_condition_outside(frontal.detach().float().cpu().numpy(), residual.detach().float().cpu().numpy(),
-                                      identity.detach().float().cpu().numpy(), image_to_model(self.background).numpy(), self.photo)
+            return frontal, residual, alpha
+        as_np = lambda t: t.detach().float().cpu().numpy()
+        kept = keep_condition_outside(as_np(frontal), as_np(residual), as_np(alpha), as_np(identity),
+                                      image_to_model(self.background).numpy(), self.photo)
         return tuple(torch.from_numpy(k) for k in kept)
 
     def identity(self, frames: DrivingFrames, unmix: bool) -> Tensor:
@@ -218,10 +221,11 @@ class Generator:
     def mpi_frames(self, pred: MPIPrediction, clip: DrivingClip, identity: Tensor | None = None) -> list[MPIFrame]:
         """The MPIFrames a clip delivers (batch element 0 of its prediction); identity (1, T, 5, R, R),
         the clip's identity condition: outside the portrait's photo the colours are that condition
-        over the background (clips.keep_condition_outside)."""
+        over the background, the alpha cut to its matte (clips.keep_condition_outside)."""
         p = self._require_portrait()
-        frontal, residual = p.keep_condition_outside(pred.frontal[0], pred.residual[0], None if identity is None else identity[0])
-        frontal, residual, alpha = model_to_uint8(frontal), model_to_uint8(residual), alpha_to_uint8(pred.alpha[0])
+        frontal, residual, alpha = p.keep_condition_outside(pred.frontal[0], pred.residual[0], pred.alpha[0],
+                                                            None if identity is None else identity[0])
+        frontal, residual, alpha = model_to_uint8(frontal), model_to_uint8(residual), alpha_to_uint8(alpha)
         return clip_frames(frontal, residual, alpha, np.ascontiguousarray(p.background.transpose(2, 0, 1)), p.K, clip)
 
     def generate_clips(self, driving: DrivingSource, seed: int = 0, steps: int | None = None, max_frames: int | None = None,

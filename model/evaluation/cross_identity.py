@@ -93,8 +93,9 @@ def evaluate_pair(portrait_path: Path, portrait, video: PreparedVideo, vid: str,
     cond = pair_conditions(portrait, drive, cfg)
     mpis = generate(cond, None)
     # as imp generate's clips (Generator.mpi_frames)
-    frontal, residual = portrait.keep_condition_outside(mpis.frontal[0], mpis.residual[0], None if cond.identity is None else cond.identity[0])
-    frames = mpi.render_in_mpi_camera(frontal, residual, mpis.alpha[0], cond.background.expand(n, -1, -1, -1)).clamp(-1, 1)
+    frontal, residual, alpha = portrait.keep_condition_outside(mpis.frontal[0], mpis.residual[0], mpis.alpha[0],
+                                                               None if cond.identity is None else cond.identity[0])
+    frames = mpi.render_in_mpi_camera(frontal, residual, alpha, cond.background.expand(n, -1, -1, -1)).clamp(-1, 1)
     images = to_uint8(frames)
     out = PairMetrics(portrait_path.name, vid, n)
     d = np.array([np.nan if (e := fi.embed(im)) is None else fi.distance(reference, e.embedding) for im in images])
