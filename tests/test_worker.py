@@ -140,3 +140,26 @@ def test_webcam_path_on_a_real_video_matches_the_offline_tracker(shared_data, as
     assert np.corrcoef(g_live, g_off)[0, 1] > 0.9
     offset = g_live - g_off
     assert np.abs(offset - offset.mean()).max() < 0.003  # no jumps between batches
+
+
+@pytest.mark.slow
+def test_webcam_path_moves_the_body_as_the_offline_driving_does(shared_data, astronaut_path):
+    """LivePortrait d20, who rises in his chair, through the live path (a file standing in for a
+    camera, batch by batch): his torso is found rising as the whole video's path finds it
+    (model/data/body_motion.py), a few pixels behind at most, as a causal estimate may be."""
+    from app.live.webcam import WebcamDriving
+    from model.data.driving import VideoDriving
+    from model.tracking import track_image
+
+    portrait = track_image(astronaut_path)
+    video = shared_data / "videos/LivePortrait/d20.mp4"
+    live = WebcamDriving(str(video), portrait)
+    try:
+        parts = [live.frames(16) for _ in range(5)]
+    finally:
+        live.close()
+    torso = np.concatenate([p.torso_shift for p in parts]) * 128
+    offline = VideoDriving(video, portrait, max_frames=80, progress=False).frames(80).torso_shift * 128
+    assert torso.shape == (80, 2) and np.array_equal(torso[0], [0, 0])
+    assert torso[-1, 1] <= -6 and offline[-1, 1] <= -6, (torso[::8], offline[::8])
+    assert np.abs(torso - offline).max() <= 3, (torso[::8], offline[::8])

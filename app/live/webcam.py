@@ -9,7 +9,8 @@ newest n (older ones are stale: generation is slower than real time) and tracks 
 protocol, model/data/driving.py); `capture_times` holds each delivered frame's capture time, which
 the live session turns into capture-to-shown latency. The first batch is the reference: its fit fixes the driver's crop camera K and
 the reference pose the portrait's motion is measured from (`transfer_pose`) and the driver's
-neutral template (the median shape of the first batch: start with a calm face). Each later batch
+neutral template (the median shape of the first batch: start with a calm face), and the crop in
+which every frame is matted for the torso's motion (model/data/body_motion.py). Each later batch
 is aligned to that fixed template (so expression offsets of different batches are comparable) and
 smoothed together with the last few frames before it (so the smoothing runs on without a seam). A video file path opens through the very same code
 (cv2.VideoCapture accepts both), which is how this path is tested on a machine without a camera:
@@ -22,11 +23,15 @@ import re
 import threading
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model.data.driving import DrivingFrames, DrivingSource, retarget_frames
 from model.tracking.track import Track, TrackingError
+
+if TYPE_CHECKING:
+    from model.data.body_motion import TorsoTracker
 
 TAIL = 8  # frames of the previous batch refitted with the next one (smoothing continuity)
 DEFAULT_FPS = 25.0  # when the capture reports no frame rate (many webcams)
@@ -191,6 +196,7 @@ class WebcamDriving(DrivingSource):
     def __init__(self, source: int | str, portrait: Track, translate: bool = True, realtime: bool | None = None):
         import cv2
 
+        from model.data.matting import SelfieMatter
         from model.tracking.facemesh import FaceMeshRunner
 
         cap, first = open_capture(source)
@@ -201,13 +207,17 @@ class WebcamDriving(DrivingSource):
         self.translate = translate
         self.tracker = LiveTracker(self.fps, (first.shape[1], first.shape[0]))
         self.runner = FaceMeshRunner(static=False)
+        self.matter = SelfieMatter()  # the torso's motion (model/data/body_motion.py), ~5 ms a frame
+        self._torso: TorsoTracker | None = None
+        self._last_chin: np.ndarray | None = None  # the last frame's chin, for a next batch that starts without a face
         is_file = isinstance(source, str)
         realtime = (not is_file) if realtime is None else realtime
         self.capture = CameraCapture(cap, self.fps, first, realtime, is_file=is_file)
         self.capture_times: list[float] = []  # perf_counter() of each delivered frame's capture, in order
         self._ended = False
 
-    def _read(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _read(self, n: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """(points (n, 478, 3), found (n,), the RGB frames) of the next n frames."""
         import cv2
 
         from model.tracking.facemesh import LANDMARK_COUNT
@@ -215,28 +225,57 @@ class WebcamDriving(DrivingSource):
         taken = self.capture.take(n)
         if len(taken) < n:
             self._ended = True
-        points, found = [], []
+        points, found, rgbs = [], [], []
         for t, bgr in taken:
-            pts = self.runner(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            pts = self.runner(rgb)
             found.append(pts is not None)
             points.append(np.zeros((LANDMARK_COUNT, 3)) if pts is None else pts)
+            rgbs.append(rgb)
             self.capture_times.append(t)
         if not points:
-            return np.zeros((0, LANDMARK_COUNT, 3)), np.zeros(0, bool)
-        return np.stack(points), np.array(found)
+            return np.zeros((0, LANDMARK_COUNT, 3)), np.zeros(0, bool), []
+        return np.stack(points), np.array(found), rgbs
+
+    def _torso_shifts(self, points: np.ndarray, found: np.ndarray, rgbs: list[np.ndarray]) -> np.ndarray:
+        """(n, 2): the driver's torso motion in these frames (model/data/body_motion.py), measured in
+        the crop the first batch fixed; a frame without a face keeps the last chin seen."""
+        from model.data.body_motion import ESTIMATE_RES, TorsoTracker, crop_matte
+        from model.tracking.crop import crop_affine, valid_mask
+        from model.tracking.facemesh import CHIN
+
+        A = crop_affine(self.tracker.reference.K, ESTIMATE_RES)
+        mattes = np.stack([crop_matte(self.matter, rgb, A) for rgb in rgbs])
+        landmarks = np.asarray(points, np.float64)[..., :2] @ A[:2, :2].T + A[:2, 2]
+        chins = landmarks[:, CHIN].copy()
+        seen = np.flatnonzero(found)
+        for i in range(len(chins)):
+            if not found[i]:
+                before = chins[i - 1] if i > 0 else self._last_chin
+                chins[i] = before if before is not None else (landmarks[seen[0], CHIN] if seen.size else chins[i])
+        self._last_chin = chins[-1]
+        if self._torso is None:  # the first batch has a face (LiveTracker checks)
+            self._torso = TorsoTracker.from_first_frame(mattes[0], landmarks[seen[0]],
+                                                        valid_mask(A, self.tracker.image_size, ESTIMATE_RES))
+        return self._torso.add(mattes, chins)
 
     def frames(self, n: int) -> DrivingFrames | None:
         if self._ended:
             return None
-        points, found = self._read(n)
+        points, found, rgbs = self._read(n)
         if len(points) == 0:
             return None
         expression, T = self.tracker.add(points, found)
         ref = self.tracker.reference.T_cam_from_head[0]
-        return retarget_frames(self.portrait, expression, T, ref, self.translate)
+        frames = retarget_frames(self.portrait, expression, T, ref, self.translate)
+        frames.torso_shift = self._torso_shifts(points, found, rgbs)
+        return frames
 
     def close(self) -> None:
         self.capture.close()
         if self.runner is not None:
             self.runner.close()
             self.runner = None
+        if self.matter is not None:
+            self.matter.close()
+            self.matter = None

@@ -47,55 +47,93 @@ def torso_shifts(mattes: np.ndarray, reference: np.ndarray, chins: np.ndarray, v
     reference frame's matte continued past the source (model.data.matting.continued_matte); chins
     (n, 2): the chin's pixel position in each crop; valid (R, R) bool: the crop's pixels inside the
     source video (a fixed crop: the same for every frame)."""
-    import cv2
-
-    mattes = np.asarray(mattes, np.float32)
-    n, R = mattes.shape[0], mattes.shape[-1]
-    if n == 0:
+    if len(mattes) == 0:
         return np.zeros((0, 2), np.float32)
-    s = ESTIMATE_RES / R
-    if R != ESTIMATE_RES:
-        mattes = np.stack([cv2.resize(m, (ESTIMATE_RES, ESTIMATE_RES), interpolation=cv2.INTER_AREA) for m in mattes])
-        reference = cv2.resize(np.asarray(reference, np.float32), (ESTIMATE_RES, ESTIMATE_RES), interpolation=cv2.INTER_AREA)
-        valid = cv2.resize(np.asarray(valid, np.uint8), (ESTIMATE_RES, ESTIMATE_RES), interpolation=cv2.INTER_NEAREST) > 0
-    chins = (np.asarray(chins, np.float64) + 0.5) * s - 0.5
-    res = ESTIMATE_RES
-    sx, sy = SEARCH_PX
-    cands = np.array([(dx, dy) for dy in range(-sy, sy + 1) for dx in range(-sx, sx + 1)], np.float32)
-    # the reference with its edges continued by the largest shift: every shifted copy is a window of it
-    padded = cv2.copyMakeBorder(np.asarray(reference, np.float32), sy, sy, sx, sx, cv2.BORDER_REPLICATE)
-    ys, xs = np.mgrid[:res, :res]
-    below_ref = valid & (ys > chins[0, 1] - ABOVE_CHIN * res)
-    cost = np.zeros((n, len(cands)), np.float32)
-    for t in range(1, n):
-        region = below_ref & ((np.abs(xs - chins[t, 0]) > NECK_HALF_WIDTH * res) | (ys > chins[t, 1] + BELOW_CHIN * res))
+    return TorsoTracker(reference, chins[0], valid).add(mattes, chins)
+
+
+class TorsoTracker:
+    """torso_shifts a batch of frames at a time (a live stream: the webcam): each batch's path is the
+    best one given every frame so far (its Viterbi state is carried on), not revised later. The
+    first batch starts with the reference frame itself. Arguments as torso_shifts'; chin (2,) the
+    reference frame's."""
+
+    def __init__(self, reference: np.ndarray, chin: np.ndarray, valid: np.ndarray):
+        import cv2
+
+        R = np.asarray(reference).shape[-1]
+        self._scale = ESTIMATE_RES / R
+        reference = self._at_estimate_res(np.asarray(reference, np.float32))
+        if R != ESTIMATE_RES:
+            valid = cv2.resize(np.asarray(valid, np.uint8), (ESTIMATE_RES, ESTIMATE_RES), interpolation=cv2.INTER_NEAREST) > 0
+        sx, sy = SEARCH_PX
+        self.cands = np.array([(dx, dy) for dy in range(-sy, sy + 1) for dx in range(-sx, sx + 1)], np.float32)
+        self._grid = (2 * sy + 1, 2 * sx + 1)
+        # the reference with its edges continued by the largest shift: every shifted copy is a window of it
+        self._padded = cv2.copyMakeBorder(reference, sy, sy, sx, sx, cv2.BORDER_REPLICATE)
+        ys, xs = np.mgrid[:ESTIMATE_RES, :ESTIMATE_RES]
+        self._ys, self._xs = ys, xs
+        self._below_ref = np.asarray(valid, bool) & (ys > self._chin(chin)[1] - ABOVE_CHIN * ESTIMATE_RES)
+        self._total: np.ndarray | None = None  # the Viterbi state after the last frame
+
+    @classmethod
+    def from_first_frame(cls, matte: np.ndarray, landmarks: np.ndarray, valid: np.ndarray) -> "TorsoTracker":
+        """The tracker of a video whose first frame has this matte (R, R) and face (landmarks (478, 2)
+        in its crop's pixels): its reference is that matte continued past the source with a bust
+        (model.data.matting.continued_matte, bust_matte), as the portrait continues a frame."""
+        from model.data.matting import bust_matte, continued_matte
+        from model.tracking.facemesh import CHIN
+
+        valid = np.asarray(valid, bool)
+        return cls(continued_matte(matte, valid, bust_matte(landmarks, valid.shape)), np.asarray(landmarks)[CHIN], valid)
+
+    def _at_estimate_res(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        if image.shape[-1] == ESTIMATE_RES:
+            return image
+        return cv2.resize(image, (ESTIMATE_RES, ESTIMATE_RES), interpolation=cv2.INTER_AREA)
+
+    def _chin(self, chin: np.ndarray) -> np.ndarray:
+        return (np.asarray(chin, np.float64) + 0.5) * self._scale - 0.5
+
+    def _cost(self, matte: np.ndarray, chin: np.ndarray) -> np.ndarray:
+        """(C,): how well each shifted reference matches a frame's matte beside and below its head."""
+        import cv2
+
+        res = ESTIMATE_RES
+        cx, cy = self._chin(chin)
+        region = self._below_ref & ((np.abs(self._xs - cx) > NECK_HALF_WIDTH * res) | (self._ys > cy + BELOW_CHIN * res))
         count = int(region.sum())
+        cost = np.zeros(len(self.cands), np.float32)
         if count >= MIN_PIXELS:
             # mean squared difference over the region for every shift at once: window (j, i) of the
             # padded reference is the reference moved by (sx - i, sy - j)
-            sq = cv2.matchTemplate(padded, mattes[t], cv2.TM_SQDIFF, mask=region.astype(np.float32))
-            cost[t] = sq[::-1, ::-1].reshape(-1) / count
-    cost += SHIFT_COST * np.abs(cands).sum(1)
-    return _smooth_path(cost, cands) / res
+            sq = cv2.matchTemplate(self._padded, self._at_estimate_res(np.asarray(matte, np.float32)), cv2.TM_SQDIFF,
+                                   mask=region.astype(np.float32))
+            cost = sq[::-1, ::-1].reshape(-1) / count
+        return cost + SHIFT_COST * np.abs(self.cands).sum(1)
 
-
-def _smooth_path(cost: np.ndarray, cands: np.ndarray) -> np.ndarray:
-    """(n, 2): the sequence of candidate shifts (C, 2), a (dy, dx) grid in row-major order, starting
-    at (0, 0) with the least sum of per-frame costs (n, C) and STEP_COST per px of change between
-    frames (Viterbi; each step's minimum over the previous frame by an L1 distance transform)."""
-    n = len(cost)
-    ny, nx = len(np.unique(cands[:, 1])), len(np.unique(cands[:, 0]))
-    total = np.where((cands == 0).all(1), 0.0, np.inf).reshape(ny, nx)
-    back = np.zeros((n, ny * nx), np.int32)
-    for t in range(1, n):
-        best, src = _l1_distance_transform(total, STEP_COST)
-        back[t] = src.reshape(-1)
-        total = best + cost[t].reshape(ny, nx)
-    path = np.zeros(n, np.int64)
-    path[-1] = int(total.argmin())
-    for t in range(n - 1, 0, -1):
-        path[t - 1] = back[t, path[t]]
-    return cands[path].astype(np.float32)
+    def add(self, mattes: np.ndarray, chins: np.ndarray) -> np.ndarray:
+        """(n, 2) float32 shifts (fractions of the crop) of the next n frames: mattes (n, R, R),
+        chins (n, 2) pixels."""
+        n = len(mattes)
+        ny, nx = self._grid
+        start = 0
+        if self._total is None:  # the reference frame: shift 0
+            self._total = np.where((self.cands == 0).all(1), 0.0, np.inf).reshape(ny, nx)
+            start = 1
+        back = np.zeros((n, ny * nx), np.int64)
+        path = np.full(n, int(np.flatnonzero((self.cands == 0).all(1))[0]), np.int64)
+        for t in range(start, n):
+            best, src = _l1_distance_transform(self._total, STEP_COST)
+            back[t] = src.reshape(-1)
+            self._total = best + self._cost(mattes[t], chins[t]).reshape(ny, nx)
+        if n > start:
+            path[-1] = int(self._total.argmin())
+            for t in range(n - 1, start, -1):
+                path[t - 1] = back[t, path[t]]
+        return (self.cands[path] / ESTIMATE_RES).astype(np.float32)
 
 
 def _l1_distance_transform(f: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
@@ -119,19 +157,27 @@ def _l1_distance_transform(f: np.ndarray, step: float) -> tuple[np.ndarray, np.n
 
 def prepared_torso_shifts(video: "PreparedVideo", n: int | None = None) -> np.ndarray:
     """(n, 2) torso_shifts of a prepared video's first n frames (default all) against its first,
-    from its mattes (~4 ms a frame)."""
-    from model.data.matting import bust_matte, continued_matte
+    from its mattes (~2 ms a frame)."""
     from model.tracking.facemesh import CHIN
 
     n = len(video) if n is None else min(n, len(video))
+    if n == 0:
+        return np.zeros((0, 2), np.float32)
     mattes = np.asarray(video.mattes[:n], np.float32) / 255.0  # at the dataset's res, as video.K
-    valid = video.valid_mask
     T = np.asarray(video.T_cam_from_head[:n], np.float64)
     points = np.einsum("nij,nvj->nvi", T[:, :3, :3], video.track.vertices_head()[:n].astype(np.float64)) + T[:, None, :3, 3]
     points = points @ np.asarray(video.K, np.float64).T
     points = points[..., :2] / points[..., 2:]  # (n, V, 2) in the crop's pixels
-    reference = continued_matte(mattes[0], valid, bust_matte(points[0], valid.shape))
-    return torso_shifts(mattes, reference, points[:, CHIN], valid)
+    return TorsoTracker.from_first_frame(mattes[0], points[0], video.valid_mask).add(mattes, points[:, CHIN])
+
+
+def crop_matte(matter, frame: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """(ESTIMATE_RES, ESTIMATE_RES) float32: the person matte of a source frame (H, W, 3) RGB by
+    `matter` (model.data.matting.SelfieMatter), in the crop of affine A (model.tracking.crop.crop_affine
+    at ESTIMATE_RES): the whole frame is matted, as `imp prepare` mattes it."""
+    from model.tracking.crop import crop_image
+
+    return crop_image(matter(frame), A, ESTIMATE_RES)
 
 
 def video_torso_shifts(path: str | Path, K_source: np.ndarray, image_size: tuple[int, int], landmarks_source: np.ndarray,
@@ -142,9 +188,9 @@ def video_torso_shifts(path: str | Path, K_source: np.ndarray, image_size: tuple
     tracked face in source pixels."""
     from tqdm import tqdm
 
-    from model.data.matting import SelfieMatter, bust_matte, continued_matte
+    from model.data.matting import SelfieMatter
     from model.formats import video
-    from model.tracking.crop import crop_affine, crop_image, valid_mask
+    from model.tracking.crop import crop_affine, valid_mask
     from model.tracking.facemesh import CHIN
 
     n = len(landmarks_source)
@@ -154,13 +200,13 @@ def video_torso_shifts(path: str | Path, K_source: np.ndarray, image_size: tuple
     with SelfieMatter() as matter:
         for i, frame in enumerate(tqdm(video.iter_frames(path, n), total=n, desc="matting driving", unit="frame",
                                        leave=False, disable=not progress)):
-            mattes[i] = crop_image(matter(frame), A, ESTIMATE_RES)
+            mattes[i] = crop_matte(matter, frame, A)
             count += 1
-    mattes = mattes[:count]
-    valid = valid_mask(A, tuple(image_size), ESTIMATE_RES)
+    if count == 0:
+        return np.zeros((n, 2), np.float32)
     points = np.asarray(landmarks_source, np.float64)[:count] @ A[:2, :2].T + A[:2, 2]  # in the crop's pixels
-    reference = continued_matte(mattes[0], valid, bust_matte(points[0], valid.shape)) if count else mattes[:0]
-    shifts = torso_shifts(mattes, reference, points[:, CHIN], valid)
+    tracker = TorsoTracker.from_first_frame(mattes[0], points[0], valid_mask(A, tuple(image_size), ESTIMATE_RES))
+    shifts = tracker.add(mattes[:count], points[:, CHIN])
     if count < n:  # a video that decodes fewer frames than were tracked: the last shift holds
-        shifts = np.concatenate([shifts, np.repeat(shifts[-1:] if count else np.zeros((1, 2), np.float32), n - count, 0)])
+        shifts = np.concatenate([shifts, np.repeat(shifts[-1:], n - count, 0)])
     return shifts
