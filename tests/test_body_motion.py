@@ -96,13 +96,21 @@ def test_real_footage(shared_data):
 
 
 def test_moved_torso_moves_the_body_and_continues_its_edges():
-    torso = torch.zeros(4, 16, 16)
-    torso[:, 10:] = torch.arange(16.0)[None, None]  # a body whose columns differ, below row 10
-    same = moved_torso(torso, None, (16, 16))
-    assert same.shape == (1, 4, 16, 16) and torch.equal(same[0], torso)
-    assert torch.equal(moved_torso(torso, torch.zeros(2, 2), (16, 16))[0], torso)
-    up = moved_torso(torso, torch.tensor([[0.0, -4 / 16], [2 / 16, 0.0]]), (16, 16))
-    assert up.shape == (2, 4, 16, 16)
-    assert torch.allclose(up[0, :, 6:12], torso[:, 10:16])  # risen by 4 px
-    assert torch.allclose(up[0, :, 12:], torso[:, 15:16].expand(4, 4, 16))  # its bottom row continues below
-    assert torch.allclose(up[1, :, :, 2:], torso[:, :, :14]) and torch.allclose(up[1, :, :, :2], torso[:, :, :1].expand(4, 16, 2))
+    """A body moved up brings its bottom row on below it, blurred the more the farther (a narrow
+    detail at the edge, a white shirt between lapels, does not run down as a streak); moved aside,
+    its side column repeats."""
+    torso = torch.zeros(4, 32, 32)
+    torso[:, 20:] = 1.0  # a body below row 20 ...
+    torso[:, 20:, 15:17] = 3.0  # ... with a bright two-column detail down to the bottom row
+    same = moved_torso(torso, None, (32, 32))
+    assert same.shape == (1, 4, 32, 32) and torch.equal(same[0], torso)
+    assert torch.equal(moved_torso(torso, torch.zeros(2, 2), (32, 32))[0], torso)
+    up = moved_torso(torso, torch.tensor([[0.0, -12 / 32], [2 / 32, 0.0]]), (32, 32))
+    assert up.shape == (2, 4, 32, 32)
+    assert torch.allclose(up[0, :, 8:20], torso[:, 20:32])  # risen by 12 px
+    below = up[0, 0, 20:]  # rows 1..12 past the portrait's bottom row
+    peak, spread = below[:, 15:17].mean(1), (below > 1.05).sum(1)
+    assert torch.allclose(below[0], torso[0, 31], atol=0.35)  # right under the edge: nearly the edge row
+    assert (peak[1:] <= peak[:-1] + 1e-5).all() and peak[-1] < 2.0 and spread[-1] > spread[0]  # blurred, not a streak
+    assert torch.allclose(below.mean(1), torso[0, 31].mean().expand(12), atol=0.05)  # the same colour on the whole
+    assert torch.allclose(up[1, :, :, 2:], torso[:, :, :30]) and torch.allclose(up[1, :, :, :2], torso[:, :, :1].expand(4, 32, 2))

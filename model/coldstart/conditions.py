@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.coldstart.raster import Fragments, apply_matrix, rasterize
+from model.geometry import continuation
 from model.geometry.crop_camera import crop_camera_K
 from model.geometry.mpi_planes import near_far, plane_depths
 from model.net.config import ModelConfig
@@ -387,16 +388,44 @@ def identity_of(side: PortraitSide, frags: Fragments, T_mpi_from_head: np.ndarra
 
 def moved_torso(torso: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
     """model.geometry.portrait_warp.moved_torso at the portrait's own size: torso (C, H, W) moved by
-    shift (n, 2) (fractions of the image; None or zeros: (1, C, H, W) as it is), its edge pixels
-    continued past the image's edges."""
+    shift (n, 2) (fractions of the image; None or zeros: (1, C, H, W) as it is), its side pixels
+    continued past the image's sides, its bottom row blurred the more past its bottom."""
     if shift is None or not np.any(shift):
         return torso[None]
     C, H, W = torso.shape
     shift = np.asarray(shift, _f32)
     ys, xs = np.meshgrid(np.arange(H, dtype=_f32), np.arange(W, dtype=_f32), indexing="ij")
     u = np.clip(xs[None] - shift[:, 0, None, None] * _f32(W), _f32(0.0), _f32(W - 1))
-    v = np.clip(ys[None] - shift[:, 1, None, None] * _f32(H), _f32(0.0), _f32(H - 1))
-    return sample_bilinear(padded_table(torso), (H, W), *pixel_positions(np.stack([u, v]), (H, W))).transpose(1, 0, 2, 3)
+    v_at = ys[None] - shift[:, 1, None, None] * _f32(H)
+    out = sample_bilinear(padded_table(torso), (H, W), *pixel_positions(np.stack([u, np.clip(v_at, _f32(0.0), _f32(H - 1))]), (H, W)))
+    past = np.maximum(v_at - _f32(H - 1), _f32(0.0))
+    if not np.any(past > 0):
+        return out.transpose(1, 0, 2, 3)
+    levels = [s * W / 128.0 for s in continuation.SPREAD_LEVELS]
+    rows = _blur_levels(torso[:, -1], levels)  # (C, L, W)
+    pos = np.zeros_like(past)
+    for a, b in zip(levels[:-1], levels[1:]):
+        pos = pos + np.clip((_f32(continuation.SPREAD) * past - _f32(a)) / _f32(b - a), _f32(0.0), _f32(1.0))
+    below = sample_bilinear(padded_table(rows), rows.shape[1:], *pixel_positions(np.stack([u, pos]), rows.shape[1:]))
+    return np.where(past[None] > 0, below, out).transpose(1, 0, 2, 3)
+
+
+def _blur_levels(row: np.ndarray, sigmas: list[float]) -> np.ndarray:
+    """model.geometry.portrait_warp.blur_levels: (C, L, w) of a row (C, w)."""
+    C, w = row.shape
+    idx = np.arange(w)
+    out = []
+    for s in sigmas:
+        if s <= 0:
+            out.append(row)
+            continue
+        taps = continuation.gaussian_taps(s)
+        r = len(taps) // 2
+        acc = np.zeros_like(row)
+        for j, k in enumerate(taps):
+            acc = acc + _f32(k) * row[:, np.clip(idx + j - r, 0, w - 1)]
+        out.append(acc)
+    return np.stack(out, 1)
 
 
 def identity(portrait: np.ndarray, matte: np.ndarray, portrait_vertices_head: np.ndarray, T_portrait: np.ndarray,

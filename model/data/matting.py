@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from model.geometry import continuation
+
 PERSON_THRESHOLD = 0.1  # matte above this counts as person when building the background
 MIN_MATTE = 0.02  # below this coverage a pixel keeps its image colour (the matting equation is ill-posed)
 INPAINT_MAX_SIDE = 256  # inpainting runs at most at this size: large holes are smooth anyway, and Telea is slow
@@ -189,8 +191,8 @@ def unmix_foreground(image: np.ndarray, matte: np.ndarray, background: np.ndarra
 PERSON_TOP_FADE = 0.06  # of the crop: the person continued above the source image fades out over this (a head is round)
 PERSON_TOP_ROUND = 2.0  # ... and narrows by this many pixels a side per pixel above it: a crown the photo's top just grazes must not stand up as a tuft
 PERSON_SIDE_FADE = 0.12  # of the crop: ... and past its left / right edge over this (shoulders, hair end somewhere)
-PERSON_SPREAD = 0.5  # the continued person is blurred by this many pixels per pixel away from the source: no long stripes
-SPREAD_LEVELS = (0.0, 1.5, 3.0, 6.0, 12.0)  # Gaussian widths (px of a 128 px crop) between which a pixel's blur is interpolated
+PERSON_SPREAD = continuation.SPREAD  # the continued person is blurred by this many pixels per pixel away from the source: no long stripes
+SPREAD_LEVELS = continuation.SPREAD_LEVELS  # Gaussian widths (px of a 128 px crop) between which a pixel's blur is interpolated
 HEAD_MOVES = 0.25  # of the crop: how far a moving head may carry the person past the source's sides and top (d20 rises by a fifth); the clip's alpha is cut to the condition's matte there, frame by frame
 TORSO_MOVES = (8, 32)  # px of a 128 px crop, x and y: how far a driver's torso may move the body (model/data/body_motion.py)
 # a bust where the source ends under the chin (a close-up, a video framed at the collar): in face

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model.geometry import mpi
+from model.geometry import continuation, mpi
 from model.geometry.camera import apply_matrix, apply_pose
 from model.geometry.raster import rasterize
 
@@ -208,11 +208,39 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     return torch.cat([rgb, alpha, mesh_conf], 1)
 
 
+def blur_levels(row: Tensor, sigmas: list[float]) -> Tensor:
+    """(C, L, w): a row (C, w) blurred along w by Gaussians of each width (0: as it is), edges repeated."""
+    C, w = row.shape
+    idx = torch.arange(w)
+    out = []
+    for s in sigmas:
+        if s <= 0:
+            out.append(row)
+            continue
+        taps = continuation.gaussian_taps(s)
+        r = len(taps) // 2
+        acc = torch.zeros_like(row)
+        for j, k in enumerate(taps):
+            acc = acc + k * row[:, (idx + j - r).clamp(0, w - 1)]
+        out.append(acc)
+    return torch.stack(out, 1)
+
+
+def level_position(sigma: Tensor, levels: list[float]) -> Tensor:
+    """Where sigma (...) lies among increasing levels (L,): a float index in [0, L - 1], linear
+    between them (np.interp(sigma, levels, range(L)))."""
+    pos = torch.zeros_like(sigma)
+    for a, b in zip(levels[:-1], levels[1:]):
+        pos = pos + ((sigma - a) / (b - a)).clamp(0.0, 1.0)
+    return pos
+
+
 def moved_torso(torso: Tensor, shift: Tensor | None, hw: tuple[int, int]) -> Tensor:
     """The portrait's body part torso (C, h, w) in an image of size hw, moved by shift (n, 2)
     (fractions of the image's size; None or zeros: where it is, (1, C, H, W)), else (n, C, H, W).
-    Past the image's edges it continues its edge pixels: a torso rising into view brings more of
-    itself, the part the portrait continues past its source (model.data.matting.continue_person)."""
+    Past the image's sides it continues its edge pixels; past its bottom (a body risen into view
+    brings more of itself) its bottom row, blurred the more the farther (model/geometry/continuation.py,
+    as a portrait's person is continued past its photo), not repeated as streaks."""
     hp = tuple(torso.shape[-2:])
     if shift is None or not bool(torch.any(shift != 0)):
         return F.interpolate(torso[None], size=hw, mode="bilinear", align_corners=False) if hp != tuple(hw) else torso[None]
@@ -222,8 +250,15 @@ def moved_torso(torso: Tensor, shift: Tensor | None, hw: tuple[int, int]) -> Ten
     ys, xs = torch.meshgrid(torch.arange(h, dtype=dt), torch.arange(w, dtype=dt), indexing="ij")
     # the source pixel each output pixel shows, in the portrait's pixels (the same crop, resized)
     u = ((xs[None] - shift[:, 0, None, None] * w + 0.5) * (hp[1] / w) - 0.5).clamp(0.0, hp[1] - 1.0)
-    v = ((ys[None] - shift[:, 1, None, None] * h + 0.5) * (hp[0] / h) - 0.5).clamp(0.0, hp[0] - 1.0)
-    return _sample(torso, torch.stack([u, v], 1))
+    v_at = (ys[None] - shift[:, 1, None, None] * h + 0.5) * (hp[0] / h) - 0.5
+    out = _sample(torso, torch.stack([u, v_at.clamp(0.0, hp[0] - 1.0)], 1))
+    past = (v_at - (hp[0] - 1.0)).clamp(min=0.0)
+    if not bool(torch.any(past > 0)):
+        return out
+    levels = [s * hp[1] / 128.0 for s in continuation.SPREAD_LEVELS]
+    rows = blur_levels(torso[:, -1], levels)  # (C, L, w)
+    below = _sample(rows, torch.stack([u, level_position(continuation.SPREAD * past, levels)], 1))
+    return torch.where(past[:, None] > 0, below, out)
 
 
 def mouth_mask(identity: Tensor) -> Tensor:
