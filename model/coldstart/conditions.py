@@ -402,30 +402,12 @@ def moved_torso(torso: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
     if not np.any(past > 0):
         return out.transpose(1, 0, 2, 3)
     levels = [s * W / 128.0 for s in continuation.SPREAD_LEVELS]
-    rows = _blur_levels(torso[:, -1], levels)  # (C, L, W)
+    rows = continuation.blur_levels(torso[:, -1], levels)  # (C, L, W)
     pos = np.zeros_like(past)
     for a, b in zip(levels[:-1], levels[1:]):
         pos = pos + np.clip((_f32(continuation.SPREAD) * past - _f32(a)) / _f32(b - a), _f32(0.0), _f32(1.0))
     below = sample_bilinear(padded_table(rows), rows.shape[1:], *pixel_positions(np.stack([u, pos]), rows.shape[1:]))
     return np.where(past[None] > 0, below, out).transpose(1, 0, 2, 3)
-
-
-def _blur_levels(row: np.ndarray, sigmas: list[float]) -> np.ndarray:
-    """model.geometry.portrait_warp.blur_levels: (C, L, w) of a row (C, w)."""
-    C, w = row.shape
-    idx = np.arange(w)
-    out = []
-    for s in sigmas:
-        if s <= 0:
-            out.append(row)
-            continue
-        taps = continuation.gaussian_taps(s)
-        r = len(taps) // 2
-        acc = np.zeros_like(row)
-        for j, k in enumerate(taps):
-            acc = acc + _f32(k) * row[:, np.clip(idx + j - r, 0, w - 1)]
-        out.append(acc)
-    return np.stack(out, 1)
 
 
 def identity(portrait: np.ndarray, matte: np.ndarray, portrait_vertices_head: np.ndarray, T_portrait: np.ndarray,

@@ -208,24 +208,6 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     return torch.cat([rgb, alpha, mesh_conf], 1)
 
 
-def blur_levels(row: Tensor, sigmas: list[float]) -> Tensor:
-    """(C, L, w): a row (C, w) blurred along w by Gaussians of each width (0: as it is), edges repeated."""
-    C, w = row.shape
-    idx = torch.arange(w)
-    out = []
-    for s in sigmas:
-        if s <= 0:
-            out.append(row)
-            continue
-        taps = continuation.gaussian_taps(s)
-        r = len(taps) // 2
-        acc = torch.zeros_like(row)
-        for j, k in enumerate(taps):
-            acc = acc + k * row[:, (idx + j - r).clamp(0, w - 1)]
-        out.append(acc)
-    return torch.stack(out, 1)
-
-
 def level_position(sigma: Tensor, levels: list[float]) -> Tensor:
     """Where sigma (...) lies among increasing levels (L,): a float index in [0, L - 1], linear
     between them (np.interp(sigma, levels, range(L)))."""
@@ -256,7 +238,7 @@ def moved_torso(torso: Tensor, shift: Tensor | None, hw: tuple[int, int]) -> Ten
     if not bool(torch.any(past > 0)):
         return out
     levels = [s * hp[1] / 128.0 for s in continuation.SPREAD_LEVELS]
-    rows = blur_levels(torso[:, -1], levels)  # (C, L, w)
+    rows = torch.from_numpy(continuation.blur_levels(torso[:, -1].detach().cpu().numpy(), levels)).to(torso)  # (C, L, w): one row
     below = _sample(rows, torch.stack([u, level_position(continuation.SPREAD * past, levels)], 1))
     return torch.where(past[:, None] > 0, below, out)
 
