@@ -234,27 +234,3 @@ def test_a_photo_ending_at_the_collar_continues_into_shoulders_in_the_clothes_co
     # the bust as it will be when the driver rises (TORSO_MOVES: 16 px at 64) may show too
     assert (shown[40:44] >= m[56:60] - 1e-6).all() and (shown[40:44] > 0.99).sum() > (m[40:44] > 0.99).sum()
     np.testing.assert_allclose(matting.continued_matte(matte, valid, bust), m, atol=1e-6)
-
-
-def test_beside_the_photo_under_the_chin_the_shoulders_are_the_busts():
-    """A photo whose side cuts the shoulders: beside it, from the chin down, the continued matte is
-    the bust's sloping shoulder, not the side pixels run on as a band with a straight top."""
-    H = W = 64
-    valid = np.zeros((H, W), bool)
-    valid[:44, 12:52] = True
-    bg = np.full((H, W, 3), 100, np.uint8)
-    image = bg.copy()
-    matte = np.zeros((H, W), np.float32)
-    image[8:44, 22:42] = (220, 170, 140)  # head and neck
-    matte[8:44, 22:42] = 1.0
-    image[38:44, 12:52] = (30, 30, 120)  # shoulders reaching the photo's sides in its last rows
-    matte[38:44, 12:52] = 1.0
-    matte *= valid
-    bust = matting.bust_matte(_face_landmarks((31.5, 30.0), 16.0), (H, W))
-    _, plain, _ = matting.continue_person(image, matte, bg, valid)
-    _, m, _ = matting.continue_person(image, matte, bg, valid, bust)
-    assert plain[40, 9] > 0.3  # without a bust: the band beside the photo
-    beside = np.zeros((H, W), bool)
-    beside[30:, :12] = beside[30:, 52:] = True  # (12 and 51 are the photo's outermost columns, continued too)
-    np.testing.assert_allclose(m[beside], bust[beside], atol=1e-6)
-    np.testing.assert_allclose(matting.continued_matte(matte, valid, bust), m, atol=1e-6)

@@ -257,23 +257,11 @@ def continued_matte(matte: np.ndarray, valid: np.ndarray, bust: np.ndarray | Non
     grid = _continuation(matte, valid)
     if grid is None:
         return matte
-    cy, cx, fade, bounds = grid
+    cy, cx, fade, _ = grid
     outside = matte[cy, cx] * fade
     if bust is not None:
-        outside = _with_bust(outside, bust, bounds)
+        outside = np.maximum(outside, bust)
     return np.where(valid, matte, outside).astype(np.float32)
-
-
-def _with_bust(outside: np.ndarray, bust: np.ndarray, bounds: tuple[int, int, int, int]) -> np.ndarray:
-    """The continued matte (H, W) filled out to the bust (H, W); beside the source from the chin
-    down, the bust alone: there the source's side pixels ran on as a band with a straight top and a
-    block below it (a shoulder the photo's side cuts), where a shoulder's outline slopes."""
-    H, W = outside.shape
-    x0, x1, _, _ = bounds
-    yy, xx = np.mgrid[:H, :W]
-    under_chin = (bust.max(1) > 0)[:, None]  # the bust's rows: from the chin down
-    beside = (xx < x0) | (xx > x1)
-    return np.where(beside & under_chin, bust, np.maximum(outside, bust))
 
 
 BUST_COLOUR_ROWS = 4  # the bust takes the colour of the person in this many rows at the source's bottom ...
@@ -281,14 +269,13 @@ BUST_COLOUR_SPREAD = 0.12  # ... blurred over this much of the crop
 
 
 def _fill_bust(m: np.ndarray, colour: np.ndarray, spread_alpha: np.ndarray, bust: np.ndarray, fg: np.ndarray,
-               matte: np.ndarray, valid: np.ndarray, bounds: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+               matte: np.ndarray, valid: np.ndarray, y1: int) -> tuple[np.ndarray, np.ndarray]:
     """continue_person's matte m (H, W) and colour (H, W, 3) outside the source filled out to the bust
     (H, W): where the straight continuation is thin, the colour of the clothes at the source's
     bottom rows beside the neck, blurred (a pixel far from them takes their mean)."""
     import cv2
 
     H, W = m.shape
-    y1 = bounds[3]
     band = np.zeros((H, W), np.float32)
     band[max(0, y1 - BUST_COLOUR_ROWS + 1):y1 + 1] = 1.0
     rows = np.flatnonzero(bust.max(1) > 0.5)
@@ -305,7 +292,7 @@ def _fill_bust(m: np.ndarray, colour: np.ndarray, spread_alpha: np.ndarray, bust
     den = cv2.GaussianBlur(w, (0, 0), sigma)[..., None]
     near = np.clip(den / 0.05, 0.0, 1.0)
     clothes = near * num / np.maximum(den, 1e-6) + (1.0 - near) * mean
-    grown = np.where(valid, m, _with_bust(m, bust, bounds)).astype(np.float32)
+    grown = np.where(valid, m, np.maximum(m, bust)).astype(np.float32)
     own = np.clip(spread_alpha / 0.5, 0.0, 1.0)[..., None]  # where the continuation has a person, its colour
     return grown, np.where(valid[..., None], colour, own * colour + (1.0 - own) * clothes)
 
@@ -356,7 +343,7 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
     m = np.where(valid, matte, rgba[..., 3]).astype(np.float32)
     colour = spread[..., :3] / np.maximum(spread[..., 3:], MIN_MATTE)
     if bust is not None:
-        m, colour = _fill_bust(m, colour, spread[..., 3], bust, fg, matte, valid, (x0, x1, y0, y1))
+        m, colour = _fill_bust(m, colour, spread[..., 3], bust, fg, matte, valid, y1)
     outside = m[..., None] * colour + (1.0 - m[..., None]) * background.astype(np.float32)
     out = np.where(valid[..., None], image, np.clip(np.round(outside), 0, 255).astype(np.uint8))
     moves = person_mask(m, max(2, round(HEAD_MOVES * H))) & (yy <= y1)
