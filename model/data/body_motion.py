@@ -165,10 +165,16 @@ def prepared_torso_shifts(video: "PreparedVideo", n: int | None = None) -> np.nd
         return np.zeros((0, 2), np.float32)
     mattes = np.asarray(video.mattes[:n], np.float32) / 255.0  # at the dataset's res, as video.K
     T = np.asarray(video.T_cam_from_head[:n], np.float64)
-    points = np.einsum("nij,nvj->nvi", T[:, :3, :3], video.track.vertices_head()[:n].astype(np.float64)) + T[:, None, :3, 3]
-    points = points @ np.asarray(video.K, np.float64).T
-    points = points[..., :2] / points[..., 2:]  # (n, V, 2) in the crop's pixels
-    return TorsoTracker.from_first_frame(mattes[0], points[0], video.valid_mask).add(mattes, points[:, CHIN])
+    K = np.asarray(video.K, np.float64)
+
+    def in_crop(points: np.ndarray, T: np.ndarray) -> np.ndarray:  # head-frame points (..., 3) -> crop pixels (..., 2)
+        p = (points @ T[..., :3, :3].swapaxes(-1, -2) + T[..., None, :3, 3]) @ K.T
+        return p[..., :2] / p[..., 2:]
+
+    vertices = video.track.vertices_head()[:n].astype(np.float64)
+    first = in_crop(vertices[0], T[0])  # the whole first face (its bust); only the chin of the others
+    chins = in_crop(vertices[:, CHIN:CHIN + 1], T)[:, 0]
+    return TorsoTracker.from_first_frame(mattes[0], first, video.valid_mask).add(mattes, chins)
 
 
 def crop_matte(matter, frame: np.ndarray, A: np.ndarray) -> np.ndarray:

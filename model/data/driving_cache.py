@@ -1,6 +1,7 @@
 """Tracks of driving videos kept on disk: a driving video is tracked once, not at every launch of
 imp-viewer or run of imp generate. An entry holds the face track and the torso's motion
-(model/data/body_motion.py: the video matted at 128 px in the track's crop, ~3 ms a frame more).
+(model/data/body_motion.py: the video decoded again and matted in the track's crop, ~7.5 ms a
+frame more).
 
 Tracking runs at ~9 ms a frame on this 2-core CPU, all of it before the first generated frame
 (the track is smoothed forwards and backwards, so it is made whole): 2 s for an 8-second clip, half
@@ -64,18 +65,13 @@ def driving_video_track(path: str | Path, cache_dir: Path | None, progress: bool
                 return track, torso
         except (TrackingError, OSError, ValueError, KeyError, zipfile.BadZipFile):  # a torn or foreign file: made again
             pass
+    from model.data.body_motion import video_torso_shifts
+
     track = track_video(path, progress=progress, max_frames=max_frames)
-    torso = torso_of(path, track, progress)
+    torso = video_torso_shifts(path, track.K, track.image_size, track.landmarks, progress=progress)
     if entry is not None:
         _save(entry, track, torso)
     return track, torso
-
-
-def torso_of(path: str | Path, track: Track, progress: bool = True) -> np.ndarray:
-    """(n, 2) body_motion.video_torso_shifts of a video's track."""
-    from model.data.body_motion import video_torso_shifts
-
-    return video_torso_shifts(path, track.K, track.image_size, track.landmarks, progress=progress)
 
 
 def _save(entry: Path, track: Track, torso: np.ndarray) -> None:

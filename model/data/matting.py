@@ -257,44 +257,53 @@ def continued_matte(matte: np.ndarray, valid: np.ndarray, bust: np.ndarray | Non
     grid = _continuation(matte, valid)
     if grid is None:
         return matte
-    cy, cx, fade, _ = grid
-    outside = matte[cy, cx] * fade
-    if bust is not None:
-        outside = np.maximum(outside, bust)
-    return np.where(valid, matte, outside).astype(np.float32)
+    return _continued(matte, valid, grid, bust)[0]
 
 
 BUST_COLOUR_ROWS = 4  # the bust takes the colour of the person in this many rows at the source's bottom ...
 BUST_COLOUR_SPREAD = 0.12  # ... blurred over this much of the crop
 
 
-def _fill_bust(m: np.ndarray, colour: np.ndarray, spread_alpha: np.ndarray, bust: np.ndarray, fg: np.ndarray,
-               matte: np.ndarray, valid: np.ndarray, y1: int) -> tuple[np.ndarray, np.ndarray]:
-    """continue_person's matte m (H, W) and colour (H, W, 3) outside the source filled out to the bust
-    (H, W): where the straight continuation is thin, the colour of the clothes at the source's
-    bottom rows beside the neck, blurred (a pixel far from them takes their mean)."""
+def _continued(matte: np.ndarray, valid: np.ndarray, grid: tuple, bust: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the continued matte (H, W) float32, the weights (H, W) of the source pixels whose colour the
+    bust takes, or None when there is no bust): the outline runs straight on past the source
+    (`_continuation`), filled out to the bust where the source shows a person at its bottom (the
+    clothes a bust is coloured like: the bottom rows beside the neck; none, no bust)."""
+    cy, cx, fade, (_, _, _, y1) = grid
+    outside = matte[cy, cx] * fade
+    weights = None
+    if bust is not None:
+        H, W = matte.shape
+        band = np.zeros((H, W), np.float32)
+        band[max(0, y1 - BUST_COLOUR_ROWS + 1):y1 + 1] = 1.0
+        rows = np.flatnonzero(bust.max(1) > 0.5)
+        if rows.size:  # not the neck's skin: its columns are the bust's at the chin, where it is only neck
+            neck = bust[rows[0]] > 0.5
+            if (matte * band * valid)[:, ~neck].sum() >= 1.0:
+                band[:, neck] = 0.0
+        w = matte * band * valid
+        if w.sum() >= 1.0:
+            weights = w
+            outside = np.maximum(outside, bust)
+    return np.where(valid, matte, outside).astype(np.float32), weights
+
+
+def _bust_colour(colour: np.ndarray, spread_alpha: np.ndarray, fg: np.ndarray, weights: np.ndarray,
+                 valid: np.ndarray) -> np.ndarray:
+    """continue_person's colour (H, W, 3) outside the source where the bust fills the person out:
+    where the straight continuation is thin, the clothes' colour (fg (H, W, 3) at the source pixels
+    of `weights`), blurred (a pixel far from them takes their mean)."""
     import cv2
 
-    H, W = m.shape
-    band = np.zeros((H, W), np.float32)
-    band[max(0, y1 - BUST_COLOUR_ROWS + 1):y1 + 1] = 1.0
-    rows = np.flatnonzero(bust.max(1) > 0.5)
-    if rows.size:  # not the neck's skin: its columns are the bust's at the chin, where it is only neck
-        neck = bust[rows[0]] > 0.5
-        if (matte * band * valid)[:, ~neck].sum() >= 1.0:
-            band[:, neck] = 0.0
-    w = matte * band * valid
-    if w.sum() < 1.0:  # the source shows no person at its bottom: nothing to colour a bust with
-        return m, colour
-    mean = (fg * w[..., None]).sum((0, 1)) / w.sum()
+    H = colour.shape[0]
+    mean = (fg * weights[..., None]).sum((0, 1)) / weights.sum()
     sigma = BUST_COLOUR_SPREAD * H
-    num = cv2.GaussianBlur(fg * w[..., None], (0, 0), sigma)
-    den = cv2.GaussianBlur(w, (0, 0), sigma)[..., None]
+    num = cv2.GaussianBlur(fg * weights[..., None], (0, 0), sigma)
+    den = cv2.GaussianBlur(weights, (0, 0), sigma)[..., None]
     near = np.clip(den / 0.05, 0.0, 1.0)
     clothes = near * num / np.maximum(den, 1e-6) + (1.0 - near) * mean
-    grown = np.where(valid, m, np.maximum(m, bust)).astype(np.float32)
     own = np.clip(spread_alpha / 0.5, 0.0, 1.0)[..., None]  # where the continuation has a person, its colour
-    return grown, np.where(valid[..., None], colour, own * colour + (1.0 - own) * clothes)
+    return np.where(valid[..., None], colour, own * colour + (1.0 - own) * clothes)
 
 
 def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray,
@@ -340,10 +349,10 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
                  (rgba if s == 0 else cv2.GaussianBlur(rgba, (0, 0), s, borderType=cv2.BORDER_REPLICATE))
                  for k, s in enumerate(levels))
     # the outline itself runs on unblurred (a torso is a column), only its colour spreads
-    m = np.where(valid, matte, rgba[..., 3]).astype(np.float32)
+    m, weights = _continued(matte, valid, grid, bust)
     colour = spread[..., :3] / np.maximum(spread[..., 3:], MIN_MATTE)
-    if bust is not None:
-        m, colour = _fill_bust(m, colour, spread[..., 3], bust, fg, matte, valid, y1)
+    if weights is not None:
+        colour = _bust_colour(colour, spread[..., 3], fg, weights, valid)
     outside = m[..., None] * colour + (1.0 - m[..., None]) * background.astype(np.float32)
     out = np.where(valid[..., None], image, np.clip(np.round(outside), 0, 255).astype(np.uint8))
     moves = person_mask(m, max(2, round(HEAD_MOVES * H))) & (yy <= y1)

@@ -250,8 +250,7 @@ class VideoSource:
 
     def landmarks(self, ref: int) -> np.ndarray:
         """(V, 2) float64: frame ref's tracked mesh in its crop's pixels at the model's resolution."""
-        p = camera.apply_matrix(camera.apply_pose(self.vertices[ref].double(), self.T[ref].double()), self.K.double())
-        return (p[:, :2] / p[:, 2:]).numpy()
+        return camera.project(self.K.double(), self.T[ref].double(), self.vertices[ref].double())[0].numpy()
 
     def identity(self, ref: int, vertices_head: Tensor, T_mpi_from_head: Tensor, torso_shift: Tensor | None = None) -> Tensor:
         """(n, 5, R, R): frame `ref` (image, matte, its own mesh and pose) carried onto the meshes
