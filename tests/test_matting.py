@@ -234,3 +234,26 @@ def test_a_photo_ending_at_the_collar_continues_into_shoulders_in_the_clothes_co
     # the bust as it will be when the driver rises (TORSO_MOVES: 16 px at 64) may show too
     assert (shown[40:44] >= m[56:60] - 1e-6).all() and (shown[40:44] > 0.99).sum() > (m[40:44] > 0.99).sum()
     np.testing.assert_allclose(matting.continued_matte(matte, valid, bust), m, atol=1e-6)
+
+
+def test_a_bust_takes_the_clothes_colour_not_the_background_a_matte_ran_into_nor_the_neck():
+    """A video framed at the collar (LivePortrait d20's first frame): white collars under the neck,
+    and the matte at the photo's bottom runs past them into a dark background of the same colour
+    as the clean plate there. The body below the photo (where a rising driver brings it into view)
+    is the collar's white, not that dark, nor the neck's skin."""
+    H = W = 64
+    valid = np.zeros((H, W), bool)
+    valid[:40] = True
+    bg = np.full((H, W, 3), 30, np.uint8)
+    image = bg.copy()
+    matte = np.zeros((H, W), np.float32)
+    image[12:40, 26:38] = (220, 170, 140)  # face and neck, skin
+    matte[12:40, 26:38] = 1.0
+    image[36:40, 22:42] = (235, 235, 245)  # the collars, white, beside and under the neck
+    image[36:38, 30:34] = (220, 170, 140)
+    matte[36:40, 22:54] = 1.0  # ... and the matte runs on into the dark background on the right
+    bust = matting.bust_matte(_face_landmarks((32.0, 32.0), 16.0), (H, W))
+    out, m, _ = matting.continue_person(image, matte * valid, bg, valid, bust)
+    np.testing.assert_array_equal(out[valid], image[valid])
+    for y, x in ((60, 14), (60, 50), (46, 48), (46, 32)):  # the shoulders, under the dark run, under the collar
+        assert m[y, x] > 0.99 and out[y, x].min() > 170, (y, x, out[y, x])

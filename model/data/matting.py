@@ -266,26 +266,55 @@ BUST_COLOUR_SPREAD = 0.12  # ... blurred over this much of the crop
 
 def _continued(matte: np.ndarray, valid: np.ndarray, grid: tuple, bust: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """(the continued matte (H, W) float32, the weights (H, W) of the source pixels whose colour the
-    bust takes, or None when there is no bust): the outline runs straight on past the source
+    bust may take, or None when there is no bust): the outline runs straight on past the source
     (`_continuation`), filled out to the bust where the source shows a person at its bottom (the
-    clothes a bust is coloured like: the bottom rows beside the neck; none, no bust)."""
+    clothes a bust is coloured like are in its bottom rows; none, no bust)."""
     cy, cx, fade, (_, _, _, y1) = grid
     outside = matte[cy, cx] * fade
     weights = None
     if bust is not None:
-        H, W = matte.shape
-        band = np.zeros((H, W), np.float32)
+        band = np.zeros(matte.shape, np.float32)
         band[max(0, y1 - BUST_COLOUR_ROWS + 1):y1 + 1] = 1.0
-        rows = np.flatnonzero(bust.max(1) > 0.5)
-        if rows.size:  # not the neck's skin: its columns are the bust's at the chin, where it is only neck
-            neck = bust[rows[0]] > 0.5
-            if (matte * band * valid)[:, ~neck].sum() >= 1.0:
-                band[:, neck] = 0.0
         w = matte * band * valid
         if w.sum() >= 1.0:
             weights = w
             outside = np.maximum(outside, bust)
     return np.where(valid, matte, outside).astype(np.float32), weights
+
+
+COLOUR_TELL = 24.0  # uint8 levels: colours this far apart are told apart (`_unlike`)
+
+
+def _unlike(colour: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """(H, W) in [0, 1]: how surely colour (H, W, 3) is not other ((H, W, 3) or (3,)); 0 alike."""
+    d2 = np.square(colour.astype(np.float32) - np.asarray(other, np.float32)).sum(-1)
+    return (1.0 - np.exp(-d2 / (2.0 * COLOUR_TELL ** 2))).astype(np.float32)
+
+
+def _neck_skin(fg: np.ndarray, matte: np.ndarray, valid: np.ndarray, bust: np.ndarray) -> np.ndarray | None:
+    """(3,) the median colour of the person just under the chin within the neck's width (the
+    bust's top rows), or None where the source does not show it."""
+    rows = np.flatnonzero(bust.max(1) > 0.5)
+    if not rows.size:
+        return None
+    neck = bust[rows[0]] > 0.5
+    half = max(1, int(neck.sum()) // 2)
+    band = np.zeros(matte.shape, bool)
+    band[rows[0]:rows[0] + half] = neck
+    take = band & valid & (matte > 0.5)
+    return np.median(fg[take], axis=0) if take.sum() >= 3 else None
+
+
+def _clothes_weights(weights: np.ndarray, fg: np.ndarray, background: np.ndarray, matte: np.ndarray,
+                     valid: np.ndarray, bust: np.ndarray) -> np.ndarray:
+    """The weights (H, W) of the bottom rows' pixels whose colour the bust takes, the surer they
+    show clothes: not the background's colour there (a matte that runs past dark clothes into a
+    dark background) nor the neck's skin. Unchanged when that leaves less than a pixel."""
+    sure = weights * _unlike(fg, background)
+    skin = _neck_skin(fg, matte, valid, bust)
+    if skin is not None:
+        sure = sure * _unlike(fg, skin)
+    return sure if sure.sum() >= 1.0 else weights
 
 
 def _bust_colour(colour: np.ndarray, spread_alpha: np.ndarray, fg: np.ndarray, weights: np.ndarray,
@@ -340,7 +369,10 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
     H, W = valid.shape
     yy, xx = np.mgrid[:H, :W]
     fg = unmix_foreground(image, matte, background).astype(np.float32)
-    rgba = np.concatenate([fg * matte[..., None], matte[..., None]], -1)[cy, cx] * fade[..., None]
+    # below the source, a bottom-row pixel whose colour is the background's there lends the person
+    # below it little colour: the bust's clothes colour fills in (`_bust_colour`)
+    lend = np.where(yy > y1, _unlike(fg, background)[cy, cx], 1.0)
+    rgba = np.concatenate([fg * matte[..., None], matte[..., None]], -1)[cy, cx] * (fade * lend)[..., None]
     # blurred copies at a few widths; each pixel interpolates linearly between the two around its own
     sigma = PERSON_SPREAD * np.maximum.reduce([x0 - xx, xx - x1, y0 - yy, yy - y1, np.zeros_like(xx)]).astype(np.float32)
     levels = [s * H / 128.0 for s in SPREAD_LEVELS]
@@ -352,7 +384,7 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
     m, weights = _continued(matte, valid, grid, bust)
     colour = spread[..., :3] / np.maximum(spread[..., 3:], MIN_MATTE)
     if weights is not None:
-        colour = _bust_colour(colour, spread[..., 3], fg, weights, valid)
+        colour = _bust_colour(colour, spread[..., 3], fg, _clothes_weights(weights, fg, background, matte, valid, bust), valid)
     outside = m[..., None] * colour + (1.0 - m[..., None]) * background.astype(np.float32)
     out = np.where(valid[..., None], image, np.clip(np.round(outside), 0, 255).astype(np.uint8))
     moves = person_mask(m, max(2, round(HEAD_MOVES * H))) & (yy <= y1)
