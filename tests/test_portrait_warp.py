@@ -188,3 +188,24 @@ def test_training_pairs_move_the_body_by_the_videos_torso_motion(source, monkeyp
     assert torch.equal(moved[:2], still[:2]) and (moved[2:] - still[2:]).abs().mean() > 1e-3
     side = sampler.make_batch(picks, side=True).identity[0]
     assert torch.equal(side, src.identity(0, src.vertices[clip], src.T[0].expand(cfg.frames, 4, 4).contiguous()))
+
+
+def test_the_body_begins_under_the_chin_and_beside_the_neck_from_above_it():
+    """body_weight: 0 on the head, 1 a band below the chin; beside the neck (farther than NECK_SIDE
+    from the face's midline) the body begins SHOULDER_RISE above the chin, so that shoulders as high
+    as the chin stay with the body, not roll with the head; it follows the face's tilt."""
+    from model.geometry.portrait_warp import NECK_SIDE, SHOULDER_RISE, body_weight
+
+    H = W = 128
+    bridge, chin = torch.tensor([64.0, 40.0]), torch.tensor([64.0, 80.0])  # 40 px bridge to chin
+    band = 4.0
+    w = body_weight(torch.zeros(1), bridge, chin, band, (H, W))[0]
+    assert w.shape == (H, W) and float(w.min()) == 0.0 and float(w.max()) == 1.0
+    assert float(w[70, 64]) == 0.0 and float(w[85, 64]) == 1.0  # the midline: the chin's line
+    side = int(64 + NECK_SIDE * 40 + band + 2)
+    level = int(80 - SHOULDER_RISE * 40)
+    assert float(w[level + 6, side]) == 1.0 and float(w[level - 6, side]) == 0.0  # beside the neck: from above the chin
+    assert float(w[level + 6, 64 + int(NECK_SIDE * 40) - 2]) == 0.0  # within the neck's width: still the head's
+    # a face tilted by 90 degrees (down = +x): the same, turned
+    t = body_weight(torch.zeros(1), torch.tensor([40.0, 64.0]), torch.tensor([80.0, 64.0]), band, (H, W))[0]
+    torch.testing.assert_close(t, w.T)

@@ -27,6 +27,8 @@ from model.tracking.facemesh import CHIN, NOSE_BRIDGE, mesh_faces, mouth_faces
 GRAZING_COS = (0.15, 0.45)  # model.geometry.portrait_warp
 DEPTH_TOLERANCE = 0.01
 NECK_BAND = 0.04
+NECK_SIDE = 0.5
+SHOULDER_RISE = 0.5
 SEAM_LEVELS = 2
 RASTER_CHUNK = 8  # frames per rasteriser call, as model.diffusion.pipeline.RASTER_CHUNK (bounds memory)
 
@@ -293,12 +295,18 @@ def portrait_vertex_samples(vertices_cam: np.ndarray, faces: np.ndarray, K: np.n
 def body_weight(bridge: np.ndarray, chin: np.ndarray, band_px: float, hw: tuple[int, int]) -> np.ndarray:
     """(1, H, W) in [0, 1]: how much each portrait pixel belongs to the body rather than the head:
     0 above the chin, rising to 1 `band_px` pixels below it along the face's down direction
-    (bridge -> chin, pixels (2,))."""
+    (bridge -> chin, pixels (2,)); beside the neck (NECK_SIDE) from SHOULDER_RISE above the chin."""
     H, W = hw
     down = normalize(chin - bridge)
+    length = vector_norm(chin - bridge)
     ys, xs = np.meshgrid(np.arange(H, dtype=_f32), np.arange(W, dtype=_f32), indexing="ij")
     along = (xs - chin[0]) * down[0] + (ys - chin[1]) * down[1]
-    return np.clip(along / _f32(band_px), _f32(0.0), _f32(1.0))[None]
+    across = (ys - chin[1]) * down[0] - (xs - chin[0]) * down[1]
+    band = _f32(band_px)
+    below = np.clip(along / band, _f32(0.0), _f32(1.0))
+    beside = np.clip((np.abs(across) - _f32(NECK_SIDE) * length) / band, _f32(0.0), _f32(1.0)) * \
+        np.clip((along + _f32(SHOULDER_RISE) * length) / band, _f32(0.0), _f32(1.0))
+    return np.maximum(below, beside)[None]
 
 
 def pixel_positions(uv: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
