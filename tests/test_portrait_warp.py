@@ -209,3 +209,23 @@ def test_the_body_begins_under_the_chin_and_beside_the_neck_from_above_it():
     # a face tilted by 90 degrees (down = +x): the same, turned
     t = body_weight(torch.zeros(1), torch.tensor([40.0, 64.0]), torch.tensor([80.0, 64.0]), band, (H, W))[0]
     torch.testing.assert_close(t, w.T)
+
+
+def test_a_head_risen_off_the_still_body_leaves_no_translucent_gap(source):
+    """The driver lifts the head 3 cm; the body stays. Over the neck band under the portrait's chin
+    (where the off-mesh person turns from head to body), the person stays opaque: the body lies
+    whole under the head instead of fading in where the head's share of the band moved away."""
+    from model.geometry.portrait_warp import NECK_BAND
+
+    T = source.T[:1].clone()
+    T[0, 1, 3] -= 0.03  # up (y down in the camera)
+    out = _warp(source, 0, source.vertices[:1], T)
+    alpha = out[0, 3]
+    matte = source.mattes(np.array([0]))[0, 0]
+    chin = source.landmarks(0)[152]
+    band = float(source.K[0, 0]) * NECK_BAND / float(T[0, 2, 3])  # px
+    rows = slice(int(np.ceil(chin[1])) + 1, int(chin[1] + band))
+    cols = slice(int(chin[0]) - 3, int(chin[0]) + 4)
+    shown = matte[rows, cols] > 0.99  # the portrait's own neck there
+    assert float(source.K[1, 1]) * 0.03 / float(T[0, 2, 3]) > 3 and shown.sum() > 10
+    assert float(alpha[rows, cols][shown].min()) > 0.98

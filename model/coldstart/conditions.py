@@ -322,8 +322,8 @@ class PortraitSide:
     (`portrait_side`) and used for every clip (`identity_of`)."""
 
     colours: np.ndarray  # padded_table of the portrait (3, h, w) in [-1, 1]
-    head: np.ndarray  # padded_table of its matted RGBA above the neck: moves with the head
-    torso: np.ndarray  # (4, h, w) its matted RGBA below the neck: stays
+    head: np.ndarray  # padded_table of its matted RGBA above the neck and its share of the person: moves with the head
+    torso: np.ndarray  # (4, h, w) its matted RGBA below the neck, whole: stays (moved by the torso), under the head
     vertex_attrs: np.ndarray  # (V, 3): each vertex's pixel position in the portrait and its confidence
     T_portrait: np.ndarray  # (4, 4) its head in its camera
     K: np.ndarray  # (3, 3) its camera, the MPI camera's intrinsics too
@@ -345,7 +345,9 @@ def portrait_side(portrait: np.ndarray, matte: np.ndarray, portrait_vertices_hea
     band = float(K[0, 0]) * NECK_BAND / float(pv_cam[CHIN, 2])
     body = body_weight(uv_p[NOSE_BRIDGE], uv_p[CHIN], band, hp)
     rgba = np.concatenate([portrait * matte, matte], 0)
-    return PortraitSide(padded_table(portrait), padded_table(rgba * (_f32(1.0) - body)), rgba * body,
+    share = (_f32(1.0) - body) * (matte > 0).astype(_f32)  # how much the head covers the body under it
+    return PortraitSide(padded_table(portrait), padded_table(np.concatenate([rgba * (_f32(1.0) - body), share], 0)),
+                        rgba * (body > 0).astype(_f32),
                         np.concatenate([uv_p, conf_v[:, None]], -1), T_p, K, hp)
 
 
@@ -382,12 +384,12 @@ def identity_of(side: PortraitSide, frags: Fragments, T_mpi_from_head: np.ndarra
     plane_uv = plane_positions(H_src, hw)
     # near the mesh the plane's sampling positions continue the mesh's (portrait_warp.seam_shift)
     uv = plane_uv + fill_in((attrs[:, :2] - plane_uv) * cov, cov, SEAM_LEVELS)
-    head = np.zeros((n, 4, H * W), _f32)
+    head = np.zeros((n, 5, H * W), _f32)
     for i in range(n):
         off = np.flatnonzero(cov[i, 0].reshape(-1) == 0)
         head[i][:, off] = sample_bilinear(side.head, side.hw, *pixel_positions(uv[i].reshape(2, -1)[:, off], side.hw))
-    fg = head.reshape(n, 4, H, W) + moved_torso(side.torso, torso_shift)  # the two parts of one matte: added, at most opaque
-    fg = fg / np.maximum(fg[:, 3:], _f32(1.0))
+    head = head.reshape(n, 5, H, W)
+    fg = head[:, :4] + (_f32(1.0) - head[:, 4:]) * moved_torso(side.torso, torso_shift)  # the body under the head
     off_mesh = _f32(1.0) - cov
     rgb = mesh_rgb + off_mesh * fg[:, :3]
     alpha = cov + off_mesh * fg[:, 3:]

@@ -210,10 +210,13 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     Hs = mpi.plane_homographies(Ks, Ks, T_mpi_from_portrait, depth)
     rgba = torch.cat([portrait * matte, matte], 0)
     plane_uv = plane_positions(torch.linalg.inv(Hs[:, 0]), hw)
-    head = _sample(rgba * (1.0 - body), plane_uv + seam_shift(attrs[:, :2], plane_uv, cov))
-    torso = moved_torso(rgba * body, torso_shift, hw)
-    fg = head + torso  # the two parts of one matte: added (exact where neither moved), at most opaque
-    fg = fg / fg[:, 3:].clamp(min=1.0)
+    # the body is whole wherever it begins, under the head, which covers it by its share of the
+    # person (1 - body where the portrait has one; exact where neither moved): where the head
+    # moves away from the body, the body's own pixels show, not a translucent gap
+    share = (1.0 - body) * (matte > 0).to(dt)
+    head = _sample(torch.cat([rgba * (1.0 - body), share], 0), plane_uv + seam_shift(attrs[:, :2], plane_uv, cov))
+    torso = moved_torso(rgba * (body > 0).to(dt), torso_shift, hw)
+    fg = head[:, :4] + (1.0 - head[:, 4:]) * torso
     off_mesh = 1.0 - cov
     rgb = mesh_rgb + off_mesh * fg[:, :3]
     alpha = cov + off_mesh * fg[:, 3:]
