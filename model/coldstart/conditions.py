@@ -345,9 +345,10 @@ def portrait_side(portrait: np.ndarray, matte: np.ndarray, portrait_vertices_hea
     band = float(K[0, 0]) * NECK_BAND / float(pv_cam[CHIN, 2])
     body = body_weight(uv_p[NOSE_BRIDGE], uv_p[CHIN], band, hp)
     rgba = np.concatenate([portrait * matte, matte], 0)
-    share = (_f32(1.0) - body) * (matte > 0).astype(_f32)  # how much the head covers the body under it
-    return PortraitSide(padded_table(portrait), padded_table(np.concatenate([rgba * (_f32(1.0) - body), share], 0)),
-                        rgba * (body > 0).astype(_f32),
+    under = np.sqrt(body)  # the body under the head, which covers it by the rest (portrait_warp)
+    cover = (_f32(1.0) - under) * (matte > 0).astype(_f32)
+    return PortraitSide(padded_table(portrait), padded_table(np.concatenate([rgba * (_f32(1.0) - body), cover], 0)),
+                        rgba * under,
                         np.concatenate([uv_p, conf_v[:, None]], -1), T_p, K, hp)
 
 

@@ -210,12 +210,14 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     Hs = mpi.plane_homographies(Ks, Ks, T_mpi_from_portrait, depth)
     rgba = torch.cat([portrait * matte, matte], 0)
     plane_uv = plane_positions(torch.linalg.inv(Hs[:, 0]), hw)
-    # the body is whole wherever it begins, under the head, which covers it by its share of the
-    # person (1 - body where the portrait has one; exact where neither moved): where the head
-    # moves away from the body, the body's own pixels show, not a translucent gap
-    share = (1.0 - body) * (matte > 0).to(dt)
-    head = _sample(torch.cat([rgba * (1.0 - body), share], 0), plane_uv + seam_shift(attrs[:, :2], plane_uv, cov))
-    torso = moved_torso(rgba * (body > 0).to(dt), torso_shift, hw)
+    # the body lies under the head, at sqrt(body), and the head covers it by 1 - sqrt(body) where
+    # the portrait has a person (exact where neither moved: 1 - body + body): where the head moves
+    # away from the body, the body's own pixels show rather than a translucent gap (a whole body
+    # showed the band's edges as straight steps in long hair beside the neck)
+    under = body.sqrt()
+    cover = (1.0 - under) * (matte > 0).to(dt)
+    head = _sample(torch.cat([rgba * (1.0 - body), cover], 0), plane_uv + seam_shift(attrs[:, :2], plane_uv, cov))
+    torso = moved_torso(rgba * under, torso_shift, hw)
     fg = head[:, :4] + (1.0 - head[:, 4:]) * torso
     off_mesh = 1.0 - cov
     rgb = mesh_rgb + off_mesh * fg[:, :3]
