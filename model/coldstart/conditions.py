@@ -323,7 +323,7 @@ class PortraitSide:
 
     colours: np.ndarray  # padded_table of the portrait (3, h, w) in [-1, 1]
     head: np.ndarray  # padded_table of its matted RGBA above the neck and its share of the person: moves with the head
-    torso: np.ndarray  # (4, h, w) its matted RGBA below the neck, whole: stays (moved by the torso), under the head
+    torso: np.ndarray  # (4, h, w) its matted RGBA below the neck at sqrt(body): under the head, moved by the torso
     vertex_attrs: np.ndarray  # (V, 3): each vertex's pixel position in the portrait and its confidence
     T_portrait: np.ndarray  # (4, 4) its head in its camera
     K: np.ndarray  # (3, 3) its camera, the MPI camera's intrinsics too
@@ -391,6 +391,7 @@ def identity_of(side: PortraitSide, frags: Fragments, T_mpi_from_head: np.ndarra
         head[i][:, off] = sample_bilinear(side.head, side.hw, *pixel_positions(uv[i].reshape(2, -1)[:, off], side.hw))
     head = head.reshape(n, 5, H, W)
     fg = head[:, :4] + (_f32(1.0) - head[:, 4:]) * moved_torso(side.torso, torso_shift)  # the body under the head
+    fg = fg / np.maximum(fg[:, 3:], _f32(1.0))
     off_mesh = _f32(1.0) - cov
     rgb = mesh_rgb + off_mesh * fg[:, :3]
     alpha = cov + off_mesh * fg[:, 3:]

@@ -219,6 +219,7 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     head = _sample(torch.cat([rgba * (1.0 - body), cover], 0), plane_uv + seam_shift(attrs[:, :2], plane_uv, cov))
     torso = moved_torso(rgba * under, torso_shift, hw)
     fg = head[:, :4] + (1.0 - head[:, 4:]) * torso
+    fg = fg / fg[:, 3:].clamp(min=1.0)  # moved apart, the head's cover and the body under it need not add up to 1
     off_mesh = 1.0 - cov
     rgb = mesh_rgb + off_mesh * fg[:, :3]
     alpha = cov + off_mesh * fg[:, 3:]
