@@ -305,12 +305,13 @@ def _neck_skin(fg: np.ndarray, matte: np.ndarray, valid: np.ndarray, bust: np.nd
     return np.median(fg[take], axis=0) if take.sum() >= 3 else None
 
 
-def _clothes_weights(weights: np.ndarray, fg: np.ndarray, background: np.ndarray, matte: np.ndarray,
+def _clothes_weights(weights: np.ndarray, fg: np.ndarray, not_background: np.ndarray, matte: np.ndarray,
                      valid: np.ndarray, bust: np.ndarray) -> np.ndarray:
     """The weights (H, W) of the bottom rows' pixels whose colour the bust takes, the surer they
-    show clothes: not the background's colour there (a matte that runs past dark clothes into a
-    dark background) nor the neck's skin. Unchanged when that leaves less than a pixel."""
-    sure = weights * _unlike(fg, background)
+    show clothes: not the background's colour there (not_background (H, W): `_unlike` fg and it; a
+    matte that runs past dark clothes into a dark background) nor the neck's skin. Unchanged when
+    that leaves less than a pixel."""
+    sure = weights * not_background
     skin = _neck_skin(fg, matte, valid, bust)
     if skin is not None:
         sure = sure * _unlike(fg, skin)
@@ -371,7 +372,8 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
     fg = unmix_foreground(image, matte, background).astype(np.float32)
     # below the source, a bottom-row pixel whose colour is the background's there lends the person
     # below it little colour: the bust's clothes colour fills in (`_bust_colour`)
-    lend = np.where(yy > y1, _unlike(fg, background)[cy, cx], 1.0)
+    not_background = _unlike(fg, background)
+    lend = np.where(yy > y1, not_background[cy, cx], 1.0)
     rgba = np.concatenate([fg * matte[..., None], matte[..., None]], -1)[cy, cx] * (fade * lend)[..., None]
     # blurred copies at a few widths; each pixel interpolates linearly between the two around its own
     sigma = PERSON_SPREAD * np.maximum.reduce([x0 - xx, xx - x1, y0 - yy, yy - y1, np.zeros_like(xx)]).astype(np.float32)
@@ -384,7 +386,7 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
     m, weights = _continued(matte, valid, grid, bust)
     colour = spread[..., :3] / np.maximum(spread[..., 3:], MIN_MATTE)
     if weights is not None:
-        colour = _bust_colour(colour, spread[..., 3], fg, _clothes_weights(weights, fg, background, matte, valid, bust), valid)
+        colour = _bust_colour(colour, spread[..., 3], fg, _clothes_weights(weights, fg, not_background, matte, valid, bust), valid)
     outside = m[..., None] * colour + (1.0 - m[..., None]) * background.astype(np.float32)
     out = np.where(valid[..., None], image, np.clip(np.round(outside), 0, 255).astype(np.uint8))
     moves = person_mask(m, max(2, round(HEAD_MOVES * H))) & (yy <= y1)
