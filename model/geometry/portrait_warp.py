@@ -16,9 +16,10 @@ For each driving frame (the retargeted mesh posed in the MPI camera):
   hidden in the portrait (its z-buffer) and falling to 0 where the portrait sees the surface at a
   grazing angle (the side of the head turned away);
 - what the mesh does not cover (hair, ears, neck, shoulders) comes from the portrait's matted
-  foreground moved rigidly with the head: a plane through the head joint, parallel to the
-  portrait's image, warped by its homography into the MPI camera, with its warped matte as a
-  separate channel. Next to the mesh the plane's sampling positions start from the mesh's own
+  foreground moved rigidly with the head, on a proxy of the head's surface (`head_proxy_positions`):
+  a plane through the head joint, parallel to the portrait's image, below the eyes' height, and
+  above it a plane leaning towards the camera (hair over the forehead and the crown lies in front
+  of the joint), with its warped matte as a separate channel. Next to the mesh the plane's sampling positions start from the mesh's own
   and fade into the plane's over a few pixels (`seam_shift`): the mesh surface lies in front of
   the joint's plane, so the two map the border differently, and a hard switch showed as a seam
   at the hairline and the jaw.
@@ -39,6 +40,7 @@ from torch import Tensor
 from model.geometry import continuation, mpi
 from model.geometry.camera import apply_matrix, apply_pose
 from model.geometry.raster import rasterize
+from model.tracking.shape import JOINT_BELOW_EYES
 
 IDENTITY_CHANNELS = 5
 GRAZING_COS = (0.15, 0.45)  # confidence 0 below the first cos(view angle), 1 above the second
@@ -51,6 +53,14 @@ NECK_BAND = 0.04  # m below the chin over which the off-mesh person turns from h
 # rise 0.75 23.02, side 0.7 or rise 0.25 22.93 (a rise of 0.75 starts to take long hair off the head)
 NECK_SIDE = 0.5
 SHOULDER_RISE = 0.5
+# above the eyes' height the head's proxy plane leans towards the camera by HAIR_LEAN m of depth
+# per m of height. With one plane through the joint, the hair above the forehead lagged the head
+# by 0.12-0.18 px per degree of yaw and 0.12-0.22 px per degree of pitch in four held-out videos
+# (optical flow from the real frames to the generated ones, regressed on the tracked pose): it lies
+# ~2 cm in front of the joint. On the 14 tuning videos (model card) the warp baseline gave 23.04 dB
+# with one plane, 23.32 with a lean of 0.3, 23.35 with 0.6 (which loses on 3 videos), one plane
+# 3 cm nearer 23.12; the shipped student 23.63, 23.91 (0.3) and 23.96 (0.45)
+HAIR_LEAN = 0.45
 # how far past the mesh's border its sampling positions carry into the head plane's: 2 halvings
 # reach ~4 px. Chosen on the held-out self-reenactment (6 videos x 100 frames): the warp baseline
 # gave 21.41, 21.37 and 21.03 dB with 2, 3 and 5 halvings against 21.30 dB without, the shipped
@@ -119,15 +129,36 @@ def fill_in(values: Tensor, weight: Tensor, levels: int) -> Tensor:
     return est
 
 
-def plane_positions(H_src_from_tgt: Tensor, hw: tuple[int, int]) -> Tensor:
-    """Source pixel positions (n, 2, H, W) of every target pixel under homographies (n, 3, 3);
-    points behind the source camera go far outside (sampled as 0, like mpi.warp_planes)."""
+def head_proxy_positions(K: Tensor, T_portrait: Tensor, T_mpi_from_head: Tensor, hw: tuple[int, int],
+                         lean: float = HAIR_LEAN) -> Tensor:
+    """Portrait pixel positions (n, 2, H, W) of what each MPI pixel sees on the head's proxy surface,
+    moved with the head: in the portrait's camera (metres, y down) the plane z = z_k below the
+    height y_k of the kink point k (the head joint's depth, the eyes' height) and above it the plane
+    z = z_k - lean (y_k - y). A ray takes the leaning plane where it meets it above the kink, else
+    the upright one (the two meet at the kink's height: no seam).
+
+    K (3, 3) of both cameras; T_portrait (4, 4) the portrait's camera from its head frame;
+    T_mpi_from_head (n, 4, 4); hw the MPI image's size. Points behind the portrait's camera go far
+    outside (sampled as 0)."""
+    n = T_mpi_from_head.shape[0]
     h, w = hw
-    src = apply_matrix(mpi._pixel_grid(h, w, H_src_from_tgt).reshape(1, h * w, 3), H_src_from_tgt)
-    z = src[..., 2:3]
+    dt = T_mpi_from_head.dtype
+    rays = mpi._pixel_grid(h, w, T_mpi_from_head).reshape(h * w, 3) @ torch.linalg.inv(K).T  # (P, 3), z = 1
+    T_pm = T_portrait @ torch.linalg.inv(T_mpi_from_head)  # (n, 4, 4) portrait camera from MPI camera
+    d = rays @ T_pm[:, :3, :3].transpose(1, 2)  # (n, P, 3) rays in the portrait's camera
+    o = T_pm[:, None, :3, 3]  # (n, 1, 3) the MPI camera's centre there
+    kink = T_portrait[:3, :3] @ torch.tensor([0.0, -JOINT_BELOW_EYES, 0.0], dtype=dt) + T_portrait[:3, 3]
+    def along(z_of_y: float) -> Tensor:  # ray parameter where z - z_of_y * y = kink_z - z_of_y * kink_y
+        denom = d[..., 2] - z_of_y * d[..., 1]
+        return (kink[2] - z_of_y * kink[1] - (o[..., 2] - z_of_y * o[..., 1])) / torch.where(denom.abs() > 1e-9, denom, torch.full_like(denom, 1e-9))
+    upright, leaning = along(0.0), along(lean)
+    above = (o[..., 1] + leaning * d[..., 1] < kink[1]) & (leaning > 0)
+    X = o + torch.where(above, leaning, upright)[..., None] * d
+    z = X[..., 2:3]
     ahead = z > 1e-8
-    xy = torch.where(ahead, src[..., :2] / torch.where(ahead, z, torch.ones_like(z)), torch.full_like(z, -4.0 * max(hw)))
-    return xy.reshape(-1, h, w, 2).permute(0, 3, 1, 2)
+    uv = (X @ K.T)[..., :2] / torch.where(ahead, z, torch.ones_like(z))
+    xy = torch.where(ahead, uv, torch.full_like(uv, -4.0 * max(hw)))
+    return xy.reshape(n, h, w, 2).permute(0, 3, 1, 2)
 
 
 def seam_shift(mesh_uv: Tensor, plane_uv: Tensor, coverage: Tensor) -> Tensor:
@@ -196,20 +227,16 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     mesh_rgb = _sample(portrait, attrs[:, :2]) * cov * (1.0 - mouth_px) - mouth_px  # black inside the mouth
     mesh_conf = attrs[:, 2:3] * cov * (1.0 - mouth_px)
 
-    # the rest of the person: above the chin (hair, ears) on a plane through the head joint,
-    # parallel to the portrait's image, moved rigidly with the head; below it (neck, shoulders)
+    # the rest of the person: above the chin (hair, ears) on the head's proxy surface
+    # (head_proxy_positions), moved rigidly with the head; below it (neck, shoulders)
     # where it is in the portrait, since the body does not turn with the head (the MPI camera is
     # the portrait's fixed crop camera, in training and at generation), moved only by the driver's
     # own torso motion (torso_shift: its matte's outline, not its head's)
     hp = tuple(portrait.shape[-2:])
     band = float(K[0, 0]) * NECK_BAND / float(pv_cam[topology.chin, 2])
     body = body_weight(uv_p, uv_p[topology.bridge], uv_p[topology.chin], band, hp)
-    T_mpi_from_portrait = T @ torch.linalg.inv(T_p)
-    depth = T_p[2, 3].reshape(1, 1).expand(n, 1)
-    Ks = K.expand(n, 3, 3)
-    Hs = mpi.plane_homographies(Ks, Ks, T_mpi_from_portrait, depth)
     rgba = torch.cat([portrait * matte, matte], 0)
-    plane_uv = plane_positions(torch.linalg.inv(Hs[:, 0]), hw)
+    plane_uv = head_proxy_positions(K, T_p, T, hw)
     # the body lies under the head, at sqrt(body), and the head covers it by 1 - sqrt(body) where
     # the portrait has a person (exact where neither moved: 1 - body + body): where the head moves
     # away from the body, the body's own pixels show rather than a translucent gap (a whole body
