@@ -100,3 +100,28 @@ def test_video_driving_keeps_its_track_in_the_cache(shared_data, tmp_path, astro
     np.testing.assert_array_equal(a.all_frames.vertices_head, b.all_frames.vertices_head)
     np.testing.assert_array_equal(a.all_frames.T_cam_from_head, b.all_frames.T_cam_from_head)
     np.testing.assert_array_equal(a.all_frames.torso_shift, b.all_frames.torso_shift)
+
+
+def test_a_videos_tracking_reports_each_frame_of_each_pass_and_a_cached_one_none(shared_data, tmp_path):
+    calls: list[tuple[str, int, int]] = []
+    track, _ = driving_cache.driving_video_track(shared_data / VIDEO, tmp_path, progress=False, max_frames=FRAMES,
+                                                 on_progress=lambda *call: calls.append(call))
+    assert len(track) == FRAMES
+    assert calls == [("tracking", i, FRAMES) for i in range(1, FRAMES + 1)] + [("matting", i, FRAMES) for i in range(1, FRAMES + 1)]
+    calls.clear()
+    driving_cache.driving_video_track(shared_data / VIDEO, tmp_path, progress=False, max_frames=FRAMES,
+                                      on_progress=lambda *call: calls.append(call))
+    assert calls == []  # read from the cache: nothing to wait for
+
+
+def test_what_the_progress_callback_raises_stops_the_tracking(shared_data, tmp_path):
+    class Closed(Exception):
+        pass
+
+    def stop_at_three(stage: str, done: int, total: int) -> None:
+        if done == 3:
+            raise Closed
+
+    with pytest.raises(Closed):
+        driving_cache.driving_video_track(shared_data / VIDEO, tmp_path, progress=False, max_frames=FRAMES, on_progress=stop_at_three)
+    assert not list(tmp_path.glob("**/*.npz")), "a track cut short is not kept"

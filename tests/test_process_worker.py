@@ -136,3 +136,14 @@ def test_a_live_camera_in_the_worker_process_reports_its_capture_times(shared_da
         assert live.set_params(None) is False  # a camera has no sliders
     finally:
         assert live.close()
+
+
+def test_the_worker_process_reports_a_driving_videos_tracking(shared_data, tiny_checkpoint, astronaut_path):
+    from tests.test_worker import VIDEO, _short_video
+
+    job = GenerationJob(tiny_checkpoint, astronaut_path, functools.partial(_short_video, shared_data / VIDEO), steps=1, threads=1)
+    buffer = RingBuffer(16)
+    worker = ProcessGenerationWorker(job, buffer).start()
+    assert len(_drain(buffer, worker, timeout=120)) == 6
+    assert worker.stop(timeout=10) and worker.status.phase == "finished", worker.status
+    assert worker.status.tracking == ("matting", 6, 6)  # the last of the child's per-frame messages

@@ -163,3 +163,30 @@ def test_webcam_path_moves_the_body_as_the_offline_driving_does(shared_data, ast
     assert torso.shape == (80, 2) and np.array_equal(torso[0], [0, 0])
     assert torso[-1, 1] <= -6 and offline[-1, 1] <= -6, (torso[::8], offline[::8])
     assert np.abs(torso - offline).max() <= 3, (torso[::8], offline[::8])
+
+
+def _short_video(path, portrait, on_progress=None):
+    from model.data.driving import VideoDriving
+
+    return VideoDriving(path, portrait.track, max_frames=6, progress=False, on_progress=on_progress)
+
+
+def test_the_worker_shows_a_driving_videos_tracking_frame_by_frame(shared_data, tiny_checkpoint, astronaut_path):
+    import functools
+
+    from app.live.worker import WorkerStatus
+
+    seen: list[str] = []
+    job = GenerationJob(tiny_checkpoint, astronaut_path, functools.partial(_short_video, shared_data / VIDEO), steps=1, threads=1)
+    buffer = RingBuffer(16)
+    worker = GenerationWorker(job, buffer)
+    # the status line while tracking, read as the panel does (every status the worker sets)
+    original = worker._set
+    worker._set = lambda **changes: (original(**changes), seen.append(worker.status.text))[0]
+    worker.start()
+    _drain(buffer, worker)
+    assert worker.stop(timeout=10) and worker.status.phase == "finished", worker.status
+    assert "tracking driving (tracking frame 1/6)" in seen and "tracking driving (matting frame 6/6)" in seen, seen
+    assert seen.index("tracking driving (tracking frame 6/6)") < seen.index("tracking driving (matting frame 1/6)")
+    assert WorkerStatus(phase="tracking driving", tracking=("tracking", 4, 0)).text == "tracking driving (tracking frame 4)"
+    assert WorkerStatus(phase="tracking driving").text == "tracking driving"  # sliders, a webcam, a cached video

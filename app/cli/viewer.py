@@ -207,11 +207,12 @@ def webcam_driving(index: int, portrait):
     return WebcamDriving(index, portrait.track)
 
 
-def video_driving(path: Path, cache_dir: Path | None, portrait):
-    """A driving video's source, its track kept in / read from `cache_dir` (the prepared portraits' folder)."""
+def video_driving(path: Path, cache_dir: Path | None, portrait, on_progress=None):
+    """A driving video's source, its track kept in / read from `cache_dir` (the prepared portraits'
+    folder); on_progress(stage, done, total) while it is tracked (the worker's status line)."""
     from model.data.driving import VideoDriving
 
-    return VideoDriving(path, portrait.track, progress=False, cache_dir=cache_dir)
+    return VideoDriving(path, portrait.track, progress=False, cache_dir=cache_dir, on_progress=on_progress)
 
 
 def _driving_factory(args):

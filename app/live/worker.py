@@ -13,6 +13,7 @@ escape the thread: they end it and are kept in `status.error` for the UI to show
 """
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import threading
@@ -46,6 +47,7 @@ class WorkerStatus:
     error: str | None = None
     device: str | None = None  # where the worker generates: a torch device (--device auto: cuda or cpu) or "cpu (ONNX Runtime)"
     phases: tuple[tuple[str, float], ...] = ()  # (phase, time.perf_counter() it began), in order
+    tracking: tuple[str, int, int] | None = None  # a driving video's (pass, frames done, frames in all; 0: unknown)
 
     @property
     def generating_since(self) -> float | None:
@@ -67,13 +69,18 @@ class WorkerStatus:
             return f"generating clip {self.clip + 1}{on}: step {self.step}/{self.steps}"
         if self.phase == "failed":
             return f"generation failed: {self.error}"
+        if self.phase == "tracking driving" and self.tracking is not None:
+            stage, done, total = self.tracking
+            return f"tracking driving ({stage} frame {done}/{total})" if total else f"tracking driving ({stage} frame {done})"
         return self.phase
 
 
 @dataclass
 class GenerationJob:
     """What to generate. `driving(portrait)` opens the driving source once the portrait is
-    prepared (its Track is what video / webcam / slider sources retarget onto)."""
+    prepared (its Track is what video / webcam / slider sources retarget onto); a factory that
+    takes an `on_progress` keyword gets the worker's callback for a video's tracking
+    (`open_driving`)."""
 
     checkpoint: Path
     portrait: object  # path or RGB uint8 array
@@ -84,6 +91,17 @@ class GenerationJob:
     device: str = "auto"  # auto|cpu|cuda[:N] (model.runtime.resolve_device): the GPU when there is one
     threads: int | None = None  # CPU threads of the network: torch's (process-wide; None: torch's choice) or ONNX Runtime's (None: 1)
     cache_dir: Path | None = None  # prepared portraits are kept here (model/data/portrait_cache.py); None: not kept
+
+
+def open_driving(job: GenerationJob, portrait, on_progress: Callable[[str, int, int], None]):
+    """job.driving(portrait), given on_progress as well when the factory takes it: a driving video
+    reports its tracking frame by frame (model.data.driving.VideoDriving); sliders and webcams
+    have nothing to wait for."""
+    try:
+        takes = "on_progress" in inspect.signature(job.driving).parameters
+    except (TypeError, ValueError):  # a callable without a signature to read
+        takes = False
+    return job.driving(portrait, on_progress=on_progress) if takes else job.driving(portrait)
 
 
 def open_generator(job: GenerationJob):
@@ -184,7 +202,12 @@ class GenerationWorker:
         portrait = generator.prepare(job.portrait, job.cache_dir)
         self._check()
         self._set(phase="tracking driving")
-        self.driving = job.driving(portrait)
+
+        def tracking(stage: str, done: int, total: int) -> None:
+            self._set(tracking=(stage, done, total))
+            self._check()  # a long video's tracking stops when the viewer closes
+
+        self.driving = open_driving(job, portrait, tracking)
         self.fps = float(self.driving.fps)
         self._check()
         steps = job.steps or generator.cfg.diffusion.sample_steps

@@ -19,6 +19,7 @@ crop's size, so a driver's carry over to any portrait: both crops span the same 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -187,11 +188,11 @@ def crop_matte(matter, frame: np.ndarray, A: np.ndarray) -> np.ndarray:
 
 
 def video_torso_shifts(path: str | Path, K_source: np.ndarray, image_size: tuple[int, int], landmarks_source: np.ndarray,
-                       progress: bool = True) -> np.ndarray:
+                       progress: bool = True, on_frame: Callable[[int, int], None] | None = None) -> np.ndarray:
     """(n, 2) torso_shifts of a video's first n frames (n = len(landmarks_source)), matted here
     (MediaPipe selfie segmentation) in the fixed crop of its track: K_source (3, 3) the track's
     source intrinsics (model.tracking.crop), image_size (W, H), landmarks_source (n, 478, 2) the
-    tracked face in source pixels."""
+    tracked face in source pixels. on_frame(done, n) after each frame matted."""
     from tqdm import tqdm
 
     from model.data.matting import SelfieMatter
@@ -208,6 +209,8 @@ def video_torso_shifts(path: str | Path, K_source: np.ndarray, image_size: tuple
                                        leave=False, disable=not progress)):
             mattes[i] = crop_matte(matter, frame, A)
             count += 1
+            if on_frame is not None:
+                on_frame(count, n)
     if count == 0:
         return np.zeros((n, 2), np.float32)
     points = np.asarray(landmarks_source, np.float64)[:count] @ A[:2, :2].T + A[:2, 2]  # in the crop's pixels

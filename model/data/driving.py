@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,17 +121,20 @@ class VideoDriving(DrivingSource):
     moved as the driver's torso moves (model/data/body_motion.py)."""
 
     def __init__(self, driver: str | Path | Track, portrait: Track, max_frames: int | None = None, progress: bool = True,
-                 translate: bool = True, cache_dir: Path | None = None, torso_shift: np.ndarray | None = None):
+                 translate: bool = True, cache_dir: Path | None = None, torso_shift: np.ndarray | None = None,
+                 on_progress: Callable[[str, int, int], None] | None = None):
         """cache_dir: where a video's track is kept and found again (model/data/driving_cache.py;
         None: tracked every time). torso_shift (n, 2): the torso's motion when the driver is given
-        as a Track (a video's is measured here); None: the body stays."""
+        as a Track (a video's is measured here); None: the body stays. on_progress(stage, done,
+        total): a video's tracking, frame by frame (driving_cache.driving_video_track)."""
         from model.tracking import retarget
 
         if not isinstance(driver, Track):
             from model.data.driving_cache import driving_video_track
 
             self.path = Path(driver)
-            driver, torso_shift = driving_video_track(self.path, cache_dir, progress=progress, max_frames=max_frames)
+            driver, torso_shift = driving_video_track(self.path, cache_dir, progress=progress, max_frames=max_frames,
+                                                      on_progress=on_progress)
         else:
             self.path = None
             driver = driver if max_frames is None else _track_head(driver, max_frames)

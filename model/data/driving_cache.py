@@ -13,9 +13,11 @@ a few hundred kB (the landmarks of every frame) and may be deleted at any time.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,10 +47,12 @@ def _entry(cache_dir: Path, key: str) -> Path:
 
 
 def driving_video_track(path: str | Path, cache_dir: Path | None, progress: bool = True,
-                        max_frames: int | None = None) -> tuple[Track, np.ndarray]:
+                        max_frames: int | None = None,
+                        on_progress: Callable[[str, int, int], None] | None = None) -> tuple[Track, np.ndarray]:
     """(model.tracking.track_video's Track of `path`, its torso shifts (n, 2): body_motion.
     video_torso_shifts), from the cache `cache_dir` when it holds them (and kept there when it did
-    not; None: no cache). Raises what track_video raises."""
+    not; None: no cache). Raises what track_video raises. on_progress(stage, done, total) after
+    each frame of each pass over the video: stage "tracking" (the face), then "matting" (the body)."""
     from model.tracking import track_video
     from model.tracking.track import Track, TrackingError
 
@@ -67,8 +71,11 @@ def driving_video_track(path: str | Path, cache_dir: Path | None, progress: bool
             pass
     from model.data.body_motion import video_torso_shifts
 
-    track = track_video(path, progress=progress, max_frames=max_frames)
-    torso = video_torso_shifts(path, track.K, track.image_size, track.landmarks, progress=progress)
+    def stage(name: str) -> Callable[[int, int], None] | None:  # one pass's per-frame callback
+        return None if on_progress is None else functools.partial(on_progress, name)
+
+    track = track_video(path, progress=progress, max_frames=max_frames, on_frame=stage("tracking"))
+    torso = video_torso_shifts(path, track.K, track.image_size, track.landmarks, progress=progress, on_frame=stage("matting"))
     if entry is not None:
         _save(entry, track, torso)
     return track, torso

@@ -7,6 +7,7 @@ against the smoothed landmarks (pose.py). Prepared portraits keep their Track on
 (model/data/portrait_cache.py): a change to what this pipeline makes needs a new FORMAT number there."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -156,10 +157,13 @@ def track_image(path_or_array: str | Path | np.ndarray) -> Track:
     return build_track(pts[None], np.array([True]), 0.0, (rgb.shape[1], rgb.shape[0]))
 
 
-def track_video(path: str | Path, progress: bool = True, max_frames: int | None = None) -> Track:
+def track_video(path: str | Path, progress: bool = True, max_frames: int | None = None,
+                on_frame: Callable[[int, int], None] | None = None) -> Track:
     """Track the face through a video (MediaPipe in video mode). Frames without a face are
     interpolated from their neighbours and flagged in `found`; raises TrackingError when no frame
-    has a face and model.formats.video.VideoError when the file cannot be decoded."""
+    has a face and model.formats.video.VideoError when the file cannot be decoded. on_frame(done,
+    total) after each frame (total 0 when the file does not say): a caller's own progress display;
+    what it raises stops the tracking."""
     from tqdm import tqdm
 
     from model.formats.video import VideoError, iter_frames, probe
@@ -176,6 +180,8 @@ def track_video(path: str | Path, progress: bool = True, max_frames: int | None 
             pts = runner(rgb)
             found.append(pts is not None)
             points.append(np.zeros((LANDMARK_COUNT, 3)) if pts is None else pts)
+            if on_frame is not None:
+                on_frame(len(points), total or 0)
     if not points:
         raise VideoError(f"{path}: contains no decodable frames")
     found = np.array(found)
