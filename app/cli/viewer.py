@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from model.runtime import add_device_argument, worker_device
@@ -207,7 +208,7 @@ def webcam_driving(index: int, portrait):
     return WebcamDriving(index, portrait.track)
 
 
-def video_driving(path: Path, cache_dir: Path | None, portrait, on_progress=None):
+def video_driving(path: Path, cache_dir: Path | None, portrait, on_progress: Callable[[str, int, int], None] | None = None):
     """A driving video's source, its track kept in / read from `cache_dir` (the prepared portraits'
     folder); on_progress(stage, done, total) while it is tracked (the worker's status line)."""
     from model.data.driving import VideoDriving

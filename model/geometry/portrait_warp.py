@@ -16,13 +16,13 @@ For each driving frame (the retargeted mesh posed in the MPI camera):
   hidden in the portrait (its z-buffer) and falling to 0 where the portrait sees the surface at a
   grazing angle (the side of the head turned away);
 - what the mesh does not cover (hair, ears, neck, shoulders) comes from the portrait's matted
-  foreground moved rigidly with the head, on a proxy of the head's surface (`head_proxy_positions`):
-  a plane through the head joint, parallel to the portrait's image, below the eyes' height, and
-  above it a plane leaning towards the camera (hair over the forehead and the crown lies in front
-  of the joint), with its warped matte as a separate channel. Next to the mesh the plane's sampling positions start from the mesh's own
-  and fade into the plane's over a few pixels (`seam_shift`): the mesh surface lies in front of
-  the joint's plane, so the two map the border differently, and a hard switch showed as a seam
-  at the hairline and the jaw.
+  foreground moved rigidly with the head, on a proxy of the head's surface
+  (`head_proxy_positions`): a plane through the head joint, parallel to the portrait's image,
+  below the eyes' height, and above it a plane leaning towards the camera (hair over the forehead
+  lies in front of the joint), with its warped matte as a separate channel. Next to the mesh the
+  proxy's sampling positions start from the mesh's own and fade into the proxy's over a few pixels
+  (`seam_shift`): the mesh surface lies in front of the proxy, so the two map the border
+  differently, and a hard switch showed as a seam at the hairline and the jaw.
 
 Channels (`IDENTITY_CHANNELS` = 5) of the result (n, 5, H, W): RGB in [-1, 1] premultiplied by
 the alpha channel (the mesh colour on the mesh, black inside the mouth; off the mesh the warped
