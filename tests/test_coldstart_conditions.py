@@ -24,6 +24,7 @@ from model.data.pairs import mesh_code  # noqa: E402
 from model.diffusion import pipeline  # noqa: E402
 from model.geometry import camera, conditions, mpi, portrait_warp, raster  # noqa: E402
 from model.net.config import TINY  # noqa: E402
+from model.tracking.shape import JOINT_BELOW_EYES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PORTRAIT = "images/LivePortrait/s12.jpg"
@@ -71,6 +72,7 @@ def test_constants_are_shared():
     assert twin.GRAZING_COS == portrait_warp.GRAZING_COS and twin.DEPTH_TOLERANCE == portrait_warp.DEPTH_TOLERANCE
     assert twin.NECK_BAND == portrait_warp.NECK_BAND and (twin.NECK_SIDE, twin.SHOULDER_RISE) == (portrait_warp.NECK_SIDE, portrait_warp.SHOULDER_RISE) and twin.RASTER_CHUNK == pipeline.RASTER_CHUNK
     assert twin.SEAM_LEVELS == portrait_warp.SEAM_LEVELS and twin.HAIR_LEAN == portrait_warp.HAIR_LEAN
+    assert twin.EYES_ABOVE_JOINT == portrait_warp.EYES_ABOVE_JOINT == JOINT_BELOW_EYES  # the tracker's head frame
 
 
 @pytest.mark.parametrize("hw", [(64, 64), (37, 50)])

@@ -15,9 +15,8 @@ from model.evaluation.metrics import psnr
 from model.geometry import mpi
 from model.geometry.camera import euler_rotation
 from model.geometry.raster import rasterize
-from model.geometry.portrait_warp import (HAIR_LEAN, IDENTITY_CHANNELS, SEAM_LEVELS, fill_in, head_proxy_positions, mouth_mask,
+from model.geometry.portrait_warp import (EYES_ABOVE_JOINT, HAIR_LEAN, IDENTITY_CHANNELS, SEAM_LEVELS, fill_in, head_proxy_positions, mouth_mask,
                                           portrait_warp, seam_shift, warp_composite)
-from model.tracking.shape import JOINT_BELOW_EYES
 from model.net.config import get_config
 from tests.train_fixtures import one_torch_thread, prepared_dataset  # noqa: F401 (fixture)
 
@@ -112,7 +111,7 @@ def test_the_head_proxy_of_a_still_head_is_the_portrait_itself_and_has_no_seam_w
     # height where the leaning plane meets the upright one as well
     moved = head_proxy_positions(K_PROXY, T_p, _head_at(12.0, 8.0)[None], (128, 128))
     step = (moved[0, :, 1:] - moved[0, :, :-1]).norm(dim=0)  # (127, 128) px per row
-    kink_row = int(round(float(K_PROXY[1, 1] * -JOINT_BELOW_EYES / 0.8 + K_PROXY[1, 2])))
+    kink_row = int(round(float(K_PROXY[1, 1] * -EYES_ABOVE_JOINT / 0.8 + K_PROXY[1, 2])))
     assert float(step.max()) < 1.5 and float(step[kink_row - 3:kink_row + 3].max()) < 1.5
     assert float((moved - pixel).norm(dim=1).mean()) > 1.0, "the head must move for this test to mean anything"
 

@@ -22,7 +22,6 @@ from model.geometry.crop_camera import crop_camera_K
 from model.geometry.mpi_planes import near_far, plane_depths
 from model.net.config import ModelConfig
 from model.tracking.facemesh import CHIN, NOSE_BRIDGE, mesh_faces, mouth_faces
-from model.tracking.shape import JOINT_BELOW_EYES
 
 # the same constants as the torch modules (tests check they agree)
 GRAZING_COS = (0.15, 0.45)  # model.geometry.portrait_warp
@@ -32,6 +31,7 @@ NECK_SIDE = 0.5
 SHOULDER_RISE = 0.5
 SEAM_LEVELS = 2
 HAIR_LEAN = 0.45
+EYES_ABOVE_JOINT = 0.03
 RASTER_CHUNK = 8  # frames per rasteriser call, as model.diffusion.pipeline.RASTER_CHUNK (bounds memory)
 
 _f32 = np.float32
@@ -161,7 +161,7 @@ def head_proxy_positions(K: np.ndarray, T_portrait: np.ndarray, T_mpi_from_head:
     T_pm = np.asarray(T_portrait, _f32) @ _inverse(np.asarray(T_mpi_from_head, _f32))  # (n, 4, 4)
     d = rays @ T_pm[:, :3, :3].transpose(0, 2, 1)  # (n, P, 3) (a batched matmul: einsum took 30x as long)
     o = T_pm[:, None, :3, 3]  # (n, 1, 3)
-    kink = T_portrait[:3, :3] @ np.array([0.0, -JOINT_BELOW_EYES, 0.0], _f32) + T_portrait[:3, 3]
+    kink = T_portrait[:3, :3] @ np.array([0.0, -EYES_ABOVE_JOINT, 0.0], _f32) + T_portrait[:3, 3]
 
     def along(z_of_y: float) -> np.ndarray:
         k = _f32(z_of_y)

@@ -40,7 +40,6 @@ from torch import Tensor
 from model.geometry import continuation, mpi
 from model.geometry.camera import apply_matrix, apply_pose
 from model.geometry.raster import rasterize
-from model.tracking.shape import JOINT_BELOW_EYES
 
 IDENTITY_CHANNELS = 5
 GRAZING_COS = (0.15, 0.45)  # confidence 0 below the first cos(view angle), 1 above the second
@@ -61,6 +60,9 @@ SHOULDER_RISE = 0.5
 # with one plane, 23.32 with a lean of 0.3, 23.35 with 0.6 (which loses on 3 videos), one plane
 # 3 cm nearer 23.12; the shipped student 23.63, 23.91 (0.3) and 23.96 (0.45)
 HAIR_LEAN = 0.45
+# where the lean begins: the eyes' height above the head joint, in the head frame (the tracker's
+# model.tracking.shape.JOINT_BELOW_EYES; geometry does not import tracking, a test checks they agree)
+EYES_ABOVE_JOINT = 0.03
 # how far past the mesh's border its sampling positions carry into the head plane's: 2 halvings
 # reach ~4 px. Chosen on the held-out self-reenactment (6 videos x 100 frames): the warp baseline
 # gave 21.41, 21.37 and 21.03 dB with 2, 3 and 5 halvings against 21.30 dB without, the shipped
@@ -147,7 +149,7 @@ def head_proxy_positions(K: Tensor, T_portrait: Tensor, T_mpi_from_head: Tensor,
     T_pm = T_portrait @ torch.linalg.inv(T_mpi_from_head)  # (n, 4, 4) portrait camera from MPI camera
     d = rays @ T_pm[:, :3, :3].transpose(1, 2)  # (n, P, 3) rays in the portrait's camera
     o = T_pm[:, None, :3, 3]  # (n, 1, 3) the MPI camera's centre there
-    kink = T_portrait[:3, :3] @ torch.tensor([0.0, -JOINT_BELOW_EYES, 0.0], dtype=dt) + T_portrait[:3, 3]
+    kink = T_portrait[:3, :3] @ torch.tensor([0.0, -EYES_ABOVE_JOINT, 0.0], dtype=dt) + T_portrait[:3, 3]
     def along(z_of_y: float) -> Tensor:  # ray parameter where z - z_of_y * y = kink_z - z_of_y * kink_y
         denom = d[..., 2] - z_of_y * d[..., 1]
         return (kink[2] - z_of_y * kink[1] - (o[..., 2] - z_of_y * o[..., 1])) / torch.where(denom.abs() > 1e-9, denom, torch.full_like(denom, 1e-9))
