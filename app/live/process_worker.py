@@ -131,6 +131,7 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
         out.put(("status", {"phase": "preparing portrait", "at": time.perf_counter()}))
         portrait = generator.prepare(job.portrait, job.cache_dir)
         out.put(("status", {"phase": "tracking driving", "at": time.perf_counter()}))
+
         def tracking(stage: str, done: int, total: int) -> None:
             out.put(("status", {"tracking": (stage, done, total)}))
             check()

@@ -150,9 +150,12 @@ def head_proxy_positions(K: Tensor, T_portrait: Tensor, T_mpi_from_head: Tensor,
     d = rays @ T_pm[:, :3, :3].transpose(1, 2)  # (n, P, 3) rays in the portrait's camera
     o = T_pm[:, None, :3, 3]  # (n, 1, 3) the MPI camera's centre there
     kink = T_portrait[:3, :3] @ torch.tensor([0.0, -EYES_ABOVE_JOINT, 0.0], dtype=dt) + T_portrait[:3, 3]
+
     def along(z_of_y: float) -> Tensor:  # ray parameter where z - z_of_y * y = kink_z - z_of_y * kink_y
         denom = d[..., 2] - z_of_y * d[..., 1]
-        return (kink[2] - z_of_y * kink[1] - (o[..., 2] - z_of_y * o[..., 1])) / torch.where(denom.abs() > 1e-9, denom, torch.full_like(denom, 1e-9))
+        denom = torch.where(denom.abs() > 1e-9, denom, torch.full_like(denom, 1e-9))
+        return (kink[2] - z_of_y * kink[1] - (o[..., 2] - z_of_y * o[..., 1])) / denom
+
     upright, leaning = along(0.0), along(lean)
     above = (o[..., 1] + leaning * d[..., 1] < kink[1]) & (leaning > 0)
     X = o + torch.where(above, leaning, upright)[..., None] * d
@@ -163,12 +166,12 @@ def head_proxy_positions(K: Tensor, T_portrait: Tensor, T_mpi_from_head: Tensor,
     return xy.reshape(n, h, w, 2).permute(0, 3, 1, 2)
 
 
-def seam_shift(mesh_uv: Tensor, plane_uv: Tensor, coverage: Tensor) -> Tensor:
-    """(n, 2, H, W): what to add to the head plane's sampling positions plane_uv (n, 2, H, W) so
+def seam_shift(mesh_uv: Tensor, proxy_uv: Tensor, coverage: Tensor) -> Tensor:
+    """(n, 2, H, W): what to add to the head proxy's sampling positions proxy_uv (n, 2, H, W) so
     that, near the mesh, they continue the mesh's own mesh_uv (portrait pixels of the surface
-    points, valid where coverage (n, 1, H, W) is 1): the mesh's offset to the plane, faded out
+    points, valid where coverage (n, 1, H, W) is 1): the mesh's offset to the proxy, faded out
     over ~2^SEAM_LEVELS pixels past the mesh's border."""
-    return fill_in((mesh_uv - plane_uv) * coverage, coverage, SEAM_LEVELS)
+    return fill_in((mesh_uv - proxy_uv) * coverage, coverage, SEAM_LEVELS)
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,6 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     intrinsics K and image size hw; topology: the mesh's faces, mouth triangles and down line;
     torso_shift (n, 2) or None: how far the body below the neck moves in each frame (x right, y
     down, fractions of the image's size: model/data/body_motion.py), else it stays."""
-    n = vertices_head.shape[0]
     dt = portrait.dtype
     K = K.to(dt)
     T_p = T_portrait.to(dt)
@@ -238,14 +240,14 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     band = float(K[0, 0]) * NECK_BAND / float(pv_cam[topology.chin, 2])
     body = body_weight(uv_p, uv_p[topology.bridge], uv_p[topology.chin], band, hp)
     rgba = torch.cat([portrait * matte, matte], 0)
-    plane_uv = head_proxy_positions(K, T_p, T, hw)
+    proxy_uv = head_proxy_positions(K, T_p, T, hw)
     # the body lies under the head, at sqrt(body), and the head covers it by 1 - sqrt(body) where
     # the portrait has a person (exact where neither moved: 1 - body + body): where the head moves
     # away from the body, the body's own pixels show rather than a translucent gap (a whole body
     # showed the band's edges as straight steps in long hair beside the neck)
     under = body.sqrt()
     cover = (1.0 - under) * (matte > 0).to(dt)
-    head = _sample(torch.cat([rgba * (1.0 - body), cover], 0), plane_uv + seam_shift(attrs[:, :2], plane_uv, cov))
+    head = _sample(torch.cat([rgba * (1.0 - body), cover], 0), proxy_uv + seam_shift(attrs[:, :2], proxy_uv, cov))
     torso = moved_torso(rgba * under, torso_shift, hw)
     fg = head[:, :4] + (1.0 - head[:, 4:]) * torso
     fg = fg / fg[:, 3:].clamp(min=1.0)  # moved apart, the head's cover and the body under it need not add up to 1
