@@ -257,3 +257,38 @@ def test_a_bust_takes_the_clothes_colour_not_the_background_a_matte_ran_into_nor
     np.testing.assert_array_equal(out[valid], image[valid])
     for y, x in ((60, 14), (60, 50), (46, 48), (46, 32)):  # the shoulders, under the dark run, under the collar
         assert m[y, x] > 0.99 and out[y, x].min() > 170, (y, x, out[y, x])
+
+
+def _close_up_crop(res: int = 128):
+    """A head crop reaching past a close-up photo: the photo (a diagonal gradient behind a magenta
+    person) covers the middle; the crop has the photo's edge pixels repeated past it."""
+    yy, xx = np.mgrid[0:res, 0:res]
+    true_bg = np.stack([60 + xx * 100 / res, 80 + yy * 80 / res, 150 + 0 * xx], -1)
+    valid = (yy >= 20) & (yy < 110) & (xx >= 30) & (xx < 100)
+    matte = (((yy - 70) ** 2 / 30 ** 2 + (xx - 64) ** 2 / 22 ** 2) < 1).astype(np.float32) * valid
+    img = np.where(matte[..., None] > 0, np.array([255, 0, 255]), true_bg)
+    ys, xs = np.clip(yy, 20, 109), np.clip(xx, 30, 99)
+    return img[ys, xs].round().astype(np.uint8), matte, valid, true_bg
+
+
+def test_portrait_background_continues_the_photo_smoothly_past_its_edges():
+    crop, matte, valid, true_bg = _close_up_crop()
+    bg = matting.portrait_background(crop, matte, valid)
+    known = valid & ~matting.person_mask(matte)
+    assert bg.shape == crop.shape and bg.dtype == np.uint8
+    assert np.array_equal(bg[known], crop[known])  # the photo's own background is kept exactly
+    # the person is gone: no magenta left in the hole or past the photo (its green is the bg's)
+    assert bg[~known][:, 1].min() > 60
+    # no wedges or tiles: OpenCV's inpainting of this crop jumps by up to 15 levels between
+    # neighbours past the photo; the continuation changes by at most a few, like the photo's gradient
+    filled = bg.astype(int)
+    steps = np.maximum(np.abs(np.diff(filled, axis=0))[:, :-1], np.abs(np.diff(filled, axis=1))[:-1]).max(-1)
+    outside = ~known[:-1, :-1] & ~known[1:, :-1] & ~known[:-1, 1:]
+    assert steps[outside].max() <= 4, steps[outside].max()
+    # and it stays near the colours around it (the photo's background), not grey or black
+    assert np.abs(bg[~known].astype(float).mean(0) - true_bg[known].mean(0)).max() < 25
+
+
+def test_portrait_background_without_any_background_is_grey():
+    crop, _, valid, _ = _close_up_crop()
+    assert (matting.portrait_background(crop, valid.astype(np.float32), valid) == 127).all()

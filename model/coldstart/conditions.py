@@ -20,6 +20,7 @@ from model.coldstart.raster import Fragments, apply_matrix, rasterize
 from model.geometry import continuation
 from model.geometry.crop_camera import crop_camera_K
 from model.geometry.mpi_planes import near_far, plane_depths
+from model.geometry.pull_push import fill_in
 from model.net.config import ModelConfig
 from model.tracking.facemesh import CHIN, NOSE_BRIDGE, mesh_faces, mouth_faces
 
@@ -109,45 +110,6 @@ def sample_bilinear(table: np.ndarray, hw: tuple[int, int], gx: np.ndarray, gy: 
         term = np.take(table, ys[dy] * (w + 2) + xs[dx], axis=1) * weight
         out = term if out is None else out + term
     return out
-
-
-def avg_pool2(x: np.ndarray) -> np.ndarray:
-    """(..., h // 2, w // 2): F.avg_pool2d(x, 2) of x (..., h, w), its four terms summed in order."""
-    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-    x = x[..., :h, :w]
-    return (((x[..., 0::2, 0::2] + x[..., 0::2, 1::2]) + x[..., 1::2, 0::2]) + x[..., 1::2, 1::2]) / _f32(4.0)
-
-
-def _resize_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Torch's bilinear taps (align_corners=False) along one axis: first and second source index
-    and their weights (n_out,)."""
-    src = np.maximum(_f32(n_in / n_out) * (np.arange(n_out, dtype=_f32) + _f32(0.5)) - _f32(0.5), _f32(0.0))
-    i0 = src.astype(np.int64)
-    far = src - i0.astype(_f32)
-    return i0, np.minimum(i0 + 1, n_in - 1), _f32(1.0) - far, far
-
-
-def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(..., H, W): F.interpolate(x, size, mode="bilinear", align_corners=False) of x (..., h, w)."""
-    y0, y1, a0, a1 = _resize_taps(x.shape[-2], size[0])
-    x0, x1, b0, b1 = _resize_taps(x.shape[-1], size[1])
-    rows = x[..., y0, :] * a0[:, None] + x[..., y1, :] * a1[:, None]
-    return rows[..., x0] * b0 + rows[..., x1] * b1
-
-
-def fill_in(values: np.ndarray, weight: np.ndarray, levels: int) -> np.ndarray:
-    """values (n, C, H, W) known where weight (n, 1, H, W) is positive, continued past them
-    (model.geometry.portrait_warp.fill_in's pull-push)."""
-    sums, weights = [values * weight], [weight]
-    for _ in range(levels):
-        sums.append(avg_pool2(sums[-1]))
-        weights.append(avg_pool2(weights[-1]))
-    est = sums[-1] / np.maximum(weights[-1], _f32(1e-6))
-    for k in range(levels - 1, -1, -1):
-        coarse = resize_bilinear(est, sums[k].shape[-2:])
-        known = np.minimum(_f32(4.0) * weights[k], _f32(1.0))
-        est = known * sums[k] / np.maximum(weights[k], _f32(1e-6)) + (_f32(1.0) - known) * coarse
-    return est
 
 
 def head_proxy_positions(K: np.ndarray, T_portrait: np.ndarray, T_mpi_from_head: np.ndarray, hw: tuple[int, int],

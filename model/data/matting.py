@@ -4,10 +4,12 @@ Mattes come from MediaPipe selfie segmentation (`mediapipe.solutions.selfie_segm
 model ships inside the mediapipe wheel). Optionally (`refine=True`) a guided filter (opencv-contrib)
 snaps the soft edges to the image's; it is off by default because against a chroma key of the
 green-screen clip d0 it does not measurably help (IoU 0.976 without, 0.975 with). The background is the portrait with the person removed: the matte is
-dilated (to swallow the halo of soft edges) and the hole filled with OpenCV inpainting. Over a
-video, each background pixel is the median of the frames where the person does not cover it, and
-only pixels that the person covers in every frame (and those outside the source frame, which a
-head crop can reach) are inpainted.
+dilated (to swallow the halo of soft edges), and the hole and what the head crop shows past the
+photo's edges are filled by pull-push (`portrait_background`). Over a video, each background pixel
+is the median of the frames where the person does not cover it, and only pixels that the person
+covers in every frame (and those outside the source frame, which a head crop can reach) are
+inpainted with OpenCV (`inpaint`; the prepared datasets the shipped weights were trained on have
+it).
 
 Images are RGB uint8 (H, W, 3); mattes float32 (H, W) in [0, 1]. Prepared portraits keep a
 portrait's matte and background on disk (model/data/portrait_cache.py): a change to what this
@@ -138,6 +140,24 @@ def inpaint(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     out = image.copy()
     out[hole] = filled[hole]
     return out
+
+
+def portrait_background(image: np.ndarray, matte: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The background (H, W, 3) uint8 of a portrait's crop: the person (matte (H, W), person_mask)
+    and what lies past the photo's edges (valid (H, W) bool, the crop pixels inside the photo)
+    filled with the photo's background continued smoothly (pull-push over the whole crop).
+    OpenCV's inpainting (`inpaint`, which a video's median background still uses for the little
+    its person always covers) propagated the edges' colours along lines across a hole that is often
+    half the crop: wedges and flat tiles of other shades, which the viewer shows behind the head."""
+    from model.geometry.pull_push import fill_in, full_levels
+
+    image = _check_rgb(image)
+    known = np.asarray(valid, bool) & ~person_mask(matte)
+    if not known.any():
+        return np.full_like(image, 127)  # nothing to continue: a neutral grey is the least wrong guess
+    planes = image.astype(np.float32).transpose(2, 0, 1)[None]
+    filled = fill_in(planes, known[None, None].astype(np.float32), full_levels(known.shape))[0].transpose(1, 2, 0)
+    return np.where(known[..., None], image, np.clip(np.round(filled), 0, 255).astype(np.uint8))
 
 
 def inpaint_background(image: np.ndarray, matte: np.ndarray, dilate_px: int | None = None) -> np.ndarray:

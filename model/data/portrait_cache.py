@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # at run time imported where used: imp-viewer asks for defaul
 
 # Part of every key: raise the number whenever tracking (model/tracking), the matte or the
 # inpainting (model/data/matting.py) change what they make, or old entries would still be used.
-FORMAT = "im-portrait-prepared-portrait-2"
+FORMAT = "im-portrait-prepared-portrait-3"
 
 
 @dataclass(frozen=True)

@@ -78,9 +78,9 @@ def crop_portrait(image: str | Path | np.ndarray, res: int, cache_dir: Path | No
     # lies on both sides of its edge, and blended with black it drew a dark line along the edge
     crop = crop_image(rgb, A, res, border="replicate")
     valid = valid_mask(A, track.image_size, res)
-    if prepared is None:  # the slow part with the tracking: MediaPipe's matte, OpenCV's inpainting
+    if prepared is None:  # the slow part with the tracking: MediaPipe's matte
         matte = np.clip(crop_image(matting.matte_image(rgb), A, res, border="replicate"), 0.0, 1.0).astype(np.float32) * valid
-        prepared = PreparedCrop(track, matte, matting.inpaint(crop, matting.person_mask(matte) | ~valid))
+        prepared = PreparedCrop(track, matte, matting.portrait_background(crop, matte, valid))
         if key is not None:
             save_prepared(cache_dir, key, prepared)
     crop = np.where(valid[..., None], crop, prepared.background)  # filled with the background, as training frames are
