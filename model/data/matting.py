@@ -146,9 +146,9 @@ def portrait_background(image: np.ndarray, matte: np.ndarray, valid: np.ndarray)
     """The background (H, W, 3) uint8 of a portrait's crop: the person (matte (H, W), person_mask)
     and what lies past the photo's edges (valid (H, W) bool, the crop pixels inside the photo)
     filled with the photo's background continued smoothly (pull-push over the whole crop).
-    OpenCV's inpainting (`inpaint`, which a video's median background still uses for the little
-    its person always covers) propagated the edges' colours along lines across a hole that is often
-    half the crop: wedges and flat tiles of other shades, which the viewer shows behind the head."""
+    OpenCV's inpainting (`inpaint`, which a video's median background still uses) propagated the
+    edges' colours along lines across a hole that is often half the crop: wedges and flat tiles of
+    other shades, which the viewer shows behind the head."""
     from model.geometry.pull_push import fill_in, full_levels
 
     image = _check_rgb(image)
