@@ -165,6 +165,25 @@ def test_a_person_cut_by_the_photos_edge_runs_on_past_it():
     assert shown[63, 30] == 1 and shown[63, 2] == 0 and shown[63, 61] == 0 and shown[0, 0] == 0
 
 
+def test_a_person_wider_than_the_photo_rounds_off_below_its_corners():
+    """A close-up whose bottom rows are person from side to side (menglu2's bare shoulders, her
+    white dress in the corners): beside the photo the person fades out sideways, and below its
+    bottom corners with the distance from the corner, so that no corner stands down the crop as a
+    block with a straight side; under the photo the torso runs on to the bottom."""
+    image, matte, bg, valid = _cut_photo()
+    matte[30:48, 8:56] = 1.0  # the torso fills the photo's width
+    matte = matte * valid
+    _, m, _ = matting.continue_person(image, matte, bg, valid)
+    fade = matting.PERSON_SIDE_FADE * 64
+    side = lambda d: max(0.0, 1.0 - d / fade)  # noqa: E731
+    # the person runs on from the photo's second-outermost column and row (54, 46: its outermost
+    # may be blended with the black past the source, `_continuation`)
+    assert m[40, 57] == pytest.approx(side(3), abs=1e-5)  # beside the photo: the side fade
+    assert m[48, 57] == pytest.approx(side(np.hypot(3, 2)), abs=1e-5)  # just below the corner: nearly as beside it
+    assert m[56, 56] == 0 and m[63, 57] == 0  # farther down no column beside the photo
+    assert (m[48:, 9:55] > 0.99).all()  # under the photo the torso runs on
+
+
 def test_a_photo_that_covers_the_crop_is_left_as_it_is():
     image, matte, bg, _ = _cut_photo()
     valid = np.ones(matte.shape, bool)

@@ -260,8 +260,13 @@ def _continuation(matte: np.ndarray, valid: np.ndarray):
         return None
     yy, xx = np.mgrid[:H, :W]
     cy, cx = np.clip(yy, y0, y1), np.clip(xx, x0, x1)
+    # past the sides the person fades out sideways; below the source's bottom corners it fades with
+    # the distance from the corner (a quarter disc): run straight down, a corner's dress or arm stood
+    # up beside the bust as a block with a straight side
+    aside = np.maximum.reduce([x0 - xx, xx - x1, np.zeros_like(xx)]).astype(np.float64)
+    aside = np.where(yy > y1, np.hypot(aside, np.where(aside > 0, yy - y1, 0)), aside)
     fade = np.clip(1.0 - (y0 - yy) / max(1.0, PERSON_TOP_FADE * H), 0.0, 1.0) * \
-        np.clip(1.0 - np.maximum(x0 - xx, xx - x1) / max(1.0, PERSON_SIDE_FADE * W), 0.0, 1.0)
+        np.clip(1.0 - aside / max(1.0, PERSON_SIDE_FADE * W), 0.0, 1.0)
     top = matte[y0, np.clip(np.arange(W), x0, x1)][None]  # (1, W): what the photo's top row shows
     for d in range(1, y0 + 1):  # rows above the photo: the top row's matte eroded the more, the higher
         r = int(np.ceil(PERSON_TOP_ROUND * d))
