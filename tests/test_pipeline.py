@@ -76,7 +76,12 @@ def test_a_crop_past_the_photos_edge_is_filled_not_black(shared_data, one_thread
     below = np.zeros_like(photo)
     below[rows[-1] + 1:] = True
     # under the photo: the person where it stood on the photo's bottom edge, the background elsewhere
-    torso = below & (p.matte[rows[-1]][None, :] > 0.9)
+    # (the photo's outermost columns, maybe blended with the black past it, are its corners': they
+    # fade with the distance from the corner, matting._continuation)
+    cols = np.nonzero(photo.any(0))[0]
+    inner = np.zeros(R, bool)
+    inner[cols[1]:cols[-1]] = True
+    torso = below & ((p.matte[rows[-1]] > 0.9) & inner)[None, :]
     assert torso.sum() > 0.1 * below.sum()
     assert (p.matte[torso] > 0.8).all() and (p.valid[torso] > 0.8).all()
     assert np.abs(p.image[torso].astype(int) - p.background[torso].astype(int)).sum(-1).mean() > 40
@@ -95,22 +100,33 @@ def test_a_crop_past_the_photos_edge_is_filled_not_black(shared_data, one_thread
 
 
 def test_outside_the_photo_the_clip_carries_the_condition_not_paint():
-    """keep_condition_outside: on the photo a clip's colours and alpha are the network's, beyond it
-    the identity condition over the background (what the DetailHead gives with its gates shut) and
-    the network's alpha cut to the condition's matte (where the person is in that frame)."""
-    from model.diffusion.clips import keep_condition_outside
+    """keep_condition_outside: on the photo a clip's colours are the network's and so is its alpha
+    near the condition's person (PERSON_REACH px), none farther away (scribbles the network painted
+    into the background); beyond the photo the identity condition over the background (what the
+    DetailHead gives with its gates shut) and the network's alpha cut to the condition's matte
+    (where the person is in that frame)."""
+    from model.diffusion.clips import PERSON_REACH, keep_condition_outside
 
     rng = np.random.default_rng(0)
-    T, R = 3, 16
+    T, R = 3, 128
     frontal, residual = (rng.uniform(-1, 1, (T, 3, R, R)).astype(np.float32) for _ in range(2))
-    identity = np.concatenate([rng.uniform(-1, 1, (T, 3, R, R)), rng.uniform(0, 1, (T, 2, R, R))], 1).astype(np.float32)
+    identity = np.concatenate([rng.uniform(-1, 1, (T, 3, R, R)), np.zeros((T, 1, R, R)), rng.uniform(0, 1, (T, 1, R, R))], 1)
+    yy, xx = np.mgrid[:R, :R]
+    dist = np.stack([np.hypot(yy - 64, xx - (40 + 10 * t)) for t in range(T)])  # a person moving right
+    identity[:, 3] = np.clip(25.0 - dist, 0.0, 1.0)
+    identity = identity.astype(np.float32)
     identity[:, :3] *= identity[:, 3:4]  # premultiplied, as portrait_warp makes it
     background = rng.uniform(-1, 1, (3, R, R)).astype(np.float32)
     photo = np.zeros((R, R), bool)
-    photo[2:12, 3:14] = True
+    photo[10:110, 5:100] = True
     alpha = rng.uniform(0, 1, (T, 4, R, R)).astype(np.float32)
     f, r, a = keep_condition_outside(frontal, residual, alpha, identity, background, photo)
-    np.testing.assert_array_equal(a[:, :, photo], alpha[:, :, photo])
+    near = (dist <= 24 + PERSON_REACH)[:, None] & photo
+    far = (dist > 25 + PERSON_REACH * np.sqrt(2))[:, None] & photo
+    near, far = (np.broadcast_to(m, alpha.shape) for m in (near, far))
+    assert near.any() and far.any() and (alpha[far] > 0.1).any()
+    np.testing.assert_array_equal(a[near], alpha[near])
+    assert (a[far] == 0).all()
     np.testing.assert_allclose(a[:, :, ~photo], (alpha * identity[:, 3:4])[:, :, ~photo], atol=1e-6)
     np.testing.assert_array_equal(f[:, :, photo], frontal[:, :, photo])
     np.testing.assert_array_equal(r[:, :, photo], residual[:, :, photo])
