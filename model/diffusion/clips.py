@@ -140,9 +140,9 @@ def keep_condition_outside(frontal: np.ndarray, residual: np.ndarray, alpha: np.
     composite = identity[:, :3] + (1.0 - identity[:, 3:4]) * background[None]
     keep = np.asarray(photo, bool)[None, None]
     reach = max(1, round(PERSON_REACH * alpha.shape[-1] / 128))
-    near = _grown(identity[:, 3], reach)[:, None]
+    cut = np.where(keep, _grown(identity[:, 3], reach)[:, None], identity[:, 3:4])  # (T, 1, R, R): one product with the planes
     return (np.where(keep, frontal, composite).astype(frontal.dtype), np.where(keep, residual, composite).astype(residual.dtype),
-            np.where(keep, alpha * near, alpha * identity[:, 3:4]).astype(alpha.dtype))
+            (alpha * cut).astype(alpha.dtype))
 
 
 def to_uint8(x: np.ndarray, low: float) -> np.ndarray:
