@@ -135,6 +135,31 @@ def test_outside_the_photo_the_clip_carries_the_condition_not_paint():
     np.testing.assert_allclose(r[:, :, ~photo], composite[:, :, ~photo], atol=1e-6)
 
 
+def test_inside_the_photo_a_clips_alpha_is_cut_around_the_person(generator):
+    """Inside the portrait's photo a clip keeps the network's colours, but its alpha is cut to a
+    few pixels around the condition's person (the network's scribbles in the background beside
+    the hair), also for a photo that covers the whole crop (which once skipped the cut)."""
+    from model.diffusion.clips import PERSON_REACH
+
+    p = generator.portrait
+    T, R = 2, TINY.res
+    identity = torch.zeros(T, 5, R, R)
+    identity[:, 3, R // 4:R // 2, R // 4:R // 2] = 1.0
+    colours = torch.rand(T, 3, R, R) * 2 - 1
+    own = p.photo
+    for photo in (own, np.ones_like(own)):
+        p.photo = photo  # the module's portrait: put back below
+        try:
+            f, _, a = p.keep_condition_outside(colours, colours, torch.ones(T, 3, R, R), identity)
+        finally:
+            p.photo = own
+        assert (a[:, :, R // 4:R // 2, R // 4:R // 2] == 1).all()
+        yy, xx = np.mgrid[:R, :R]
+        far = photo & ((np.abs(yy - 3 * R / 8 + 0.5) > R / 8 + PERSON_REACH + 1) | (np.abs(xx - 3 * R / 8 + 0.5) > R / 8 + PERSON_REACH + 1))
+        assert far.sum() > R * R / 4 and (a[:, :, torch.from_numpy(far)] == 0).all()
+        torch.testing.assert_close(f[:, :, torch.from_numpy(photo)], colours[:, :, torch.from_numpy(photo)])
+
+
 def test_generated_clips_of_a_close_up_show_the_continued_person_as_the_condition_has_it(shared_data, one_thread):
     """d38's crop reaches past the photo: there a generated frame's colours are the identity
     condition (the person continued past the photo) over the background, whatever the network

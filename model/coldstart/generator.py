@@ -159,7 +159,7 @@ class OnnxGenerator:
                 progress(GenerationStatus(clip.index, 1, 1, clip.done, total))
             started = time.perf_counter()
             frontal, residual, alpha = out["frontal"][0], out["residual"][0], out["alpha"][0]
-            if "identity" in inputs and not p.crop.photo.all():  # as model.diffusion.pipeline.Generator.mpi_frames
+            if "identity" in inputs:  # as model.diffusion.pipeline.Generator.mpi_frames
                 frontal, residual, alpha = keep_condition_outside(frontal, residual, alpha, inputs["identity"][0], p.background,
                                                                   p.crop.photo)
             frames = clip_frames(to_uint8(frontal, -1.0), to_uint8(residual, -1.0), to_uint8(alpha, 0.0),

@@ -127,9 +127,9 @@ class Portrait:
                                identity: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """(frontal, residual) (T, 3, R, R) and alpha (T, D, R, R) of a clip with the identity
         condition (T, 5, R, R) over the background and its matte cutting the alpha outside the
-        portrait's photo (model.diffusion.clips.keep_condition_outside); unchanged without a
-        condition or when the photo covers the crop."""
-        if identity is None or self.photo.all():
+        portrait's photo, and inside it the alpha cut to the condition's person grown by a few
+        pixels (model.diffusion.clips.keep_condition_outside); unchanged without a condition."""
+        if identity is None:
             return frontal, residual, alpha
         as_np = lambda t: t.detach().float().cpu().numpy()
         kept = keep_condition_outside(as_np(frontal), as_np(residual), as_np(alpha), as_np(identity),
@@ -221,7 +221,8 @@ class Generator:
     def mpi_frames(self, pred: MPIPrediction, clip: DrivingClip, identity: Tensor | None = None) -> list[MPIFrame]:
         """The MPIFrames a clip delivers (batch element 0 of its prediction); identity (1, T, 5, R, R),
         the clip's identity condition: outside the portrait's photo the colours are that condition
-        over the background, the alpha cut to its matte (clips.keep_condition_outside)."""
+        over the background, the alpha cut to its matte, and inside it to a few pixels around its
+        person (clips.keep_condition_outside)."""
         p = self._require_portrait()
         frontal, residual, alpha = p.keep_condition_outside(pred.frontal[0], pred.residual[0], pred.alpha[0],
                                                             None if identity is None else identity[0])
