@@ -92,6 +92,21 @@ def mesh_inputs(vertices_head: np.ndarray | Tensor, T_cam_from_head: np.ndarray 
     return torch.cat(coords), torch.cat(alpha), torch.cat(depths)
 
 
+def delivered(frontal: Tensor, residual: Tensor, alpha: Tensor, identity: Tensor | None, background: Tensor,
+              photo: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+    """A clip's (frontal, residual) (T, 3, R, R) and alpha (T, D, R, R) as generation delivers them
+    (model.diffusion.clips.keep_condition_outside, which every backend applies): past the source's
+    photo (R, R) bool the identity condition (T, 5, R, R) over the background (3, R, R) in [-1, 1],
+    the alpha cut to its matte there and to a few pixels around its person inside the photo.
+    Unchanged without a condition. `imp eval` scores the network through this too."""
+    if identity is None:
+        return frontal, residual, alpha
+    as_np = lambda t: t.detach().float().cpu().numpy()  # noqa: E731
+    kept = keep_condition_outside(as_np(frontal), as_np(residual), as_np(alpha), as_np(identity), as_np(background),
+                                  np.asarray(photo, bool))
+    return tuple(torch.from_numpy(k) for k in kept)
+
+
 # --------------------------------------------------------------------------------------- portrait
 
 @dataclass
@@ -129,12 +144,7 @@ class Portrait:
         condition (T, 5, R, R) over the background and its matte cutting the alpha outside the
         portrait's photo, and inside it the alpha cut to the condition's person grown by a few
         pixels (model.diffusion.clips.keep_condition_outside); unchanged without a condition."""
-        if identity is None:
-            return frontal, residual, alpha
-        as_np = lambda t: t.detach().float().cpu().numpy()
-        kept = keep_condition_outside(as_np(frontal), as_np(residual), as_np(alpha), as_np(identity),
-                                      image_to_model(self.background).numpy(), self.photo)
-        return tuple(torch.from_numpy(k) for k in kept)
+        return delivered(frontal, residual, alpha, identity, image_to_model(self.background), self.photo)
 
     def identity(self, frames: DrivingFrames, unmix: bool) -> Tensor:
         """(n, 5, R, R): the identity condition of driving frames (model/geometry/portrait_warp.py);

@@ -21,7 +21,9 @@ For each video the first frame is the portrait and the video's own track drives 
 
 A generator (model/evaluation/generators.py) is any function (Conditions, real frames) ->
 MPIPrediction: a trained model, the oracle (real frames over the mesh depth; tests) or the warp
-baseline.
+baseline. Its MPIs are scored as generation delivers them (`as_delivered`: the alpha cut to a few
+pixels around the identity condition's person; since 2026-12-06's eighth session, before which the
+network's MPIs were scored as they came).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from tqdm import tqdm
 
 from model.data.dataset import DatasetError, PreparedDataset, PreparedVideo
 from model.data.pairs import VideoSource, coordinate_channels, image_to_tensor, rasterise
+from model.diffusion.pipeline import delivered
 from model.diffusion.process import Conditions
 from model.evaluation.generators import Generator
 from model.evaluation.metrics import l1, landmark_distance, psnr, ssim, stereo_check
@@ -116,6 +119,16 @@ def region_errors(frames: Tensor, real: Tensor, valid: Tensor, face: Tensor, per
     return out
 
 
+def as_delivered(pred: MPIPrediction, cond: Conditions, photo: np.ndarray) -> MPIPrediction:
+    """An MPI video (batch 1) as `imp generate` and the viewer would deliver it from these
+    conditions, photo (R, R) bool being the source's frame (model.diffusion.pipeline.delivered: the
+    alpha cut around the condition's person, the condition past the frame). Cross-identity pairs go
+    through the same function, with the portrait's photo."""
+    identity = None if cond.identity is None else cond.identity[0]
+    f, r, a = delivered(pred.frontal[0], pred.residual[0], pred.alpha[0], identity, cond.background[0], photo)
+    return MPIPrediction(f[None], r[None], a[None])
+
+
 def evaluate_video(video: PreparedVideo, vid: str, cfg, generate: Generator, settings: EvalSettings) -> VideoMetrics:
     src = VideoSource(video, vid, cfg, cache_dir=None)
     n = len(src) if settings.max_frames is None else min(len(src), settings.max_frames)
@@ -125,7 +138,8 @@ def evaluate_video(video: PreparedVideo, vid: str, cfg, generate: Generator, set
     out = VideoMetrics(vid, n)
 
     front = video_conditions(src, n, reference_camera=False)
-    mpis = generate(front.cond, real[None])
+    photo = src.valid()[0].numpy() > 0.5  # the video's frame: to generation what a portrait's photo is
+    mpis = as_delivered(generate(front.cond, real[None]), front.cond, photo)
     frames = mpi.render_in_mpi_camera(mpis.frontal[0], mpis.residual[0], mpis.alpha[0], front.cond.background.expand(n, -1, -1, -1))
     frames = frames.clamp(-1, 1)
     valid = src.valid()[None].expand(n - 1, 1, -1, -1) > 0.5  # the real frames' real pixels (the crop may leave the video)
@@ -148,7 +162,7 @@ def evaluate_video(video: PreparedVideo, vid: str, cfg, generate: Generator, set
     side = video_conditions(src, n, reference_camera=True)
     # an oracle sees the real frames, which are not aligned with the reference camera: that is the
     # point of the side check (a 2D generator cannot follow the head's 3D motion)
-    smpi = generate(side.cond, real[None])
+    smpi = as_delivered(generate(side.cond, real[None]), side.cond, photo)
     K = src.K.expand(n, 3, 3)
     rendered = mpi.render(smpi.frontal[0], smpi.residual[0], smpi.alpha[0], side.depths, K, K, side.T_tgt_from_mpi,
                           side.cond.background.expand(n, -1, -1, -1)).rgb.clamp(-1, 1)
