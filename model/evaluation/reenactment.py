@@ -123,7 +123,7 @@ def as_delivered(pred: MPIPrediction, cond: Conditions, photo: np.ndarray) -> MP
     """An MPI video (batch 1) as `imp generate` and the viewer would deliver it from these
     conditions, photo (R, R) bool being the source's frame (model.diffusion.pipeline.delivered: the
     alpha cut around the condition's person, the condition past the frame). Cross-identity pairs go
-    through the same function, with the portrait's photo."""
+    through `delivered` too (Portrait.keep_condition_outside), with the portrait's photo."""
     identity = None if cond.identity is None else cond.identity[0]
     f, r, a = delivered(pred.frontal[0], pred.residual[0], pred.alpha[0], identity, cond.background[0], photo)
     return MPIPrediction(f[None], r[None], a[None])
