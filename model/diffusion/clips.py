@@ -113,15 +113,6 @@ def clip_frames(frontal: np.ndarray, residual: np.ndarray, alpha: np.ndarray, ba
 PERSON_REACH = 3  # px of a 128 px crop: how far past the moved condition's person a clip's MPI may be opaque
 
 
-def _grown(mask: np.ndarray, r: int) -> np.ndarray:
-    """(T, H, W): mask (T, H, W) under a (2r + 1)^2 max filter (its edges repeated)."""
-    for axis in (1, 2):
-        padded = np.pad(mask, [(0, 0)] + [(r, r) if a == axis else (0, 0) for a in (1, 2)], mode="edge")
-        n = mask.shape[axis]
-        mask = np.max([np.take(padded, np.arange(k, k + n), axis=axis) for k in range(2 * r + 1)], axis=0)
-    return mask
-
-
 def keep_condition_outside(frontal: np.ndarray, residual: np.ndarray, alpha: np.ndarray, identity: np.ndarray,
                            background: np.ndarray, photo: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A clip's colours with the identity condition over the background where the portrait's photo
@@ -137,10 +128,14 @@ def keep_condition_outside(frontal: np.ndarray, residual: np.ndarray, alpha: np.
     3 or 8 px, 23.99 without). frontal, residual (T, 3, R, R) in [-1, 1]; alpha (T, D, R, R);
     identity (T, 5, R, R) (model.geometry.portrait_warp; composited as its warp_composite);
     background (3, R, R) in [-1, 1]; photo (R, R) bool. Returns (frontal, residual, alpha)."""
+    import cv2  # imported already by the portrait's crop (model.data.matting.continue_person)
+
     composite = identity[:, :3] + (1.0 - identity[:, 3:4]) * background[None]
     keep = np.asarray(photo, bool)[None, None]
     reach = max(1, round(PERSON_REACH * alpha.shape[-1] / 128))
-    cut = np.where(keep, _grown(identity[:, 3], reach)[:, None], identity[:, 3:4])  # (T, 1, R, R): one product with the planes
+    square = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
+    near = np.stack([cv2.dilate(np.ascontiguousarray(a, np.float32), square, borderType=cv2.BORDER_REPLICATE) for a in identity[:, 3]])
+    cut = np.where(keep, near[:, None], identity[:, 3:4])  # (T, 1, R, R): one product with the planes
     return (np.where(keep, frontal, composite).astype(frontal.dtype), np.where(keep, residual, composite).astype(residual.dtype),
             (alpha * cut).astype(alpha.dtype))
 
