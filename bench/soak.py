@@ -32,7 +32,7 @@ from model.runtime import add_device_argument
 HITCH_S = 0.25  # a window frame later than this after the previous one is a hitch
 
 
-def video_as_webcam(video: str, portrait):
+def video_as_webcam(video: str, portrait, on_progress=None):
     """A video read as a live camera would be (module level: the worker process unpickles it)."""
     from app.live.webcam import WebcamDriving
 

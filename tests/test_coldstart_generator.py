@@ -163,7 +163,7 @@ def test_the_worker_makes_its_clips_without_torch(demo_onnx, astronaut_path):
         "                    cache_dir=default_cache_dir())\n"
         "g = open_generator(job)\n"
         "p = g.prepare(job.portrait, job.cache_dir)\n"
-        "clips = g.generate_clips(job.driving(p), max_frames=2 * g.cfg.frames - 1)\n"
+        "clips = g.generate_clips(job.driving(p, None), max_frames=2 * g.cfg.frames - 1)\n"
         "sizes = [len(c) for c in clips]\n"
         "print(json.dumps({'torch': 'torch' in sys.modules, 'device': g.device, 'sizes': sizes}))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO,

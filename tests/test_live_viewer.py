@@ -58,7 +58,7 @@ def test_live_plays_what_the_worker_generates_and_saves_it(xvfb_display, tiny_ch
     from model.formats.clip import load_clip
 
     save = tmp_path / "live.mpi"
-    job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p: default_driving(p.track, max_frames=15),
+    job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p, _on_progress: default_driving(p.track, max_frames=15),
                         seed=1, steps=1, threads=1)
     live = LiveSession(job, capacity=4, save=save)
     with _viewer(live, sliders=True) as viewer:
@@ -93,7 +93,7 @@ def test_live_plays_what_the_worker_generates_and_saves_it(xvfb_display, tiny_ch
 
 def test_closing_mid_generation_stops_the_worker_and_leaves_no_file(xvfb_display, tiny_checkpoint, astronaut_path, tmp_path):
     save = tmp_path / "never.mpi"
-    job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p: ParametricDriving(p.track), steps=500, threads=1)
+    job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p, _on_progress: ParametricDriving(p.track), steps=500, threads=1)
     live = LiveSession(job, save=save)
     viewer = _viewer(live)
     live.start()
@@ -111,7 +111,7 @@ def test_worker_error_reaches_the_panel_and_the_window_stays_usable(xvfb_display
 
     bad = tmp_path / "corrupt.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
-    job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p: VideoDriving(bad, p.track, progress=False), steps=1, threads=1)
+    job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p, _on_progress: VideoDriving(bad, p.track, progress=False), steps=1, threads=1)
     live = LiveSession(job)
     with _viewer(live) as viewer:
         live.start()
@@ -309,7 +309,7 @@ def test_default_demo_model_shows_a_generated_head(xvfb_display, astronaut_path)
 
     from model.net.checkpoint import demo_checkpoint
 
-    job = GenerationJob(demo_checkpoint(), astronaut_path, lambda p: default_driving(p.track, max_frames=8),
+    job = GenerationJob(demo_checkpoint(), astronaut_path, lambda p, _on_progress: default_driving(p.track, max_frames=8),
                         seed=0, threads=1)
     live = LiveSession(job, capacity=8)
     with _viewer(live, sliders=True) as viewer:

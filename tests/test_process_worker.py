@@ -18,12 +18,12 @@ from model.data.driving import ParametricDriving, default_driving  # noqa: E402
 from tests.test_worker import _drain  # noqa: E402
 
 
-def driving_of(portrait, max_frames=None):
+def driving_of(portrait, on_progress, max_frames=None):
     """Module level: the worker process unpickles it."""
     return default_driving(portrait.track, max_frames=max_frames)
 
 
-def endless(portrait):
+def endless(portrait, on_progress):
     return ParametricDriving(portrait.track)
 
 

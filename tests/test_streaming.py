@@ -182,7 +182,7 @@ def test_live_session_measures_capture_to_shown_latency(tiny_checkpoint, astrona
     from app.live.worker import GenerationJob
     from bench.synthetic import random_mpi
 
-    live = LiveSession(GenerationJob(tiny_checkpoint, astronaut_path, lambda p: None), capacity=4)
+    live = LiveSession(GenerationJob(tiny_checkpoint, astronaut_path, lambda p, _on_progress: None), capacity=4)
     now = time.perf_counter()
     live.worker.fps = 25.0
     live.worker.driving = SimpleNamespace(capture_times=[now - 0.5, now - 0.3])  # what the camera source records

@@ -39,7 +39,7 @@ def test_worker_delivers_exactly_the_sampler_frames(tiny_checkpoint, astronaut_p
     from model.diffusion.pipeline import Generator
 
     buffer = RingBuffer(4)  # smaller than the output: the worker must block and resume, losing nothing
-    job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p: default_driving(p.track, max_frames=10),
+    job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p, _on_progress: default_driving(p.track, max_frames=10),
                         seed=3, steps=1, threads=1)
     worker = GenerationWorker(job, buffer).start()
     got = _drain(buffer, worker)
@@ -66,7 +66,7 @@ def test_worker_delivers_exactly_the_sampler_frames(tiny_checkpoint, astronaut_p
 
 def test_stop_ends_the_thread_between_sampler_steps(tiny_checkpoint, astronaut_path):
     buffer = RingBuffer(4)
-    job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p: ParametricDriving(p.track), steps=200, threads=1)
+    job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p, _on_progress: ParametricDriving(p.track), steps=200, threads=1)
     worker = GenerationWorker(job, buffer).start()
     deadline = time.perf_counter() + 60
     while worker.status.step < 1 and worker.alive and time.perf_counter() < deadline:
@@ -85,7 +85,7 @@ def test_corrupt_driving_video_becomes_a_status_message(tiny_checkpoint, astrona
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
     buffer = RingBuffer(4)
-    job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p: VideoDriving(bad, p.track, progress=False), steps=1, threads=1)
+    job = GenerationJob(tiny_checkpoint, astronaut_path, lambda p, _on_progress: VideoDriving(bad, p.track, progress=False), steps=1, threads=1)
     worker = GenerationWorker(job, buffer).start()
     assert worker.join(timeout=60)
     assert worker.status.phase == "failed" and "broken.mp4" in worker.status.error

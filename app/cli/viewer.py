@@ -35,10 +35,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model.runtime import add_device_argument, worker_device
+
+if TYPE_CHECKING:
+    from model.data.driving_cache import TrackingProgress
 
 HEADLESS_SCREENSHOT = Path(tempfile.gettempdir()) / "imp-viewer.png"
 HEADLESS_SAVE_EVERY = 2.0  # seconds between screenshots while running on a virtual display
@@ -194,21 +197,22 @@ def _looks_like_driving(text: str) -> bool:
     return text == "sliders" or parse_webcam(text) is not None or Path(text).suffix.lower() in VIDEO_SUFFIXES
 
 
-def sliders_driving(portrait):
+def sliders_driving(portrait, on_progress: TrackingProgress | None = None):
     """The built-in animation + sliders source of a prepared portrait. The driving factories are
-    module-level functions (or partials of them): the worker process unpickles them."""
+    module-level functions (or partials of them): the worker process unpickles them. They all take
+    the worker's on_progress (app.live.worker.GenerationJob); only a video has tracking to report."""
     from model.data.driving import default_driving
 
     return default_driving(portrait.track)
 
 
-def webcam_driving(index: int, portrait):
+def webcam_driving(index: int, portrait, on_progress: TrackingProgress | None = None):
     from app.live.webcam import WebcamDriving
 
     return WebcamDriving(index, portrait.track)
 
 
-def video_driving(path: Path, cache_dir: Path | None, portrait, on_progress: Callable[[str, int, int], None] | None = None):
+def video_driving(path: Path, cache_dir: Path | None, portrait, on_progress: TrackingProgress | None = None):
     """A driving video's source, its track kept in / read from `cache_dir` (the prepared portraits'
     folder); on_progress(stage, done, total) while it is tracked (the worker's status line)."""
     from model.data.driving import VideoDriving

@@ -29,7 +29,7 @@ import time
 import traceback
 
 from app.live.ring_buffer import RingBuffer
-from app.live.worker import PUT_POLL, GenerationJob, WorkerStatus, open_driving, open_generator
+from app.live.worker import PUT_POLL, GenerationJob, WorkerStatus, open_generator
 
 SLOTS = 4  # frames in flight between the processes
 PROCESS_NICE = 19  # the generation process's priority below the render loop's (see the module docstring)
@@ -136,7 +136,7 @@ def _child(job: GenerationJob, shm_name: str, res: int, planes: int, free, out, 
             out.put(("status", {"tracking": (stage, done, total)}))
             check()
 
-        driving = open_driving(job, portrait, tracking)
+        driving = job.driving(portrait, tracking)
         captured = getattr(driving, "capture_times", None)
         out.put(("driving", float(driving.fps), isinstance(driving, ParametricDriving), captured is not None))
         steps = job.steps or generator.cfg.diffusion.sample_steps

@@ -13,7 +13,6 @@ escape the thread: they end it and are kept in `status.error` for the UI to show
 """
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 import threading
@@ -22,8 +21,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.live.ring_buffer import RingBuffer
+
+if TYPE_CHECKING:  # the worker's module stays light: the viewer imports it before any model code
+    from model.data.driving_cache import TrackingProgress
 
 WORKER_NICE = 5  # how much lower the generation thread's CPU priority is than the render loop's
 PUT_POLL = 0.1  # s: how often a worker blocked on a full buffer looks at the stop event
@@ -77,31 +80,20 @@ class WorkerStatus:
 
 @dataclass
 class GenerationJob:
-    """What to generate. `driving(portrait)` opens the driving source once the portrait is
-    prepared (its Track is what video / webcam / slider sources retarget onto); a factory that
-    takes an `on_progress` keyword gets the worker's callback for a video's tracking
-    (`open_driving`)."""
+    """What to generate. `driving(portrait, on_progress)` opens the driving source once the
+    portrait is prepared (its Track is what video / webcam / slider sources retarget onto);
+    on_progress(stage, done, total) is the worker's callback for a driving video's tracking
+    (model.data.driving.VideoDriving), which sliders and webcams, having nothing to wait for, ignore."""
 
     checkpoint: Path
     portrait: object  # path or RGB uint8 array
-    driving: Callable[[object], object]  # model.diffusion.pipeline.Portrait -> model.data.driving.DrivingSource
+    driving: Callable[[object, TrackingProgress], object]  # (model.diffusion.pipeline.Portrait, on_progress) -> model.data.driving.DrivingSource
     seed: int = 0
     steps: int | None = None
     max_frames: int | None = None
     device: str = "auto"  # auto|cpu|cuda[:N] (model.runtime.resolve_device): the GPU when there is one
     threads: int | None = None  # CPU threads of the network: torch's (process-wide; None: torch's choice) or ONNX Runtime's (None: 1)
     cache_dir: Path | None = None  # prepared portraits are kept here (model/data/portrait_cache.py); None: not kept
-
-
-def open_driving(job: GenerationJob, portrait, on_progress: Callable[[str, int, int], None]):
-    """job.driving(portrait), given on_progress as well when the factory takes it: a driving video
-    reports its tracking frame by frame (model.data.driving.VideoDriving); sliders and webcams
-    have nothing to wait for."""
-    try:
-        takes = "on_progress" in inspect.signature(job.driving).parameters
-    except (TypeError, ValueError):  # a callable without a signature to read
-        takes = False
-    return job.driving(portrait, on_progress=on_progress) if takes else job.driving(portrait)
 
 
 def open_generator(job: GenerationJob):
@@ -207,7 +199,7 @@ class GenerationWorker:
             self._set(tracking=(stage, done, total))
             self._check()  # a long video's tracking stops when the viewer closes
 
-        self.driving = open_driving(job, portrait, tracking)
+        self.driving = job.driving(portrait, tracking)
         self.fps = float(self.driving.fps)
         self._check()
         steps = job.steps or generator.cfg.diffusion.sample_steps

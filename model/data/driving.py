@@ -24,13 +24,16 @@ import dataclasses
 import functools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model.tracking.track import Track
+
+if TYPE_CHECKING:
+    from model.data.driving_cache import TrackingProgress
 
 
 @dataclass
@@ -122,7 +125,7 @@ class VideoDriving(DrivingSource):
 
     def __init__(self, driver: str | Path | Track, portrait: Track, max_frames: int | None = None, progress: bool = True,
                  translate: bool = True, cache_dir: Path | None = None, torso_shift: np.ndarray | None = None,
-                 on_progress: Callable[[str, int, int], None] | None = None):
+                 on_progress: TrackingProgress | None = None):
         """cache_dir: where a video's track is kept and found again (model/data/driving_cache.py;
         None: tracked every time). torso_shift (n, 2): the torso's motion when the driver is given
         as a Track (a video's is measured here); None: the body stays. on_progress(stage, done,

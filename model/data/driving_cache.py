@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 FORMAT = "im-portrait-driving-track-3"  # raise when tracking (model/tracking) or body_motion changes what it makes
 _CHUNK = 1 << 20
+TrackingProgress = Callable[[str, int, int], None]  # (stage, frames done, frames in all; 0: unknown) while a video is tracked
 
 
 def video_key(path: str | Path, max_frames: int | None) -> str:
@@ -48,7 +49,7 @@ def _entry(cache_dir: Path, key: str) -> Path:
 
 def driving_video_track(path: str | Path, cache_dir: Path | None, progress: bool = True,
                         max_frames: int | None = None,
-                        on_progress: Callable[[str, int, int], None] | None = None) -> tuple[Track, np.ndarray]:
+                        on_progress: TrackingProgress | None = None) -> tuple[Track, np.ndarray]:
     """(model.tracking.track_video's Track of `path`, its torso shifts (n, 2): body_motion.
     video_torso_shifts), from the cache `cache_dir` when it holds them (and kept there when it did
     not; None: no cache). Raises what track_video raises. on_progress(stage, done, total) after
