@@ -278,6 +278,46 @@ def test_a_bust_takes_the_clothes_colour_not_the_background_a_matte_ran_into_nor
         assert m[y, x] > 0.99 and out[y, x].min() > 170, (y, x, out[y, x])
 
 
+def _cut_above_a_dark_shirt(bottom: int, clothes_rows: int):
+    """(image, matte, background, valid, bust) of a 64 px crop whose photo ends at row `bottom`: a
+    face and neck in skin (in the chin's shadow) over a plain background, a dark shirt beside the
+    neck in the photo's last `clothes_rows` rows, the chin at row 32."""
+    H = W = 64
+    valid = np.zeros((H, W), bool)
+    valid[:bottom] = True
+    bg = np.full((H, W, 3), 200, np.uint8)
+    image = bg.copy()
+    matte = np.zeros((H, W), np.float32)
+    image[12:bottom, 26:38] = (175, 122, 106)
+    matte[12:bottom, 26:38] = 1.0
+    image[bottom - clothes_rows:bottom, 14:26] = image[bottom - clothes_rows:bottom, 38:50] = (20, 20, 30)
+    matte[bottom - clothes_rows:bottom, 14:50] = 1.0
+    return image, matte * valid, bg, valid, matting.bust_matte(_face_landmarks((32.0, 32.0), 16.0), (H, W))
+
+
+def test_a_neck_cut_by_the_photos_bottom_does_not_run_on_down_the_chest():
+    """A close-up cut at the collar of a dark shirt (dreamtalk's male_face): the neck shows at the
+    photo's bottom, lit brighter there than in the chin's shadow. Below the photo the chest is the
+    shirt's colour, not a column of skin under the neck; the photo stays as it is."""
+    image, matte, bg, valid, bust = _cut_above_a_dark_shirt(40, 6)
+    image[36:40, 26:38] = (200, 150, 132)  # the neck lit brighter at the collar
+    out, m, _ = matting.continue_person(image, matte, bg, valid, bust)
+    np.testing.assert_array_equal(out[valid], image[valid])
+    for y in (44, 52, 60):  # under the neck, near the photo's bottom and farther down
+        assert m[y, 32] > 0.99 and out[y, 32].max() < 90, (y, out[y, 32])
+
+
+def test_a_neck_cut_under_the_chin_runs_on_down_to_the_shoulders():
+    """A video cut under the chin (LIA's): below it the neck goes on, in its skin, down to where the
+    bust's shoulders begin; the chest below that is the clothes' colour."""
+    image, matte, bg, valid, bust = _cut_above_a_dark_shirt(34, 2)
+    top = matting._shoulders_top(bust)
+    assert 34 < top < 40  # NECK_DROP of a 16 px face under the chin
+    out, m, _ = matting.continue_person(image, matte, bg, valid, bust)
+    assert m[top - 1, 32] > 0.99 and abs(int(out[top - 1, 32, 0]) - 175) < 30, out[top - 1, 32]  # still the neck
+    assert m[60, 32] > 0.99 and out[60, 32].max() < 90, out[60, 32]  # the chest, in the clothes' colour
+
+
 def _close_up_crop(res: int = 128):
     """A head crop reaching past a close-up photo: the photo (a diagonal gradient behind a magenta
     person) covers the middle; the crop has the photo's edge pixels repeated past it."""

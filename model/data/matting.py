@@ -316,6 +316,18 @@ def _unlike(colour: np.ndarray, other: np.ndarray) -> np.ndarray:
     return (1.0 - np.exp(-d2 / (2.0 * COLOUR_TELL ** 2))).astype(np.float32)
 
 
+SKIN_SHADING = (0.6, 1.6)  # how much darker / brighter than under the chin the neck's skin may be lit elsewhere
+
+
+def _not_skin(colour: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """(H, W) in [0, 1]: how surely colour (H, W, 3) is not the skin (3,) lit more or less brightly
+    (SKIN_SHADING): a neck is lighter at the collar than in the chin's shadow (male_face: 198 against
+    175 in red), and compared as it is, its lower part passed for clothes."""
+    skin = np.asarray(skin, np.float32)
+    gain = np.clip(colour.astype(np.float32) @ skin / max(float(skin @ skin), 1.0), *SKIN_SHADING)
+    return _unlike(colour, gain[..., None] * skin)
+
+
 def _neck_skin(fg: np.ndarray, matte: np.ndarray, valid: np.ndarray, bust: np.ndarray) -> np.ndarray | None:
     """(3,) the median colour of the person just under the chin within the neck's width (the
     bust's top rows), or None where the source does not show it."""
@@ -330,16 +342,22 @@ def _neck_skin(fg: np.ndarray, matte: np.ndarray, valid: np.ndarray, bust: np.nd
     return np.median(fg[take], axis=0) if take.sum() >= 3 else None
 
 
-def _clothes_weights(weights: np.ndarray, fg: np.ndarray, not_background: np.ndarray, matte: np.ndarray,
-                     valid: np.ndarray, bust: np.ndarray) -> np.ndarray:
+def _shoulders_top(bust: np.ndarray) -> int:
+    """The first row of bust_matte's `bust` (H, W) wider than its neck: where its shoulders begin
+    (H when they do not within the crop)."""
+    widths = (bust > 0.5).sum(1)
+    rows = np.flatnonzero(widths)
+    if not rows.size:
+        return bust.shape[0]
+    wider = rows[widths[rows] > widths[rows[0]] + 1]
+    return int(wider[0]) if wider.size else bust.shape[0]
+
+
+def _clothes_weights(weights: np.ndarray, clothes_like: np.ndarray) -> np.ndarray:
     """The weights (H, W) of the bottom rows' pixels whose colour the bust takes, the surer they
-    show clothes: not the background's colour there (not_background (H, W): `_unlike` fg and it; a
-    matte that runs past dark clothes into a dark background) nor the neck's skin. Unchanged when
-    that leaves less than a pixel."""
-    sure = weights * not_background
-    skin = _neck_skin(fg, matte, valid, bust)
-    if skin is not None:
-        sure = sure * _unlike(fg, skin)
+    show clothes (clothes_like (H, W) in [0, 1]: continue_person's). Unchanged when that leaves less
+    than a pixel (a source whose bottom rows show no clothes: bare shoulders)."""
+    sure = weights * clothes_like
     return sure if sure.sum() >= 1.0 else weights
 
 
@@ -395,10 +413,18 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
     H, W = valid.shape
     yy, xx = np.mgrid[:H, :W]
     fg = unmix_foreground(image, matte, background).astype(np.float32)
-    # below the source, a bottom-row pixel whose colour is the background's there lends the person
-    # below it little colour: the bust's clothes colour fills in (`_bust_colour`)
+    # how surely a pixel shows clothes: not the background's colour there (a matte that runs past
+    # dark clothes into a dark background) nor the neck's skin (just under the chin). Below the
+    # source a bottom-row pixel lends the person below it colour by that where the bust's shoulders
+    # have begun, and the bust's clothes colour fills in (`_bust_colour`): a neck cut by the photo's
+    # bottom at the collar ran on down the chest as a column of skin. Above the shoulders the neck
+    # runs on (a video cut under the chin shows more neck when the speaker rises)
     not_background = _unlike(fg, background)
-    lend = np.where(yy > y1, not_background[cy, cx], 1.0)
+    clothes_like, chest = not_background, np.zeros((H, W), bool)
+    skin = None if bust is None else _neck_skin(fg, matte, valid, bust)
+    if skin is not None:
+        clothes_like, chest = not_background * _not_skin(fg, skin), yy >= _shoulders_top(bust)
+    lend = np.where(yy > y1, np.where(chest, clothes_like[cy, cx], not_background[cy, cx]), 1.0)
     rgba = np.concatenate([fg * matte[..., None], matte[..., None]], -1)[cy, cx] * (fade * lend)[..., None]
     # blurred copies at a few widths; each pixel interpolates linearly between the two around its own
     sigma = PERSON_SPREAD * np.maximum.reduce([x0 - xx, xx - x1, y0 - yy, yy - y1, np.zeros_like(xx)]).astype(np.float32)
@@ -411,7 +437,7 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
     m, weights = _continued(matte, valid, grid, bust)
     colour = spread[..., :3] / np.maximum(spread[..., 3:], MIN_MATTE)
     if weights is not None:
-        colour = _bust_colour(colour, spread[..., 3], fg, _clothes_weights(weights, fg, not_background, matte, valid, bust), valid)
+        colour = _bust_colour(colour, spread[..., 3], fg, _clothes_weights(weights, clothes_like), valid)
     outside = m[..., None] * colour + (1.0 - m[..., None]) * background.astype(np.float32)
     out = np.where(valid[..., None], image, np.clip(np.round(outside), 0, 255).astype(np.uint8))
     moves = person_mask(m, max(2, round(HEAD_MOVES * H))) & (yy <= y1)
