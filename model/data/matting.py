@@ -419,12 +419,13 @@ def continue_person(image: np.ndarray, matte: np.ndarray, background: np.ndarray
     # have begun, and the bust's clothes colour fills in (`_bust_colour`): a neck cut by the photo's
     # bottom at the collar ran on down the chest as a column of skin. Above the shoulders the neck
     # runs on (a video cut under the chin shows more neck when the speaker rises)
-    not_background = _unlike(fg, background)
-    clothes_like, chest = not_background, np.zeros((H, W), bool)
+    clothes_like = _unlike(fg, background)
+    lend = clothes_like[cy, cx]
     skin = None if bust is None else _neck_skin(fg, matte, valid, bust)
     if skin is not None:
-        clothes_like, chest = not_background * _not_skin(fg, skin), yy >= _shoulders_top(bust)
-    lend = np.where(yy > y1, np.where(chest, clothes_like[cy, cx], not_background[cy, cx]), 1.0)
+        clothes_like = clothes_like * _not_skin(fg, skin)
+        lend = np.where(yy >= _shoulders_top(bust), clothes_like[cy, cx], lend)
+    lend = np.where(yy > y1, lend, 1.0)
     rgba = np.concatenate([fg * matte[..., None], matte[..., None]], -1)[cy, cx] * (fade * lend)[..., None]
     # blurred copies at a few widths; each pixel interpolates linearly between the two around its own
     sigma = PERSON_SPREAD * np.maximum.reduce([x0 - xx, xx - x1, y0 - yy, yy - y1, np.zeros_like(xx)]).astype(np.float32)
