@@ -184,6 +184,22 @@ def test_a_person_wider_than_the_photo_rounds_off_below_its_corners():
     assert (m[48:, 9:55] > 0.99).all()  # under the photo the torso runs on
 
 
+def test_a_shoulder_cut_by_the_photos_side_falls_away_past_it():
+    """A close-up cut at the sides through the shoulders (dreamtalk's male_face): past the side the
+    shoulder's outline falls on as it falls inside the photo, instead of running on along its rows
+    as a flat band (dark blobs beside the bust); hair higher up the side still runs on."""
+    image, matte, bg, valid = _cut_photo()
+    for c in range(8, 20):  # the left shoulder: its top falls one row per column outward
+        matte[30 + 20 - c:48, c] = 1.0
+    matte[10:20, 8:12] = 1.0  # hair at the side, above the gap over the shoulder
+    matte = matte * valid
+    _, m, _ = matting.continue_person(image, matte, bg, valid)
+    # the outline at the photo's (second) column 9 is at row 41, falling 1 px per px outward
+    assert (m[30:47, :4] == 0).all() and m[42, 5] == 0 and m[43, 7] == pytest.approx(0.5 * (1 - 2 / (matting.PERSON_SIDE_FADE * 64)))
+    assert m[46, 7] > 0.5 and m[47, 5] > 0.2  # under the outline, the person (fading sideways)
+    assert m[15, 6] > 0.5  # the hair
+
+
 def test_a_photo_that_covers_the_crop_is_left_as_it_is():
     image, matte, bg, _ = _cut_photo()
     valid = np.ones(matte.shape, bool)
@@ -298,13 +314,14 @@ def _cut_above_a_dark_shirt(bottom: int, clothes_rows: int):
 def test_a_neck_cut_by_the_photos_bottom_does_not_run_on_down_the_chest():
     """A close-up cut at the collar of a dark shirt (dreamtalk's male_face): the neck shows at the
     photo's bottom, lit brighter there than in the chin's shadow. Below the photo the chest is the
-    shirt's colour, not a column of skin under the neck; the photo stays as it is."""
+    shirt's colour, not a column of skin under the neck nor a brown band of the skin mixed into the
+    shirt; the photo stays as it is."""
     image, matte, bg, valid, bust = _cut_above_a_dark_shirt(40, 6)
     image[36:40, 26:38] = (200, 150, 132)  # the neck lit brighter at the collar
     out, m, _ = matting.continue_person(image, matte, bg, valid, bust)
     np.testing.assert_array_equal(out[valid], image[valid])
-    for y in (44, 52, 60):  # under the neck, near the photo's bottom and farther down
-        assert m[y, 32] > 0.99 and out[y, 32].max() < 90, (y, out[y, 32])
+    for y in (41, 44, 52, 60):  # under the neck, right under the photo's bottom and farther down
+        assert m[y, 32] > 0.99 and out[y, 32].max() < 50, (y, out[y, 32])  # the shirt is (20, 20, 30)
 
 
 def test_a_neck_cut_under_the_chin_runs_on_down_to_the_shoulders():
