@@ -127,9 +127,9 @@ def test_export_gate_shift_moves_only_the_detail_gates(tmp_path):
         export_weights(tiny, tmp_path / "bad.safetensors", gate_shift=-1.0)
 
 
-@pytest.mark.parametrize("name, value", [("mouth_gate_shift", 2.0), ("person_gate_shift", -2.0)])
+@pytest.mark.parametrize("name, value", [("mouth_gate_shift", 2.0), ("person_gate_shift", -2.0), ("copy_exactly", True)])
 def test_export_gate_shift_by_region_is_recorded_and_applied_on_load(tmp_path, name, value):
-    """export_weights(mouth_gate_shift= / person_gate_shift=...) changes no weight; load_model gives
+    """export_weights(mouth_gate_shift= / person_gate_shift= / copy_exactly=...) changes no weight; load_model gives
     it to the DetailHead; a later export without it keeps it; a config without the identity
     condition refuses it."""
     import torch

@@ -103,8 +103,8 @@ def test_outside_the_photo_the_clip_carries_the_condition_not_paint():
     """keep_condition_outside: on the photo a clip's colours are the network's and so is its alpha
     near the condition's person (PERSON_REACH px), none farther away (scribbles the network painted
     into the background); beyond the photo the identity condition over the background (what the
-    DetailHead gives with its gates shut) and the network's alpha cut to the condition's matte
-    (where the person is in that frame)."""
+    DetailHead gives with its gates shut, shown exactly through the MPI's alpha) and the network's
+    alpha cut to the condition's matte (where the person is in that frame)."""
     from model.diffusion.clips import PERSON_REACH, keep_condition_outside
 
     rng = np.random.default_rng(0)
@@ -114,6 +114,7 @@ def test_outside_the_photo_the_clip_carries_the_condition_not_paint():
     yy, xx = np.mgrid[:R, :R]
     dist = np.stack([np.hypot(yy - 64, xx - (40 + 10 * t)) for t in range(T)])  # a person moving right
     identity[:, 3] = np.clip(25.0 - dist, 0.0, 1.0)
+    identity[:, 3, 116:, 20:60] = np.linspace(0.2, 1.0, 40)  # a person continued below the photo, soft at one side
     identity = identity.astype(np.float32)
     identity[:, :3] *= identity[:, 3:4]  # premultiplied, as portrait_warp makes it
     background = rng.uniform(-1, 1, (3, R, R)).astype(np.float32)
@@ -130,9 +131,25 @@ def test_outside_the_photo_the_clip_carries_the_condition_not_paint():
     np.testing.assert_allclose(a[:, :, ~photo], (alpha * identity[:, 3:4])[:, :, ~photo], atol=1e-6)
     np.testing.assert_array_equal(f[:, :, photo], frontal[:, :, photo])
     np.testing.assert_array_equal(r[:, :, photo], residual[:, :, photo])
+    # beyond the photo the cut MPI shows the condition over the background exactly: its colours
+    # are that composite un-mixed by the MPI's own mask (DetailHead.through_alpha), not the
+    # composite itself, which it would composite over the background a second time
     composite = identity[:, :3] + (1 - identity[:, 3:4]) * background
-    np.testing.assert_allclose(f[:, :, ~photo], composite[:, :, ~photo], atol=1e-6)
-    np.testing.assert_allclose(r[:, :, ~photo], composite[:, :, ~photo], atol=1e-6)
+    np.testing.assert_array_equal(f[:, :, ~photo], r[:, :, ~photo])
+    mask = 1 - np.prod(1 - a, axis=1, keepdims=True)
+    view = f * mask + (1 - mask) * background
+    person = np.broadcast_to((~photo & (mask[:, 0] > 0.05))[:, None], view.shape)
+    assert person.any()
+    # the composite where the mask reaches the condition's alpha, its colour at that mask below
+    want = background + (composite - background) * mask / np.maximum(mask, identity[:, 3:4])
+    np.testing.assert_allclose(view[person], want[person], atol=1e-5)
+    assert (mask >= identity[:, 3:4])[:, 0][~photo[None].repeat(T, 0) & (mask[:, 0] > 0.05)].mean() > 0.1  # the composite is seen
+    opaque = np.broadcast_to((~photo & (identity[:, 3] == 1))[:, None], view.shape)
+    soft = np.broadcast_to((~photo & (identity[:, 3] > 0.2) & (identity[:, 3] < 0.9))[:, None], view.shape)
+    np.testing.assert_allclose(f[opaque], composite[opaque], atol=1e-6)  # the condition's own colour
+    assert soft.any() and np.abs(f[soft] - composite[soft]).max() > 0.1  # there the composite held the background
+    empty = np.broadcast_to((~photo & (identity[:, 3] == 0))[:, None], view.shape)
+    np.testing.assert_allclose(f[empty], np.broadcast_to(background, f.shape)[empty], atol=1e-6)
 
 
 def test_inside_the_photo_a_clips_alpha_is_cut_around_the_person(generator):
@@ -177,11 +194,16 @@ def test_generated_clips_of_a_close_up_show_the_continued_person_as_the_conditio
     driving = default_driving(p.track, max_frames=cfg.frames)
     frames = next(gen.generate_clips(driving, steps=1))
     ident = p.identity(default_driving(p.track, max_frames=cfg.frames).frames(cfg.frames), cfg.identity_unmix)
-    composite = model_to_uint8(ident[:, :3] + (1 - ident[:, 3:4]) * image_to_model(p.background))
-    ours = np.stack([f.frontal for f in frames])
-    diff = np.abs(ours.astype(int) - composite.astype(int))
-    assert diff[:, :, ~p.photo].max() <= 1
-    assert diff[:, :, p.photo].mean() > 5  # on the photo: the (random) network's colours
+    bg, ident = image_to_model(p.background).numpy(), np.asarray(ident)
+    composite = ident[:, :3] + (1 - ident[:, 3:4]) * bg
+    ours = np.stack([f.frontal for f in frames]).astype(np.float32) / 127.5 - 1
+    diff = np.abs(ours - composite)
+    assert diff[:, :, p.photo].mean() > 5 / 127.5  # on the photo: the (random) network's colours
+    # beyond it the frame shows the composite, through the MPI's alpha (keep_condition_outside)
+    mask = 1 - np.prod(1 - np.stack([f.alpha for f in frames]).astype(np.float32) / 255, axis=1, keepdims=True)
+    view = ours * mask + (1 - mask) * bg
+    want = bg + (composite - bg) * mask / np.maximum(mask, np.maximum(ident[:, 3:4], 1e-3))
+    assert np.abs(view - want)[:, :, ~p.photo].max() < 0.02
 
 
 def test_the_photos_edge_is_not_darkened_by_the_black_beyond_it(shared_data):

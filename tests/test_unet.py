@@ -160,17 +160,24 @@ def test_identity_switch_is_off_in_the_paper_config_and_its_path_reaches_the_out
     assert (model.colour_head.detail.conv2.bias[6:] == 40).all() and DetailHead.GATE_BIAS < 0
 
 
+def _constant_detail_head(gate_logit: float) -> MPIUNet:
+    """The demo config's network (seed 0) whose DetailHead paints tanh(0) = 0 everywhere through
+    gates of this logit (very negative: shut, the condition is copied)."""
+    torch.manual_seed(0)
+    model = MPIUNet(get_config("demo")).eval()
+    with torch.no_grad():
+        model.colour_head.detail.conv2.weight.zero_()
+        model.colour_head.detail.conv2.bias.zero_()
+        model.colour_head.detail.conv2.bias[6:] = gate_logit
+    return model
+
+
 def test_mouth_gate_shift_moves_the_gates_inside_the_mouth_only() -> None:
     """An export's gate shift calibrates copying the portrait; inside the mouth (black, opaque, no
     confidence in the identity condition) there is nothing to copy: mouth_gate_shift opens the
     gates there and nowhere else."""
-    cfg = get_config("demo")
-    torch.manual_seed(0)
-    model = MPIUNet(cfg).eval()
-    with torch.no_grad():
-        model.colour_head.detail.conv2.weight.zero_()
-        model.colour_head.detail.conv2.bias.zero_()
-        model.colour_head.detail.conv2.bias[6:] = -6.0  # shut: the condition is copied
+    model = _constant_detail_head(-6.0)  # shut: the condition is copied
+    cfg = model.cfg
     inputs = random_inputs(cfg)
     R = cfg.res
     identity = torch.zeros(1, cfg.frames, cfg.identity_channels, R, R)
@@ -201,16 +208,52 @@ def test_mouth_gate_shift_moves_the_gates_inside_the_mouth_only() -> None:
         model.colour_head.detail(torch.zeros(1, cfg.colour_head_channels, R, R), torch.zeros(1, cfg.detail_in_channels, R, R))
 
 
+def test_copy_exactly_makes_the_mpi_show_the_composite_whatever_its_alpha() -> None:
+    """A shut gate copies the identity condition composited over the background, C; the MPI then
+    composites that over the background again by its own mask m (a soft hair outline showed the
+    background twice). With copy_exactly its frontal view is C where m is at least the condition's
+    alpha, and the condition's own colour at that mask where m is below it; open gates paint as
+    before."""
+    from model.geometry import mpi
+
+    model = _constant_detail_head(-40.0)  # shut: the condition is copied
+    cfg = model.cfg
+    inputs = random_inputs(cfg)
+    R = cfg.res
+    identity = torch.zeros(1, cfg.frames, cfg.identity_channels, R, R)  # background: alpha 0
+    alpha = torch.zeros(R, R)
+    alpha[:, R // 4:R // 2] = 1.0  # the face
+    alpha[:, R // 2:3 * R // 4] = 0.5  # a soft hair edge
+    identity[:, :, 3] = alpha
+    identity[:, :, :3] = 0.6 * alpha  # premultiplied: the person's colour is 0.6
+    bg = -0.2
+    background = torch.full((1, 3, R, R), bg)
+    composite = 0.6 * alpha + bg * (1 - alpha)
+    with torch.no_grad():
+        before = model(**inputs, identity=identity, background=background)
+        model.colour_head.detail.copy_exactly = True
+        after = model(**inputs, identity=identity, background=background)
+    torch.testing.assert_close(before.frontal, composite.expand_as(before.frontal))
+    torch.testing.assert_close(after.alpha, before.alpha)
+    m = (after.alpha * mpi.transmittance(after.alpha)).sum(2, keepdim=True)  # the network's own mask, random here
+    view = mpi.render_in_mpi_camera(after.frontal[0], after.residual[0], after.alpha[0], background.expand(cfg.frames, -1, -1, -1))
+    over = (m[0] >= alpha).expand_as(view)
+    assert over.float().mean() > 0.3 and (~over).float().mean() > 0.1  # both cases are tested
+    torch.testing.assert_close(view[over], composite.expand_as(view)[over], atol=1e-5, rtol=0)
+    under = ~over & (alpha > 0)
+    torch.testing.assert_close(view[under], (0.6 * m[0] + bg * (1 - m[0])).expand_as(view)[under], atol=1e-5, rtol=0)
+    with torch.no_grad():  # gates open: the painted colour (tanh(0) = 0), nothing added
+        model.colour_head.detail.conv2.bias[6:] = 40.0
+        opened = model(**inputs, identity=identity, background=background)
+    torch.testing.assert_close(opened.frontal, torch.zeros_like(opened.frontal), atol=1e-5, rtol=0)
+
+
 def test_person_gate_shift_shuts_the_gates_on_the_person_only() -> None:
     """person_gate_shift moves the gate logits where the identity condition shows the portrait's
     person, by its alpha: on the face and the hair; not on the background (alpha 0) and not inside
     the mouth, which mouth_gate_shift rules."""
-    cfg = get_config("demo")
-    torch.manual_seed(0)
-    model = MPIUNet(cfg).eval()
-    with torch.no_grad():
-        model.colour_head.detail.conv2.weight.zero_()
-        model.colour_head.detail.conv2.bias.zero_()  # gates half open, colour tanh(0) = 0
+    model = _constant_detail_head(0.0)  # gates half open
+    cfg = model.cfg
     inputs = random_inputs(cfg)
     R = cfg.res
     identity = torch.zeros(1, cfg.frames, cfg.identity_channels, R, R)  # background: alpha 0

@@ -119,7 +119,8 @@ def keep_condition_outside(frontal: np.ndarray, residual: np.ndarray, alpha: np.
     ends: there the condition is the person continued past the photo's edges
     (model.data.matting.continue_person), and the network, never trained outside a frame, opened its
     full-resolution gates and painted specks on it (red scribbles on a continued shoulder); this is
-    its output with those gates shut (model.net.unet.DetailHead). There the MPI's alpha is also cut
+    its output with those gates shut (model.net.unet.DetailHead), copied so that the MPI shows the
+    composite exactly whatever its alpha (DetailHead.through_alpha). There the MPI's alpha is also cut
     to the condition's matte: the person as it moves in that frame (a body risen with the driver's
     torso), where the portrait's `valid` allows every place it may move to. Inside the photo the
     alpha is cut to PERSON_REACH pixels around that person: the network painted scribbles into the
@@ -136,8 +137,14 @@ def keep_condition_outside(frontal: np.ndarray, residual: np.ndarray, alpha: np.
     square = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
     near = np.stack([cv2.dilate(np.ascontiguousarray(a, np.float32), square, borderType=cv2.BORDER_REPLICATE) for a in identity[:, 3]])
     cut = np.where(keep, near[:, None], identity[:, 3:4])  # (T, 1, R, R): one product with the planes
-    return (np.where(keep, frontal, composite).astype(frontal.dtype), np.where(keep, residual, composite).astype(residual.dtype),
-            (alpha * cut).astype(alpha.dtype))
+    alpha = alpha * cut
+    # the composite copied so that the cut MPI shows it exactly (as DetailHead.through_alpha does
+    # inside the photo): copied as it is, the MPI's mask, cut to the condition's alpha, composited it
+    # over the background twice and the continued person's soft edges faded to the background
+    mask = 1.0 - np.prod(1.0 - alpha, axis=1, keepdims=True)
+    copy = np.clip(background[None] + (composite - background[None]) / np.maximum(np.maximum(mask, identity[:, 3:4]), 1e-3), -1.0, 1.0)
+    return (np.where(keep, frontal, copy).astype(frontal.dtype), np.where(keep, residual, copy).astype(residual.dtype),
+            alpha.astype(alpha.dtype))
 
 
 def to_uint8(x: np.ndarray, low: float) -> np.ndarray:

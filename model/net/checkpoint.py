@@ -138,6 +138,7 @@ def load_model(path: str | Path, expected: ModelConfig | str | None = None, devi
     if model.colour_head.detail is not None:
         model.colour_head.detail.mouth_gate_shift = float(ckpt.state.get("export_mouth_gate_shift", 0.0))
         model.colour_head.detail.person_gate_shift = float(ckpt.state.get("export_person_gate_shift", 0.0))
+        model.colour_head.detail.copy_exactly = bool(ckpt.state.get("export_copy_exactly", False))
     return model.to(device).eval(), ckpt
 
 
@@ -170,7 +171,7 @@ SAMPLING_FIELDS = ("sample_steps", "eta", "portrait_guidance", "first_frame_guid
 def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None = None,
                    sampling: dict[str, Any] | None = None, gate_shift: float = 0.0,
                    mouth_gate_shift: float | None = None, identity_unmix: bool | None = None,
-                   person_gate_shift: float | None = None) -> Path:
+                   person_gate_shift: float | None = None, copy_exactly: bool | None = None) -> Path:
     """Copy a training checkpoint without its extra tensors (optimiser moments): the file to ship.
 
     The config and the training state (step, stage, variant, options) are kept, plus `note`
@@ -187,6 +188,9 @@ def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None
     None keeps the source's) is added to them where the condition shows the portrait's person,
     weighted by its alpha, outside the mouth: it keeps the network from painting over a face and
     hair the portrait shows (blotches on the forehead under other people's driving).
+    `copy_exactly` (recorded in state["export_copy_exactly"], applied by `load_model`; None
+    keeps the source's): whether a shut gate copies the composite so that the MPI shows it exactly
+    whatever its alpha (DetailHead.copy_exactly, through_alpha).
     `identity_unmix` (None keeps the source's) sets ModelConfig.identity_unmix: whether the
     identity condition carries the portrait's unmixed foreground colour; recorded in
     state["export_identity_unmix"]. The weights trained without it take the cleaner condition
@@ -223,6 +227,10 @@ def export_weights(src: str | Path, dst: str | Path, note: dict[str, Any] | None
         if model.colour_head.detail is None:
             raise ValueError(f"export_weights: person_gate_shift needs a config with the identity condition; {config.name!r} has none")
         state["export_person_gate_shift"] = float(person_gate_shift)
+    if copy_exactly is not None:
+        if model.colour_head.detail is None:
+            raise ValueError(f"export_weights: copy_exactly needs a config with the identity condition; {config.name!r} has none")
+        state["export_copy_exactly"] = bool(copy_exactly)
     if identity_unmix is not None:
         state["export_identity_unmix"] = bool(identity_unmix)
     if note:

@@ -181,6 +181,9 @@ class DetailHead(nn.Module):
         # the portrait shows in full, and the network paints blotches there; self-reenactment
         # scores the same with it (checkpoint.export_weights)
         self.person_gate_shift = 0.0
+        # copy the composite so that the MPI shows it exactly whatever its alpha (`through_alpha`,
+        # MPIUNet.forward; checkpoint.export_weights)
+        self.copy_exactly = False
         c, g = cfg.colour_head_channels, cfg.norm_groups
         self.conv1 = nn.Conv2d(c + cfg.detail_in_channels, cfg.detail_channels, 3, padding=1)
         self.norm = group_norm(cfg.detail_channels, min(g, cfg.detail_channels))
@@ -214,6 +217,22 @@ class DetailHead(nn.Module):
         frontal = composite + gate[:, :1] * (colour[:, :3] - composite)
         residual = composite + gate[:, 1:] * (colour[:, 3:] - composite)
         return torch.cat([frontal, residual], 1), gate
+
+
+    def through_alpha(self, full: Tensor, gate: Tensor, alpha: Tensor) -> Tensor:
+        """(N, 6, H, W) to add to forward's frontal and residual (copy_exactly): where a gate is
+        shut, the MPI of alpha (N, D, H, W) then shows the composite C exactly in its own camera,
+        whatever its alpha. A shut gate copies C itself, and the MPI composites it over the
+        background B once more by its own mask m: at the hair's soft outline the background showed
+        twice. Copied as B + (C - B) / m instead, m * copy + (1 - m) * B = C; m is taken no lower
+        than the condition's alpha (the colour then is the condition's own, unmixed). full, gate:
+        forward's arguments and result."""
+        composite, background = full[:, :3], full[:, -3:]
+        shown = full[:, 3 + 3:3 + 4]  # the identity condition's alpha
+        mask = 1.0 - torch.prod(1.0 - alpha, 1, keepdim=True)  # = sum_i alpha_i T_i
+        copy = (background + (composite - background) / torch.maximum(mask, shown).clamp_min(1e-3)).clamp(-1.0, 1.0)
+        change = copy - composite
+        return torch.cat([(1.0 - gate[:, :1]) * change, (1.0 - gate[:, 1:]) * change], 1)
 
 
 class ColourHead(nn.Module):
@@ -337,12 +356,16 @@ class MPIUNet(nn.Module):
         heads = [self.colour_head(*c) for c in _frame_chunks(cfg.head_frames, h, colour_mid, full, on_mesh)]
         rgb = torch.cat([colour for colour, _ in heads])
         gates = [gate.mean() for _, gate in heads if gate is not None]
+        detail = self.colour_head.detail
+        gate = torch.cat([gate for _, gate in heads]) if detail is not None and detail.copy_exactly else None
         del heads
         g, geometry_mid = self.geometry_stem(inp)
         del inp
         g, _ = self.geometry(g, emb, T, injected=colour_stages)
         del colour_stages
         alpha = torch.cat([self.geometry_head(*c) for c in _frame_chunks(cfg.head_frames, g, geometry_mid)])
+        if gate is not None:
+            rgb = rgb + detail.through_alpha(full, gate, alpha)
         rgb = rgb.reshape(B, T, 6, H, W)
         pred = MPIPrediction(rgb[:, :, :3], rgb[:, :, 3:], alpha.reshape(B, T, cfg.planes, H, W))
         if with_gate:
