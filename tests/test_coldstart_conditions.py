@@ -71,7 +71,7 @@ def test_constants_are_shared():
     assert (raster.EDGE_EPS, raster.MIN_DEPTH) == (twin_raster.EDGE_EPS, twin_raster.MIN_DEPTH)
     assert twin.GRAZING_COS == portrait_warp.GRAZING_COS and twin.DEPTH_TOLERANCE == portrait_warp.DEPTH_TOLERANCE
     assert twin.NECK_BAND == portrait_warp.NECK_BAND and (twin.NECK_SIDE, twin.SHOULDER_RISE) == (portrait_warp.NECK_SIDE, portrait_warp.SHOULDER_RISE) and twin.RASTER_CHUNK == pipeline.RASTER_CHUNK
-    assert twin.SEAM_LEVELS == portrait_warp.SEAM_LEVELS and twin.HAIR_LEAN == portrait_warp.HAIR_LEAN
+    assert twin.SEAM_LEVELS == portrait_warp.SEAM_LEVELS and twin.HAIR_LEAN == portrait_warp.HAIR_LEAN and twin.NECK_BEHIND == portrait_warp.NECK_BEHIND
     assert twin.EYES_ABOVE_JOINT == portrait_warp.EYES_ABOVE_JOINT == JOINT_BELOW_EYES  # the tracker's head frame
 
 

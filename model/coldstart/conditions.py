@@ -30,6 +30,7 @@ DEPTH_TOLERANCE = 0.01
 NECK_BAND = 0.04
 NECK_SIDE = 0.5
 SHOULDER_RISE = 0.5
+NECK_BEHIND = 0.5
 SEAM_LEVELS = 2
 HAIR_LEAN = 0.45
 EYES_ABOVE_JOINT = 0.03
@@ -262,21 +263,43 @@ def portrait_vertex_samples(vertices_cam: np.ndarray, faces: np.ndarray, K: np.n
     return uv, facing * (visible & inside).astype(_f32)
 
 
-def body_weight(bridge: np.ndarray, chin: np.ndarray, band_px: float, hw: tuple[int, int]) -> np.ndarray:
-    """(1, H, W) in [0, 1]: how much each portrait pixel belongs to the body rather than the head:
-    0 above the chin, rising to 1 `band_px` pixels below it along the face's down direction
-    (bridge -> chin, pixels (2,)); beside the neck (NECK_SIDE) from SHOULDER_RISE above the chin."""
+def _chin_frame(bridge: np.ndarray, chin: np.ndarray, hw: tuple[int, int]):
+    """model.geometry.portrait_warp._chin_frame: (along, across, down, length, xs, ys)."""
     H, W = hw
     down = normalize(chin - bridge)
     length = vector_norm(chin - bridge)
     ys, xs = np.meshgrid(np.arange(H, dtype=_f32), np.arange(W, dtype=_f32), indexing="ij")
     along = (xs - chin[0]) * down[0] + (ys - chin[1]) * down[1]
     across = (ys - chin[1]) * down[0] - (xs - chin[0]) * down[1]
+    return along, across, down, length, xs, ys
+
+
+def body_weight(bridge: np.ndarray, chin: np.ndarray, band_px: float, hw: tuple[int, int]) -> np.ndarray:
+    """(1, H, W) in [0, 1]: how much each portrait pixel belongs to the body rather than the head:
+    0 above the chin, rising to 1 `band_px` pixels below it along the face's down direction
+    (bridge -> chin, pixels (2,)); beside the neck (NECK_SIDE) from SHOULDER_RISE above the chin."""
+    along, across, _, length, _, _ = _chin_frame(bridge, chin, hw)
     band = _f32(band_px)
     below = np.clip(along / band, _f32(0.0), _f32(1.0))
     beside = np.clip((np.abs(across) - _f32(NECK_SIDE) * length) / band, _f32(0.0), _f32(1.0)) * \
         np.clip((along + _f32(SHOULDER_RISE) * length) / band, _f32(0.0), _f32(1.0))
     return np.maximum(below, beside)[None]
+
+
+def body_layer(rgba: np.ndarray, body: np.ndarray, bridge: np.ndarray, chin: np.ndarray,
+               band_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """model.geometry.portrait_warp.body_layer: the body's layer (4, H, W) under the head and its
+    opacity (1, H, W); the neck whole below the chin, its top row run on up behind it."""
+    hw = rgba.shape[-2:]
+    along, across, down, length, xs, ys = _chin_frame(bridge, chin, hw)
+    band = _f32(band_px)
+    column = _f32(1.0) - np.clip((np.abs(across) - _f32(NECK_SIDE) * length) / band, _f32(0.0), _f32(1.0))
+    under = np.maximum(np.sqrt(body[0]), column * (along >= 0).astype(_f32))
+    hidden = (along < 0) & (rgba[3] > 0) & (body[0] == 0)
+    behind = column * np.clip((along + _f32(NECK_BEHIND) * length) / band, _f32(0.0), _f32(1.0)) * hidden.astype(_f32)
+    step = _f32(1.0) - along
+    top = sample_bilinear(padded_table(rgba), hw, *pixel_positions(np.stack([xs + step * down[0], ys + step * down[1]]), hw))
+    return np.where(hidden, top * behind, rgba * under), under[None]
 
 
 def pixel_positions(uv: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -293,7 +316,7 @@ class PortraitSide:
 
     colours: np.ndarray  # padded_table of the portrait (3, h, w) in [-1, 1]
     head: np.ndarray  # padded_table of its matted RGBA above the neck and its share of the person: moves with the head
-    torso: np.ndarray  # (4, h, w) its matted RGBA below the neck at sqrt(body): under the head, moved by the torso
+    torso: np.ndarray  # (4, h, w) its matted RGBA below the neck (body_layer): under the head, moved by the torso
     vertex_attrs: np.ndarray  # (V, 3): each vertex's pixel position in the portrait and its confidence
     T_portrait: np.ndarray  # (4, 4) its head in its camera
     K: np.ndarray  # (3, 3) its camera, the MPI camera's intrinsics too
@@ -315,10 +338,11 @@ def portrait_side(portrait: np.ndarray, matte: np.ndarray, portrait_vertices_hea
     band = float(K[0, 0]) * NECK_BAND / float(pv_cam[CHIN, 2])
     body = body_weight(uv_p[NOSE_BRIDGE], uv_p[CHIN], band, hp)
     rgba = np.concatenate([portrait * matte, matte], 0)
-    under = np.sqrt(body)  # the body under the head, which covers it by the rest (portrait_warp)
-    cover = (_f32(1.0) - under) * (matte > 0).astype(_f32)
+    # the body under the head, which covers it by the rest (portrait_warp)
+    layer, under = body_layer(rgba, body, uv_p[NOSE_BRIDGE], uv_p[CHIN], band)
+    cover = (_f32(1.0) - body / np.maximum(under, _f32(1e-6))) * (matte > 0).astype(_f32)
     return PortraitSide(padded_table(portrait), padded_table(np.concatenate([rgba * (_f32(1.0) - body), cover], 0)),
-                        rgba * under,
+                        layer,
                         np.concatenate([uv_p, conf_v[:, None]], -1), T_p, K, hp)
 
 

@@ -52,6 +52,10 @@ NECK_BAND = 0.04  # m below the chin over which the off-mesh person turns from h
 # rise 0.75 23.02, side 0.7 or rise 0.25 22.93 (a rise of 0.75 starts to take long hair off the head)
 NECK_SIDE = 0.5
 SHOULDER_RISE = 0.5
+# within the neck's width the body's neck runs on up behind the chin this far (bridge-to-chin
+# lengths), its top row continued, under the head's cover: a head that rises or turns away from the
+# body showed a gap of background between chin and collar (male_face under d20's driving)
+NECK_BEHIND = 0.5
 # above the eyes' height the head's proxy plane leans towards the camera by HAIR_LEAN m of depth
 # per m of height. With one plane through the joint, the hair above the forehead lagged the head
 # by 0.12-0.18 px per degree of yaw and 0.12-0.22 px per degree of pitch in four held-out videos
@@ -186,20 +190,47 @@ class FaceTopology:
     chin: int
 
 
+def _chin_frame(bridge: Tensor, chin: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(along, across) (H, W): each pixel's distance below the chin along the face's down direction
+    (bridge -> chin, pixels (2,)) and beside its line; that direction (2,), the bridge-to-chin
+    length, and the pixel grid (xs, ys) (H, W)."""
+    H, W = hw
+    down = F.normalize(chin - bridge, dim=0)
+    length = torch.linalg.vector_norm(chin - bridge)
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=chin.dtype), torch.arange(W, dtype=chin.dtype), indexing="ij")
+    along = (xs - chin[0]) * down[0] + (ys - chin[1]) * down[1]
+    across = (ys - chin[1]) * down[0] - (xs - chin[0]) * down[1]
+    return along, across, down, length, xs, ys
+
+
 def body_weight(uv: Tensor, bridge: Tensor, chin: Tensor, band_px: float, hw: tuple[int, int]) -> Tensor:
     """(1, H, W) in [0, 1]: how much each portrait pixel belongs to the body rather than the head:
     0 above the chin, rising to 1 `band_px` pixels below it along the face's down direction
     (bridge -> chin, pixels (2,)); beside the neck (NECK_SIDE) from SHOULDER_RISE above the chin."""
-    H, W = hw
-    down = F.normalize(chin - bridge, dim=0)
-    length = torch.linalg.vector_norm(chin - bridge)
-    ys, xs = torch.meshgrid(torch.arange(H, dtype=uv.dtype), torch.arange(W, dtype=uv.dtype), indexing="ij")
-    along = (xs - chin[0]) * down[0] + (ys - chin[1]) * down[1]
-    across = (ys - chin[1]) * down[0] - (xs - chin[0]) * down[1]
+    along, across, _, length, _, _ = _chin_frame(bridge.to(uv.dtype), chin.to(uv.dtype), hw)
     below = (along / band_px).clamp(0.0, 1.0)
     beside = ((across.abs() - NECK_SIDE * length) / band_px).clamp(0.0, 1.0) * \
         ((along + SHOULDER_RISE * length) / band_px).clamp(0.0, 1.0)
     return torch.maximum(below, beside)[None]
+
+
+def body_layer(rgba: Tensor, body: Tensor, bridge: Tensor, chin: Tensor, band_px: float) -> tuple[Tensor, Tensor]:
+    """The body's layer (4, H, W) of the portrait's matted rgba (4, H, W), under the head, and its
+    opacity `under` (1, H, W) (the head covers it by 1 - body / under, which gives the portrait
+    back where neither moved). Beside the neck the body lies at sqrt(body): a whole body showed
+    the band's edges as straight steps in long hair. Within the neck's width (NECK_SIDE) the neck
+    is whole from the chin down, and above the chin, where the portrait shows the person and the
+    head alone (body 0), its row under the chin runs on up NECK_BEHIND, hidden by the head until it
+    moves away. rgba, body (1, H, W): body_weight; bridge, chin (2,) pixels; band_px as there."""
+    along, across, down, length, xs, ys = _chin_frame(bridge, chin, tuple(rgba.shape[-2:]))
+    column = 1.0 - ((across.abs() - NECK_SIDE * length) / band_px).clamp(0.0, 1.0)
+    under = torch.maximum(body[0].sqrt(), column * (along >= 0).to(rgba.dtype))
+    # only where the head alone shows (body 0): there it covers the layer whole
+    hidden = (along < 0) & (rgba[3] > 0) & (body[0] == 0)
+    behind = column * ((along + NECK_BEHIND * length) / band_px).clamp(0.0, 1.0) * hidden.to(rgba.dtype)
+    step = 1.0 - along  # to the row one pixel under the chin
+    top = _sample(rgba, torch.stack([xs + step * down[0], ys + step * down[1]])[None])[0]
+    return torch.where(hidden, top * behind, rgba * under), under[None]
 
 
 def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tensor, T_portrait: Tensor,
@@ -241,14 +272,13 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     body = body_weight(uv_p, uv_p[topology.bridge], uv_p[topology.chin], band, hp)
     rgba = torch.cat([portrait * matte, matte], 0)
     proxy_uv = head_proxy_positions(K, T_p, T, hw)
-    # the body lies under the head, at sqrt(body), and the head covers it by 1 - sqrt(body) where
-    # the portrait has a person (exact where neither moved: 1 - body + body): where the head moves
-    # away from the body, the body's own pixels show rather than a translucent gap (a whole body
-    # showed the band's edges as straight steps in long hair beside the neck)
-    under = body.sqrt()
-    cover = (1.0 - under) * (matte > 0).to(dt)
+    # the body lies under the head (body_layer), which covers it where the portrait has a person
+    # (exact where neither moved: 1 - body + (body / under) under): where the head moves away from
+    # the body, the body's own pixels show rather than a translucent gap
+    layer, under = body_layer(rgba, body, uv_p[topology.bridge], uv_p[topology.chin], band)
+    cover = (1.0 - body / under.clamp(min=1e-6)) * (matte > 0).to(dt)
     head = _sample(torch.cat([rgba * (1.0 - body), cover], 0), proxy_uv + seam_shift(attrs[:, :2], proxy_uv, cov))
-    torso = moved_torso(rgba * under, torso_shift, hw)
+    torso = moved_torso(layer, torso_shift, hw)
     fg = head[:, :4] + (1.0 - head[:, 4:]) * torso
     fg = fg / fg[:, 3:].clamp(min=1.0)  # moved apart, the head's cover and the body under it need not add up to 1
     off_mesh = 1.0 - cov
