@@ -285,8 +285,8 @@ def _shoulder_lines(matte: np.ndarray, rect: tuple[int, int, int, int], yy: np.n
     source's top, its outline goes on past the side falling as it falls over the SHOULDER_COLUMNS
     inside (SHOULDER_SLOPE). Continued along its row, a shoulder cut by a close-up's side stood out
     as a flat band (male_face's T-shirt: dark blobs beside the bust); above it the side runs on as
-    before (hair). matte (H, W); rect (x0, x1,
-    y0, y1) the source's rectangle; yy, xx (H, W) the pixel grid."""
+    before (hair). matte (H, W); rect (x0, x1, y0, y1) the source's rectangle; yy, xx (H, W) the
+    pixel grid."""
     x0, x1, y0, y1 = rect
     H, W = matte.shape
     out = np.ones((H, W), np.float64)
@@ -299,7 +299,7 @@ def _shoulder_lines(matte: np.ndarray, rect: tuple[int, int, int, int], yy: np.n
     for edge, step, outward in ((x0, 1, x0 - xx), (x1, -1, xx - x1)):
         if edge in (0, W - 1) or not person[y1, edge] or top[edge] <= y0:
             continue  # the source reaches the crop's side, no shoulder is cut, or the person fills the side
-        inner = top[edge + step * np.arange(1, n + 1)]
+        inner = top[np.clip(edge + step * np.arange(1, n + 1), x0, x1)]  # a source narrower than n: its own columns
         inner = np.where(inner < H, inner, top[edge])
         slope = np.clip(np.mean((top[edge] - inner) / np.arange(1, n + 1)), *SHOULDER_SLOPE)
         line = top[edge] + slope * outward

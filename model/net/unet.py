@@ -218,7 +218,6 @@ class DetailHead(nn.Module):
         residual = composite + gate[:, 1:] * (colour[:, 3:] - composite)
         return torch.cat([frontal, residual], 1), gate
 
-
     def through_alpha(self, full: Tensor, gate: Tensor, alpha: Tensor) -> Tensor:
         """(N, 6, H, W) to add to forward's frontal and residual (copy_exactly): where a gate is
         shut, the MPI of alpha (N, D, H, W) then shows the composite C exactly in its own camera,
