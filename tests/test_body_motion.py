@@ -87,8 +87,8 @@ def test_real_footage(shared_data):
     pytest.importorskip("mediapipe")
     from model.data.driving_cache import driving_video_track
 
-    _, rising = driving_video_track(shared_data / "videos/LivePortrait/d20.mp4", None, progress=False, max_frames=80)
-    _, still = driving_video_track(shared_data / "videos/dreamtalk/W011_front_neutral_level1_001.mp4", None,
+    _, rising, _ = driving_video_track(shared_data / "videos/LivePortrait/d20.mp4", None, progress=False, max_frames=80)
+    _, still, _ = driving_video_track(shared_data / "videos/dreamtalk/W011_front_neutral_level1_001.mp4", None,
                                    progress=False, max_frames=80)
     rising, still = rising * R, still * R
     assert rising[-1, 1] <= -6 and np.all(np.diff(rising[:, 1]) <= 1), rising[::8]

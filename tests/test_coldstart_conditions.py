@@ -52,8 +52,13 @@ def drivings(shared_data, portrait) -> dict[str, DrivingFrames]:
     video = VideoDriving(shared_data / DRIVER, portrait.track, max_frames=8, progress=False).frames(8)
     # the body risen and moved aside, as a driver rising in the chair moves it (model/data/body_motion.py)
     moved = np.linspace([0.0, 0.0], [0.03, -0.1], 8).astype(np.float32)
+    # the hair on poses of its own (model/data/hair_motion.py): here 1 cm to the side and turned 3 degrees
+    hair = video.T_cam_from_head.copy()
+    hair[:, 0, 3] += np.linspace(0.0, 0.01, 8, dtype=np.float32)
+    c, s = np.cos(np.radians(3.0)), np.sin(np.radians(3.0))
+    hair[:, :3, :3] = hair[:, :3, :3] @ np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]], np.float32)
     return {"animation": default_driving(portrait.track).frames(8), "video": video,
-            "torso moved": dataclasses.replace(video, torso_shift=moved)}
+            "torso moved": dataclasses.replace(video, torso_shift=moved), "hair on its own poses": dataclasses.replace(video, T_hair=hair)}
 
 
 def _same_fragments(a: raster.Fragments, b: twin_raster.Fragments) -> np.ndarray:
@@ -141,16 +146,21 @@ def test_mesh_inputs_equal_torch(portrait, drivings, source):
     assert np.abs(ta - na).max(initial=0, where=same) < 1e-4
 
 
-@pytest.mark.parametrize("source", ["animation", "video", "torso moved"])
+@pytest.mark.parametrize("source", ["animation", "video", "torso moved", "hair on its own poses"])
 def test_identity_condition_equals_portrait_warp(portrait, drivings, source):
     frames = drivings[source]
     torch_out = portrait.identity(frames, False).numpy()
     out = twin.identity(pipeline.image_to_model(portrait.image).numpy(), portrait.matte[None], portrait.track.vertices_head(0),
                         portrait.T_cam_from_head, frames.vertices_head, frames.T_cam_from_head, portrait.K, (portrait.res,) * 2,
-                        frames.torso_shift)
+                        frames.torso_shift, frames.T_hair)
     if source == "torso moved":  # the body did move: the last frame's differs from the unmoved one's
         still = portrait.identity(dataclasses.replace(frames, torso_shift=None), False).numpy()
         assert np.abs(torch_out[-1] - still[-1]).mean() > 0.01
+    if source == "hair on its own poses":  # the hair moved off the mesh, the face on it did not
+        with_head = portrait.identity(dataclasses.replace(frames, T_hair=None), False).numpy()
+        on_mesh = torch_out[-1, 4] > 0
+        assert np.abs(torch_out[-1] - with_head[-1]).mean() > 0.01
+        assert np.array_equal(torch_out[-1, :3, on_mesh], with_head[-1, :3, on_mesh])
     assert out.shape == torch_out.shape and out.dtype == np.float32
     diff = np.abs(out - torch_out)
     assert diff.mean() < 1e-6 and diff.max() < 1e-3, (diff.mean(), diff.max())

@@ -1,5 +1,5 @@
 """The driving-track cache (model/data/driving_cache.py) on a real video: a driving video is tracked
-(and its torso's motion measured) once and read back the same; another file, another frame count or
+(and its torso's and hair's motion measured) once and read back the same; another file, another frame count or
 a torn entry is tracked afresh; a cache that cannot be written costs a warning, not the run."""
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ FRAMES = 10
 
 
 def _same(a, b) -> None:
-    """Two (Track, torso shifts) results are equal."""
-    (ta, sa), (tb, sb) = a, b
+    """Two (Track, torso shifts, hair steady) results are equal."""
+    (ta, sa, ha), (tb, sb, hb) = a, b
     for f in dataclasses.fields(ta):
         np.testing.assert_array_equal(np.asarray(getattr(ta, f.name)), np.asarray(getattr(tb, f.name)), err_msg=f.name)
     np.testing.assert_array_equal(sa, sb)
+    assert isinstance(ha, bool) and ha == hb
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_a_driving_video_is_tracked_once(shared_data, tmp_path, no_tracking):
 def test_another_file_or_frame_count_is_tracked_afresh(shared_data, tmp_path, no_tracking):
     video = shared_data / VIDEO
     driving_cache.driving_video_track(video, tmp_path, progress=False, max_frames=FRAMES)
-    more, torso = driving_cache.driving_video_track(video, tmp_path, progress=False, max_frames=FRAMES + 2)
+    more, torso, _ = driving_cache.driving_video_track(video, tmp_path, progress=False, max_frames=FRAMES + 2)
     assert len(more) == FRAMES + 2 and torso.shape == (FRAMES + 2, 2)
     # the same bytes under another name are the same entry; other bytes are not
     copy = tmp_path / "renamed.mp4"
@@ -87,7 +88,7 @@ def test_an_unwritable_cache_costs_a_warning_not_the_track(shared_data, tmp_path
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder would go")
     with pytest.warns(UserWarning, match="IMP_CACHE_DIR"):
-        track, _ = driving_cache.driving_video_track(shared_data / VIDEO, blocker, progress=False, max_frames=FRAMES)
+        track, _, _ = driving_cache.driving_video_track(shared_data / VIDEO, blocker, progress=False, max_frames=FRAMES)
     assert len(track) == FRAMES
     assert not list(tmp_path.glob("**/.*.npz")), "no temporary file left behind"
 
@@ -100,12 +101,13 @@ def test_video_driving_keeps_its_track_in_the_cache(shared_data, tmp_path, astro
     np.testing.assert_array_equal(a.all_frames.vertices_head, b.all_frames.vertices_head)
     np.testing.assert_array_equal(a.all_frames.T_cam_from_head, b.all_frames.T_cam_from_head)
     np.testing.assert_array_equal(a.all_frames.torso_shift, b.all_frames.torso_shift)
+    np.testing.assert_array_equal(a.all_frames.T_hair, b.all_frames.T_hair)
 
 
 def test_a_videos_tracking_reports_each_frame_of_each_pass_and_a_cached_one_none(shared_data, tmp_path):
     calls: list[tuple[str, int, int]] = []
-    track, _ = driving_cache.driving_video_track(shared_data / VIDEO, tmp_path, progress=False, max_frames=FRAMES,
-                                                 on_progress=lambda *call: calls.append(call))
+    track, _, _ = driving_cache.driving_video_track(shared_data / VIDEO, tmp_path, progress=False, max_frames=FRAMES,
+                                                    on_progress=lambda *call: calls.append(call))
     assert len(track) == FRAMES
     assert calls == [("tracking", i, FRAMES) for i in range(1, FRAMES + 1)] + [("matting", i, FRAMES) for i in range(1, FRAMES + 1)]
     calls.clear()

@@ -225,6 +225,7 @@ def test_training_pairs_move_the_body_by_the_videos_torso_motion(source, monkeyp
     rise = np.zeros((len(src), 2), np.float32)
     rise[4:, 1] = -0.1
     src.__dict__["torso_track"] = rise
+    src.__dict__["hair_track"] = None  # the hair on the head's poses (tests/test_hair_motion.py)
     picks = [(0, 0, 2)]  # reference frame 0, a clip from frame 2
     moved = sampler.make_batch(picks, side=False).identity[0]
     clip = np.arange(2, 2 + cfg.frames)

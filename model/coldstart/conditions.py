@@ -202,10 +202,11 @@ def mesh_inputs(vertices_head: np.ndarray, T_cam_from_head: np.ndarray, code: np
 
 
 def clip_conditions(vertices_head: np.ndarray, T_cam_from_head: np.ndarray, code: np.ndarray, cfg: ModelConfig,
-                    side: "PortraitSide | None", K: np.ndarray | None = None, torso_shift: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+                    side: "PortraitSide | None", K: np.ndarray | None = None, torso_shift: np.ndarray | None = None,
+                    hair_poses: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """`mesh_inputs` and, with the portrait's `side`, the identity condition (n, 5, R, R) of the same
-    frames (else None; its body moved by torso_shift (n, 2)), from one rasterisation of the driving
+    frames (else None; its body moved by torso_shift (n, 2), its hair following hair_poses (n, 4, 4)),
+    from one rasterisation of the driving
     meshes: the torch pipeline rasterises them twice, into the same fragments (same poses, camera
     and size)."""
     verts = np.asarray(vertices_head, _f32)
@@ -216,15 +217,17 @@ def clip_conditions(vertices_head: np.ndarray, T_cam_from_head: np.ndarray, code
     R = cfg.res
     coords, alpha, depths, identity = [], [], [], []
     for i in range(0, len(verts), RASTER_CHUNK):
-        Tc = T[i:i + RASTER_CHUNK]
+        chunk = slice(i, i + RASTER_CHUNK)
+        Tc = T[chunk]
         d = mpi_depths(Tc, cfg.planes)
-        frags = rasterize(pose(verts[i:i + RASTER_CHUNK], Tc), faces, K, (R, R))
+        frags = rasterize(pose(verts[chunk], Tc), faces, K, (R, R))
         coverage = frags.coverage
         coords.append(coordinate_channels(frags.interpolate(code, faces), coverage, cfg.coord_channels))
         alpha.append(alpha_planes(frags.disparity[:, None], coverage, d))
         depths.append(d)
         if side is not None:
-            identity.append(identity_of(side, frags, Tc, None if torso_shift is None else torso_shift[i:i + RASTER_CHUNK]))
+            identity.append(identity_of(side, frags, Tc, None if torso_shift is None else torso_shift[chunk],
+                                        None if hair_poses is None else hair_poses[chunk]))
     return (np.concatenate(coords), np.concatenate(alpha), np.concatenate(depths),
             np.concatenate(identity) if side is not None else None)
 
@@ -347,10 +350,11 @@ def portrait_side(portrait: np.ndarray, matte: np.ndarray, portrait_vertices_hea
 
 
 def identity_of(side: PortraitSide, frags: Fragments, T_mpi_from_head: np.ndarray,
-                torso_shift: np.ndarray | None = None) -> np.ndarray:
+                torso_shift: np.ndarray | None = None, hair_poses: np.ndarray | None = None) -> np.ndarray:
     """The identity condition (n, 5, H, W) of n driving frames whose posed meshes (at T_mpi_from_head
     (n, 4, 4) in the MPI camera) were rasterised into `frags` (n, H, W) with the portrait's K, the
-    body moved by torso_shift (n, 2) (fractions of the image; None: it stays).
+    body moved by torso_shift (n, 2) (fractions of the image; None: it stays), the hair following
+    hair_poses (n, 4, 4) (None: T_mpi_from_head).
 
     The portrait is sampled only where its samples are kept (its colours on the mesh outside the
     mouth, its head plane off the mesh): the other pixels multiply them by 0, so the result is
@@ -371,7 +375,7 @@ def identity_of(side: PortraitSide, frags: Fragments, T_mpi_from_head: np.ndarra
     mesh_rgb = samples.transpose(1, 0, 2, 3) * cov * (_f32(1.0) - mouth_px) - mouth_px  # black inside the mouth
     mesh_conf = attrs[:, 2:3] * cov * (_f32(1.0) - mouth_px)
 
-    proxy_uv = head_proxy_positions(side.K, side.T_portrait, np.asarray(T_mpi_from_head, _f32), hw)
+    proxy_uv = head_proxy_positions(side.K, side.T_portrait, np.asarray(T_mpi_from_head if hair_poses is None else hair_poses, _f32), hw)
     # near the mesh the proxy's sampling positions continue the mesh's (portrait_warp.seam_shift)
     uv = proxy_uv + fill_in((attrs[:, :2] - proxy_uv) * cov, cov, SEAM_LEVELS)
     head = np.zeros((n, 5, H * W), _f32)
@@ -413,14 +417,15 @@ def moved_torso(torso: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
 
 def identity(portrait: np.ndarray, matte: np.ndarray, portrait_vertices_head: np.ndarray, T_portrait: np.ndarray,
              vertices_head: np.ndarray, T_mpi_from_head: np.ndarray, K: np.ndarray, hw: tuple[int, int],
-             torso_shift: np.ndarray | None = None) -> np.ndarray:
+             torso_shift: np.ndarray | None = None, hair_poses: np.ndarray | None = None) -> np.ndarray:
     """The identity condition (n, 5, H, W) of n driving frames: model.geometry.portrait_warp.portrait_warp
     for MediaPipe's face mesh. portrait (3, h, w) in [-1, 1] and matte (1, h, w) seen by camera K
     (3, 3) with the head at T_portrait (4, 4); portrait_vertices_head (V, 3) its own mesh in its head
     frame; vertices_head (n, V, 3) the driving meshes posed at T_mpi_from_head (n, 4, 4) in the MPI
-    camera (intrinsics K, size hw); torso_shift (n, 2) or None: the body's motion. Channels:
+    camera (intrinsics K, size hw); torso_shift (n, 2) or None: the body's motion; hair_poses
+    (n, 4, 4) or None: the poses the hair follows. Channels:
     premultiplied RGB, alpha, mesh confidence."""
     side = portrait_side(portrait, matte, portrait_vertices_head, T_portrait, K)
     T = np.asarray(T_mpi_from_head, _f32)
     frags = rasterize(pose(np.asarray(vertices_head, _f32), T), mesh_faces().astype(np.int64), side.K, hw)
-    return identity_of(side, frags, T, torso_shift)
+    return identity_of(side, frags, T, torso_shift, hair_poses)

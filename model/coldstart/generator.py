@@ -111,7 +111,7 @@ class OnnxGenerator:
             raise RuntimeError("OnnxGenerator.prepare(portrait_image) must run before generating")
         cfg, R = self.cfg, self.cfg.res
         coords, alpha, _, identity = conditions.clip_conditions(frames.vertices_head, frames.T_cam_from_head, p.code, cfg, p.side,
-                                                                torso_shift=frames.torso_shift)
+                                                                torso_shift=frames.torso_shift, hair_poses=frames.T_hair)
         given = first_frame is not None
         inputs = {
             "coords": coords[None], "mesh_alpha": alpha[None], "portrait": p.reference[None],

@@ -29,6 +29,7 @@ from model.data.matting import TORSO_MOVES
 
 if TYPE_CHECKING:
     from model.data.dataset import PreparedVideo
+    from model.tracking.track import Track
 
 ESTIMATE_RES = 128  # mattes are compared at this size (px below are of it)
 SEARCH_PX = TORSO_MOVES  # the largest shift found, x and y (a speaker rising in the chair: 24 px)
@@ -187,21 +188,22 @@ def crop_matte(matter, frame: np.ndarray, A: np.ndarray) -> np.ndarray:
     return crop_image(matter(frame), A, ESTIMATE_RES)
 
 
-def video_torso_shifts(path: str | Path, K_source: np.ndarray, image_size: tuple[int, int], landmarks_source: np.ndarray,
-                       progress: bool = True, on_frame: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """(n, 2) torso_shifts of a video's first n frames (n = len(landmarks_source)), matted here
-    (MediaPipe selfie segmentation) in the fixed crop of its track: K_source (3, 3) the track's
-    source intrinsics (model.tracking.crop), image_size (W, H), landmarks_source (n, 478, 2) the
-    tracked face in source pixels. on_frame(done, n) after each frame matted."""
+def video_body_motion(path: str | Path, track: "Track", progress: bool = True,
+                      on_frame: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, bool]:
+    """(torso_shifts (n, 2), hair_steady) of a video's n tracked frames, matted here (MediaPipe
+    selfie segmentation) in the fixed crop of its `track` (model.tracking.track_video's): the
+    torso's motion and whether its hair follows the head's steady poses (model/data/hair_motion.py).
+    on_frame(done, n) after each frame matted."""
     from tqdm import tqdm
 
+    from model.data.hair_motion import hair_follows_steadily
     from model.data.matting import SelfieMatter
     from model.formats import video
     from model.tracking.crop import crop_affine, valid_mask
     from model.tracking.facemesh import CHIN
 
-    n = len(landmarks_source)
-    A = crop_affine(np.asarray(K_source, np.float64), ESTIMATE_RES)
+    n = len(track)
+    A = crop_affine(np.asarray(track.K, np.float64), ESTIMATE_RES)
     mattes = np.zeros((n, ESTIMATE_RES, ESTIMATE_RES), np.float32)
     count = 0
     with SelfieMatter() as matter:
@@ -212,10 +214,13 @@ def video_torso_shifts(path: str | Path, K_source: np.ndarray, image_size: tuple
             if on_frame is not None:
                 on_frame(count, n)
     if count == 0:
-        return np.zeros((n, 2), np.float32)
-    points = np.asarray(landmarks_source, np.float64)[:count] @ A[:2, :2].T + A[:2, 2]  # in the crop's pixels
-    tracker = TorsoTracker.from_first_frame(mattes[0], points[0], valid_mask(A, tuple(image_size), ESTIMATE_RES))
+        return np.zeros((n, 2), np.float32), False
+    points = np.asarray(track.landmarks, np.float64)[:count] @ A[:2, :2].T + A[:2, 2]  # in the crop's pixels
+    valid = valid_mask(A, tuple(track.image_size), ESTIMATE_RES)
+    tracker = TorsoTracker.from_first_frame(mattes[0], points[0], valid)
     shifts = tracker.add(mattes[:count], points[:, CHIN])
     if count < n:  # a video that decodes fewer frames than were tracked: the last shift holds
         shifts = np.concatenate([shifts, np.repeat(shifts[-1:], n - count, 0)])
-    return shifts
+    steady = hair_follows_steadily(mattes[:count], points, track.T_cam_from_head[:count], track.crop_camera(ESTIMATE_RES),
+                                   valid, track.fps)
+    return shifts, steady

@@ -41,31 +41,37 @@ class DrivingFrames:
     """n driving frames retargeted onto the portrait: vertices_head (n, 478, 3) float32 metres in
     the head frame (portrait template + driver expression); T_cam_from_head (n, 4, 4) float32 in the
     MPI camera; torso_shift (n, 2) float32: how far the body below the neck has moved (x right, y
-    down, fractions of the crop: model/data/body_motion.py; zeros when the source does not know)."""
+    down, fractions of the crop: model/data/body_motion.py; zeros when the source does not know);
+    T_hair (n, 4, 4) float32: the poses the hair and ears follow (model/data/hair_motion.py; the
+    head's own poses when the source does not know)."""
 
     vertices_head: np.ndarray
     T_cam_from_head: np.ndarray
     torso_shift: np.ndarray | None = None
+    T_hair: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.vertices_head = np.asarray(self.vertices_head, np.float32)
         self.T_cam_from_head = np.asarray(self.T_cam_from_head, np.float32)
         n = len(self.vertices_head)
         self.torso_shift = np.zeros((n, 2), np.float32) if self.torso_shift is None else np.asarray(self.torso_shift, np.float32)
-        if self.vertices_head.ndim != 3 or self.T_cam_from_head.shape != (n, 4, 4) or self.torso_shift.shape != (n, 2):
-            raise ValueError(f"driving frames need vertices (n, V, 3), poses (n, 4, 4) and torso shifts (n, 2), got "
-                             f"{self.vertices_head.shape}, {self.T_cam_from_head.shape} and {self.torso_shift.shape}")
+        self.T_hair = self.T_cam_from_head.copy() if self.T_hair is None else np.asarray(self.T_hair, np.float32)
+        if self.vertices_head.ndim != 3 or self.T_cam_from_head.shape != (n, 4, 4) or self.torso_shift.shape != (n, 2) \
+                or self.T_hair.shape != (n, 4, 4):
+            raise ValueError(f"driving frames need vertices (n, V, 3), poses (n, 4, 4), torso shifts (n, 2) and hair poses "
+                             f"(n, 4, 4), got {self.vertices_head.shape}, {self.T_cam_from_head.shape}, {self.torso_shift.shape} "
+                             f"and {self.T_hair.shape}")
 
     def __len__(self) -> int:
         return int(self.vertices_head.shape[0])
 
     def __getitem__(self, index: slice | np.ndarray | list[int]) -> "DrivingFrames":
-        return DrivingFrames(self.vertices_head[index], self.T_cam_from_head[index], self.torso_shift[index])
+        return DrivingFrames(self.vertices_head[index], self.T_cam_from_head[index], self.torso_shift[index], self.T_hair[index])
 
     @staticmethod
     def concat(parts: list["DrivingFrames"]) -> "DrivingFrames":
         return DrivingFrames(np.concatenate([p.vertices_head for p in parts]), np.concatenate([p.T_cam_from_head for p in parts]),
-                             np.concatenate([p.torso_shift for p in parts]))
+                             np.concatenate([p.torso_shift for p in parts]), np.concatenate([p.T_hair for p in parts]))
 
     def padded(self, n: int) -> "DrivingFrames":
         """At least n frames, the last one repeated (a clip's tail past the end of the driving)."""
@@ -121,23 +127,26 @@ class VideoDriving(DrivingSource):
     """A driving video (a path, tracked here up to `max_frames` or read from the driving-track cache,
     or its Track), retargeted onto the portrait: the portrait's template with the driver's
     expressions, posed by `transfer_pose` against the driver's first frame, the portrait's body
-    moved as the driver's torso moves (model/data/body_motion.py)."""
+    moved as the driver's torso moves (model/data/body_motion.py), its hair as the driver's hair
+    moves (model/data/hair_motion.py)."""
 
     def __init__(self, driver: str | Path | Track, portrait: Track, max_frames: int | None = None, progress: bool = True,
                  translate: bool = True, cache_dir: Path | None = None, torso_shift: np.ndarray | None = None,
-                 on_progress: TrackingProgress | None = None):
+                 hair_steady: bool = False, on_progress: TrackingProgress | None = None):
         """cache_dir: where a video's track is kept and found again (model/data/driving_cache.py;
-        None: tracked every time). torso_shift (n, 2): the torso's motion when the driver is given
-        as a Track (a video's is measured here); None: the body stays. on_progress(stage, done,
-        total): a video's tracking, frame by frame (driving_cache.driving_video_track)."""
+        None: tracked every time). torso_shift (n, 2) and hair_steady, when the driver is given as a
+        Track (a video's are measured here): the torso's motion (None: the body stays) and whether
+        the hair follows the head's steady poses (hair_motion.hair_follows_steadily). on_progress(
+        stage, done, total): a video's tracking, frame by frame (driving_cache.driving_video_track)."""
         from model.tracking import retarget
+        from model.tracking.smoothing import steady_poses
 
         if not isinstance(driver, Track):
             from model.data.driving_cache import driving_video_track
 
             self.path = Path(driver)
-            driver, torso_shift = driving_video_track(self.path, cache_dir, progress=progress, max_frames=max_frames,
-                                                      on_progress=on_progress)
+            driver, torso_shift, hair_steady = driving_video_track(self.path, cache_dir, progress=progress, max_frames=max_frames,
+                                                                   on_progress=on_progress)
         else:
             self.path = None
             driver = driver if max_frames is None else _track_head(driver, max_frames)
@@ -147,7 +156,10 @@ class VideoDriving(DrivingSource):
         self.fps = float(driver.fps) if driver.fps > 0 else 25.0
         vertices, T_driver = retarget(portrait, driver)
         torso = None if torso_shift is None else np.asarray(torso_shift, np.float32)[:len(driver)]
-        self.all_frames = DrivingFrames(vertices, transfer_pose(portrait.T_cam_from_head[0], T_driver[0], T_driver, translate), torso)
+        T_portrait = portrait.T_cam_from_head[0]
+        T_hair = steady_poses(T_driver, self.fps) if hair_steady else None
+        self.all_frames = DrivingFrames(vertices, transfer_pose(T_portrait, T_driver[0], T_driver, translate), torso,
+                                        None if T_hair is None else transfer_pose(T_portrait, T_hair[0], T_hair, translate))
         self._next = 0
 
     def __len__(self) -> int:

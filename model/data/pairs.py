@@ -252,15 +252,17 @@ class VideoSource:
         """(V, 2) float64: frame ref's tracked mesh in its crop's pixels at the model's resolution."""
         return camera.project(self.K.double(), self.T[ref].double(), self.vertices[ref].double())[0].numpy()
 
-    def identity(self, ref: int, vertices_head: Tensor, T_mpi_from_head: Tensor, torso_shift: Tensor | None = None) -> Tensor:
+    def identity(self, ref: int, vertices_head: Tensor, T_mpi_from_head: Tensor, torso_shift: Tensor | None = None,
+                 hair_poses: Tensor | None = None) -> Tensor:
         """(n, 5, R, R): frame `ref` (image, matte, its own mesh and pose) carried onto the meshes
         vertices_head (n, V, 3) posed at T_mpi_from_head (n, 4, 4) in the MPI camera, its body
-        moved by torso_shift (n, 2) (None: it stays; `torso_from`)."""
+        moved by torso_shift (n, 2) (None: it stays; `torso_from`), its hair following hair_poses
+        (n, 4, 4) (None: T_mpi_from_head; `hair_from`)."""
         image, matte = self.portrait(ref)
         if self.cfg.identity_unmix:
             image = unmix_foreground(image, matte, self.background_image)
         return portrait_warp(image_to_tensor(image), torch.from_numpy(matte)[None], self.vertices[ref], self.T[ref], vertices_head,
-                             T_mpi_from_head, self.topology, self.K, (self.res, self.res), torso_shift)
+                             T_mpi_from_head, self.topology, self.K, (self.res, self.res), torso_shift, hair_poses)
 
     @cached_property
     def torso_track(self) -> np.ndarray:
@@ -273,6 +275,27 @@ class VideoSource:
         """(n, 2): the torso's motion in frames idx relative to frame `ref`."""
         t = self.torso_track
         return torch.from_numpy(t[np.asarray(idx)] - t[ref])
+
+    @cached_property
+    def hair_track(self) -> np.ndarray | None:
+        """(N, 4, 4) float32: the steady poses the hair follows in every frame, or None when it
+        follows the head's own (model/data/hair_motion.py), decided on first use."""
+        from model.data.hair_motion import prepared_hair_steady
+        from model.tracking.smoothing import steady_poses
+
+        video = self.video
+        return steady_poses(video.T_cam_from_head, video.fps).astype(np.float32) if prepared_hair_steady(video) else None
+
+    def hair_from(self, ref: int, idx: np.ndarray) -> Tensor | None:
+        """(n, 4, 4): the hair's poses in frames idx in their own cameras, moved from frame `ref`'s
+        head as the hair moved since (model.data.driving.transfer_pose); None when the hair follows
+        the head."""
+        from model.data.driving import transfer_pose
+
+        h = self.hair_track
+        if h is None:
+            return None
+        return torch.from_numpy(transfer_pose(self.video.T_cam_from_head[ref], h[ref], h[np.asarray(idx)]))
 
     def own(self, idx: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
         """(coords (n, 3, R, R), coverage (n, 1, R, R), disparity (n, 1, R, R)) float32 of frames idx."""
@@ -380,7 +403,8 @@ class PairSampler:
             if cfg.identity_warp:
                 # an L_side sample's MPI camera keeps the reference pose, the body where it was
                 parts["identity"].append(src.identity(ref, src.vertices[clip], T_mpi.contiguous(),
-                                                      None if side else src.torso_from(ref, clip)))
+                                                      None if side else src.torso_from(ref, clip),
+                                                      None if side else src.hair_from(ref, clip)))
         return PendingBatch({k: torch.stack(v) for k, v in parts.items()}, pending or None, cfg, side,
                             [self.sources[v].id for v, _, _ in picks], [r for _, r, _ in picks], [s for _, _, s in picks])
 

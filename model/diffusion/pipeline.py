@@ -155,7 +155,7 @@ class Portrait:
         return portrait_warp(image_to_model(self.foreground if unmix else self.image), torch.from_numpy(self.matte)[None], torch.from_numpy(self.track.vertices_head(0)),
                              torch.from_numpy(self.T_cam_from_head), torch.from_numpy(frames.vertices_head),
                              torch.from_numpy(frames.T_cam_from_head), face_topology(), torch.from_numpy(self.K), (self.res, self.res),
-                             torch.from_numpy(frames.torso_shift))
+                             torch.from_numpy(frames.torso_shift), torch.from_numpy(frames.T_hair))
 
 
 def prepare_portrait(image: str | Path | np.ndarray, cfg: ModelConfig, cache_dir: Path | None = None) -> Portrait:

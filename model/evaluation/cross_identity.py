@@ -25,6 +25,7 @@ from tqdm import tqdm
 from model.data.body_motion import prepared_torso_shifts
 from model.data.dataset import DatasetError, PreparedDataset, PreparedVideo
 from model.data.driving import VideoDriving
+from model.data.hair_motion import prepared_hair_steady
 from model.diffusion.pipeline import image_to_model, mesh_inputs, prepare_portrait, read_portrait_image
 from model.diffusion.process import Conditions
 from model.evaluation.generators import Generator
@@ -89,7 +90,8 @@ def evaluate_pair(portrait_path: Path, portrait, video: PreparedVideo, vid: str,
     from model.evaluation.reenactment import to_uint8
 
     n = min(settings.frames, len(video))
-    drive = VideoDriving(video.track, portrait.track, max_frames=n, progress=False, torso_shift=prepared_torso_shifts(video, n)).all_frames
+    drive = VideoDriving(video.track, portrait.track, max_frames=n, progress=False, torso_shift=prepared_torso_shifts(video, n),
+                         hair_steady=prepared_hair_steady(video)).all_frames
     cond = pair_conditions(portrait, drive, cfg)
     mpis = generate(cond, None)
     # as imp generate's clips (Generator.mpi_frames)

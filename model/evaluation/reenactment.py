@@ -92,7 +92,8 @@ def video_conditions(src: VideoSource, n: int, reference_camera: bool) -> VideoC
         depths = conditions.mpi_depths(T_tgt, cfg.planes)
         T_rel = torch.eye(4).expand(n, 4, 4)
     identity = src.identity(0, src.vertices[idx], (T_tgt if not reference_camera else T_mpi).contiguous(),
-                            None if reference_camera else src.torso_from(0, idx))[None] if cfg.identity_warp else None
+                            None if reference_camera else src.torso_from(0, idx),
+                            None if reference_camera else src.hair_from(0, idx))[None] if cfg.identity_warp else None
     cond = Conditions(coords=coordinate_channels(coords, cov, cfg.coord_channels)[None],
                       mesh_alpha=conditions.alpha_planes(disp, cov, depths)[None], portrait=portrait,
                       first_frame=portrait_img, first_frame_flag=torch.ones(1), background=src.background()[None],

@@ -235,7 +235,7 @@ def body_layer(rgba: Tensor, body: Tensor, bridge: Tensor, chin: Tensor, band_px
 
 def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tensor, T_portrait: Tensor,
                   vertices_head: Tensor, T_mpi_from_head: Tensor, topology: FaceTopology, K: Tensor,
-                  hw: tuple[int, int], torso_shift: Tensor | None = None) -> Tensor:
+                  hw: tuple[int, int], torso_shift: Tensor | None = None, hair_poses: Tensor | None = None) -> Tensor:
     """The identity condition (n, 5, H, W) of n driving frames (see the module docstring).
 
     portrait (3, h, w) in [-1, 1] and matte (1, h, w) in [0, 1], seen by camera K (3, 3) with the
@@ -244,7 +244,9 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     the portrait) posed at T_mpi_from_head (n, 4, 4) in the MPI camera, which has the same
     intrinsics K and image size hw; topology: the mesh's faces, mouth triangles and down line;
     torso_shift (n, 2) or None: how far the body below the neck moves in each frame (x right, y
-    down, fractions of the image's size: model/data/body_motion.py), else it stays."""
+    down, fractions of the image's size: model/data/body_motion.py), else it stays; hair_poses (n, 4, 4)
+    or None: the poses the hair and ears follow off the mesh (model/data/hair_motion.py), else
+    T_mpi_from_head."""
     dt = portrait.dtype
     K = K.to(dt)
     T_p = T_portrait.to(dt)
@@ -271,7 +273,7 @@ def portrait_warp(portrait: Tensor, matte: Tensor, portrait_vertices_head: Tenso
     band = float(K[0, 0]) * NECK_BAND / float(pv_cam[topology.chin, 2])
     body = body_weight(uv_p, uv_p[topology.bridge], uv_p[topology.chin], band, hp)
     rgba = torch.cat([portrait * matte, matte], 0)
-    proxy_uv = head_proxy_positions(K, T_p, T, hw)
+    proxy_uv = head_proxy_positions(K, T_p, T if hair_poses is None else hair_poses.to(dt), hw)
     # the body lies under the head (body_layer), which covers it where the portrait has a person
     # (exact where neither moved: 1 - body + (body / under) under): where the head moves away from
     # the body, the body's own pixels show rather than a translucent gap
