@@ -375,7 +375,8 @@ def identity_of(side: PortraitSide, frags: Fragments, T_mpi_from_head: np.ndarra
     mesh_rgb = samples.transpose(1, 0, 2, 3) * cov * (_f32(1.0) - mouth_px) - mouth_px  # black inside the mouth
     mesh_conf = attrs[:, 2:3] * cov * (_f32(1.0) - mouth_px)
 
-    proxy_uv = head_proxy_positions(side.K, side.T_portrait, np.asarray(T_mpi_from_head if hair_poses is None else hair_poses, _f32), hw)
+    T_hair = T_mpi_from_head if hair_poses is None else hair_poses
+    proxy_uv = head_proxy_positions(side.K, side.T_portrait, np.asarray(T_hair, _f32), hw)
     # near the mesh the proxy's sampling positions continue the mesh's (portrait_warp.seam_shift)
     uv = proxy_uv + fill_in((attrs[:, :2] - proxy_uv) * cov, cov, SEAM_LEVELS)
     head = np.zeros((n, 5, H * W), _f32)
