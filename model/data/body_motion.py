@@ -16,6 +16,8 @@ the source's edges as the portrait is: model.data.matting.continued_matte) that 
 frame's matte beside and below the head, and makes the sequence of them smooth by dynamic
 programming (a torso moves little between frames; a matte flickers). Shifts are fractions of the
 crop's size, so a driver's carry over to any portrait: both crops span the same 0.4 m at the head.
+A driving video is matted once (`video_body_motion`), for its torso and for whether its hair follows
+the head's steady poses (model/data/hair_motion.py).
 """
 from __future__ import annotations
 
