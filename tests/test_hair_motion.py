@@ -75,8 +75,10 @@ def test_video_driving_moves_the_hair_from_the_portraits_own_pose(tracks):
     steady = VideoDriving(driver_track, astronaut_track, progress=False, hair_steady=True).all_frames
     np.testing.assert_allclose(steady.T_hair[0], astronaut_track.T_cam_from_head[0], atol=1e-6)
     assert np.array_equal(steady.T_cam_from_head, tracked.T_cam_from_head)
-    step = lambda T: np.abs(np.diff(T[:, :3, 3], axis=0)).sum()  # noqa: E731 (path length of the joint)
-    assert step(steady.T_hair) < 0.8 * step(tracked.T_hair)
+    def path_length(T: np.ndarray) -> float:  # of the head joint, m
+        return float(np.abs(np.diff(T[:, :3, 3], axis=0)).sum())
+
+    assert path_length(steady.T_hair) < 0.8 * path_length(tracked.T_hair)
     assert np.array_equal(steady[3:5].T_hair, steady.T_hair[3:5])
 
 
