@@ -17,7 +17,7 @@ frame's matte beside and below the head, and makes the sequence of them smooth b
 programming (a torso moves little between frames; a matte flickers). Shifts are fractions of the
 crop's size, so a driver's carry over to any portrait: both crops span the same 0.4 m at the head.
 A driving video is matted once (`video_body_motion`), for its torso and for whether its hair follows
-the head's steady poses (model/data/hair_motion.py).
+the head's steadier poses (model/data/hair_motion.py).
 """
 from __future__ import annotations
 
@@ -191,14 +191,14 @@ def crop_matte(matter, frame: np.ndarray, A: np.ndarray) -> np.ndarray:
 
 
 def video_body_motion(path: str | Path, track: "Track", progress: bool = True,
-                      on_frame: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, bool]:
-    """(torso_shifts (n, 2), hair_steady) of a video's n tracked frames, matted here (MediaPipe
+                      on_frame: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, int]:
+    """(torso_shifts (n, 2), hair_steadiness) of a video's n tracked frames, matted here (MediaPipe
     selfie segmentation) in the fixed crop of its `track` (model.tracking.track_video's): the
-    torso's motion and whether its hair follows the head's steady poses (model/data/hair_motion.py).
+    torso's motion and which poses its hair follows (model/data/hair_motion.py).
     on_frame(done, n) after each frame matted."""
     from tqdm import tqdm
 
-    from model.data.hair_motion import hair_follows_steadily
+    from model.data.hair_motion import hair_steadiness
     from model.data.matting import SelfieMatter
     from model.formats import video
     from model.tracking.crop import crop_affine, valid_mask
@@ -216,13 +216,13 @@ def video_body_motion(path: str | Path, track: "Track", progress: bool = True,
             if on_frame is not None:
                 on_frame(count, n)
     if count == 0:
-        return np.zeros((n, 2), np.float32), False
+        return np.zeros((n, 2), np.float32), 0
     points = np.asarray(track.landmarks, np.float64)[:count] @ A[:2, :2].T + A[:2, 2]  # in the crop's pixels
     valid = valid_mask(A, tuple(track.image_size), ESTIMATE_RES)
     tracker = TorsoTracker.from_first_frame(mattes[0], points[0], valid)
     shifts = tracker.add(mattes[:count], points[:, CHIN])
     if count < n:  # a video that decodes fewer frames than were tracked: the last shift holds
         shifts = np.concatenate([shifts, np.repeat(shifts[-1:], n - count, 0)])
-    steady = hair_follows_steadily(mattes[:count], points, track.T_cam_from_head[:count], track.crop_camera(ESTIMATE_RES),
-                                   valid, track.fps)
-    return shifts, steady
+    steadiness = hair_steadiness(mattes[:count], points, track.T_cam_from_head[:count], track.crop_camera(ESTIMATE_RES),
+                                 valid, track.fps)
+    return shifts, steadiness

@@ -132,21 +132,21 @@ class VideoDriving(DrivingSource):
 
     def __init__(self, driver: str | Path | Track, portrait: Track, max_frames: int | None = None, progress: bool = True,
                  translate: bool = True, cache_dir: Path | None = None, torso_shift: np.ndarray | None = None,
-                 hair_steady: bool = False, on_progress: TrackingProgress | None = None):
+                 hair_steadiness: int = 0, on_progress: TrackingProgress | None = None):
         """cache_dir: where a video's track is kept and found again (model/data/driving_cache.py;
-        None: tracked every time). torso_shift (n, 2) and hair_steady, when the driver is given as a
-        Track (a video's are measured here): the torso's motion (None: the body stays) and whether
-        the hair follows the head's steady poses (hair_motion.hair_follows_steadily). on_progress(
+        None: tracked every time). torso_shift (n, 2) and hair_steadiness, when the driver is given
+        as a Track (a video's are measured here): the torso's motion (None: the body stays) and the
+        poses the hair follows (hair_motion.hair_steadiness; 0: the head's). on_progress(
         stage, done, total): a video's tracking, frame by frame (driving_cache.driving_video_track)."""
+        from model.data.hair_motion import hair_poses
         from model.tracking import retarget
-        from model.tracking.smoothing import steady_poses
 
         if not isinstance(driver, Track):
             from model.data.driving_cache import driving_video_track
 
             self.path = Path(driver)
-            driver, torso_shift, hair_steady = driving_video_track(self.path, cache_dir, progress=progress, max_frames=max_frames,
-                                                                   on_progress=on_progress)
+            driver, torso_shift, hair_steadiness = driving_video_track(self.path, cache_dir, progress=progress,
+                                                                       max_frames=max_frames, on_progress=on_progress)
         else:
             self.path = None
             driver = driver if max_frames is None else _track_head(driver, max_frames)
@@ -157,7 +157,7 @@ class VideoDriving(DrivingSource):
         vertices, T_driver = retarget(portrait, driver)
         torso = None if torso_shift is None else np.asarray(torso_shift, np.float32)[:len(driver)]
         T_portrait = portrait.T_cam_from_head[0]
-        T_hair = steady_poses(T_driver, self.fps) if hair_steady else None
+        T_hair = hair_poses(T_driver, self.fps, hair_steadiness)
         self.all_frames = DrivingFrames(vertices, transfer_pose(T_portrait, T_driver[0], T_driver, translate), torso,
                                         None if T_hair is None else transfer_pose(T_portrait, T_hair[0], T_hair, translate))
         self._next = 0

@@ -1,8 +1,7 @@
 """Tracks of driving videos kept on disk: a driving video is tracked once, not at every launch of
 imp-viewer or run of imp generate. An entry holds the face track, the torso's motion
 (model/data/body_motion.py: the video decoded again and matted in the track's crop, ~7.5 ms a
-frame more) and whether the hair follows the head's steady poses (model/data/hair_motion.py, from
-the same mattes).
+frame more) and which poses the hair follows (model/data/hair_motion.py, from the same mattes).
 
 Tracking runs at ~9 ms a frame on this 2-core CPU, all of it before the first generated frame
 (the track is smoothed forwards and backwards, so it is made whole): 2 s for an 8-second clip, half
@@ -50,9 +49,9 @@ def _entry(cache_dir: Path, key: str) -> Path:
 
 def driving_video_track(path: str | Path, cache_dir: Path | None, progress: bool = True,
                         max_frames: int | None = None,
-                        on_progress: TrackingProgress | None = None) -> tuple[Track, np.ndarray, bool]:
-    """(model.tracking.track_video's Track of `path`, its torso shifts (n, 2) and whether its hair
-    follows the head's steady poses: body_motion.video_body_motion), from the cache `cache_dir` when
+                        on_progress: TrackingProgress | None = None) -> tuple[Track, np.ndarray, int]:
+    """(model.tracking.track_video's Track of `path`, its torso shifts (n, 2) and its hair's
+    steadiness: body_motion.video_body_motion), from the cache `cache_dir` when
     it holds them (and kept there when it did not; None: no cache). Raises what track_video raises.
     on_progress(stage, done, total) after each frame of each pass over the video: stage "tracking"
     (the face), then "matting" (the body)."""
@@ -68,8 +67,8 @@ def driving_video_track(path: str | Path, cache_dir: Path | None, progress: bool
                 arrays = {k: stored[k] for k in stored.files}
             track = Track.from_arrays(arrays, entry)
             torso = np.asarray(arrays.get("torso_shift", np.zeros((0, 2))), np.float32)
-            if torso.shape == (len(track), 2) and "hair_steady" in arrays:
-                return track, torso, bool(arrays["hair_steady"])
+            if torso.shape == (len(track), 2) and "hair_steadiness" in arrays:
+                return track, torso, int(arrays["hair_steadiness"])
         except (TrackingError, OSError, ValueError, KeyError, zipfile.BadZipFile):  # a torn or foreign file: made again
             pass
     from model.data.body_motion import video_body_motion
@@ -78,18 +77,18 @@ def driving_video_track(path: str | Path, cache_dir: Path | None, progress: bool
         return None if on_progress is None else functools.partial(on_progress, name)
 
     track = track_video(path, progress=progress, max_frames=max_frames, on_frame=stage("tracking"))
-    torso, hair_steady = video_body_motion(path, track, progress=progress, on_frame=stage("matting"))
+    torso, steadiness = video_body_motion(path, track, progress=progress, on_frame=stage("matting"))
     if entry is not None:
-        _save(entry, track, torso, hair_steady)
-    return track, torso, hair_steady
+        _save(entry, track, torso, steadiness)
+    return track, torso, steadiness
 
 
-def _save(entry: Path, track: Track, torso: np.ndarray, hair_steady: bool) -> None:
+def _save(entry: Path, track: Track, torso: np.ndarray, hair_steadiness: int) -> None:
     """Write the entry atomically; a cache that cannot be written (read-only home, full disk) costs
     the next run its tracking time, not this one its result: a warning."""
     try:
         save_npz_atomic(entry, {**track.to_arrays(), "torso_shift": np.asarray(torso, np.float32),
-                                "hair_steady": np.array(hair_steady)}, compressed=True)
+                                "hair_steadiness": np.array(hair_steadiness)}, compressed=True)
     except OSError as exc:
         warnings.warn(f"could not keep the driving video's track in {entry.parent} ({exc}); it will be tracked "
                       "again next time (set IMP_CACHE_DIR to a writable folder)", stacklevel=3)

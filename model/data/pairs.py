@@ -278,13 +278,13 @@ class VideoSource:
 
     @cached_property
     def hair_track(self) -> np.ndarray | None:
-        """(N, 4, 4) float32: the steady poses the hair follows in every frame, or None when it
+        """(N, 4, 4) float32: the steadier poses the hair follows in every frame, or None when it
         follows the head's own (model/data/hair_motion.py), decided on first use."""
-        from model.data.hair_motion import prepared_hair_steady
-        from model.tracking.smoothing import steady_poses
+        from model.data.hair_motion import hair_poses, prepared_hair_steadiness
 
         video = self.video
-        return steady_poses(video.T_cam_from_head, video.fps).astype(np.float32) if prepared_hair_steady(video) else None
+        poses = hair_poses(video.T_cam_from_head, video.fps, prepared_hair_steadiness(video))
+        return None if poses is None else poses.astype(np.float32)
 
     def hair_from(self, ref: int, idx: np.ndarray) -> Tensor | None:
         """(n, 4, 4): the hair's poses in frames idx in their own cameras, moved from frame `ref`'s

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from model.data.body_motion import prepared_torso_shifts
 from model.data.dataset import DatasetError, PreparedDataset, PreparedVideo
 from model.data.driving import VideoDriving
-from model.data.hair_motion import prepared_hair_steady
+from model.data.hair_motion import prepared_hair_steadiness
 from model.diffusion.pipeline import image_to_model, mesh_inputs, prepare_portrait, read_portrait_image
 from model.diffusion.process import Conditions
 from model.evaluation.generators import Generator
@@ -91,7 +91,7 @@ def evaluate_pair(portrait_path: Path, portrait, video: PreparedVideo, vid: str,
 
     n = min(settings.frames, len(video))
     drive = VideoDriving(video.track, portrait.track, max_frames=n, progress=False, torso_shift=prepared_torso_shifts(video, n),
-                         hair_steady=prepared_hair_steady(video)).all_frames
+                         hair_steadiness=prepared_hair_steadiness(video)).all_frames
     cond = pair_conditions(portrait, drive, cfg)
     mpis = generate(cond, None)
     # as imp generate's clips (Generator.mpi_frames)
