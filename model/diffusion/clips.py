@@ -136,17 +136,17 @@ def keep_condition_outside(frontal: np.ndarray, residual: np.ndarray, alpha: np.
     square = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
     near = np.stack([cv2.dilate(np.ascontiguousarray(a, np.float32), square, borderType=cv2.BORDER_REPLICATE) for a in identity[:, 3]])
     cut = np.where(keep, near[:, None], identity[:, 3:4])  # (T, 1, R, R): one product with the planes
-    alpha = alpha * cut
+    alpha = (alpha * cut).astype(alpha.dtype, copy=False)
     if keep.all():  # the photo covers the crop (most portraits): nothing is copied, every clip
-        return frontal.astype(frontal.dtype), residual.astype(residual.dtype), alpha.astype(alpha.dtype)
+        return frontal, residual, alpha
     # the composite copied so that the cut MPI shows it exactly (as DetailHead.through_alpha does
     # inside the photo): copied as it is, the MPI's mask, cut to the condition's alpha, composited it
     # over the background twice and the continued person's soft edges faded to the background
     mask = 1.0 - np.prod(1.0 - alpha, axis=1, keepdims=True)
     composite = identity[:, :3] + (1.0 - identity[:, 3:4]) * background[None]
     copy = np.clip(background[None] + (composite - background[None]) / np.maximum(np.maximum(mask, identity[:, 3:4]), 1e-3), -1.0, 1.0)
-    return (np.where(keep, frontal, copy).astype(frontal.dtype), np.where(keep, residual, copy).astype(residual.dtype),
-            alpha.astype(alpha.dtype))
+    return (np.where(keep, frontal, copy).astype(frontal.dtype, copy=False),
+            np.where(keep, residual, copy).astype(residual.dtype, copy=False), alpha)
 
 
 def to_uint8(x: np.ndarray, low: float) -> np.ndarray:

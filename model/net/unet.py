@@ -227,7 +227,7 @@ class DetailHead(nn.Module):
         than the condition's alpha (the colour then is the condition's own, unmixed). full, gate:
         forward's arguments and result."""
         composite, background = full[:, :3], full[:, -3:]
-        shown = full[:, 3 + 3:3 + 4]  # the identity condition's alpha
+        shown = full[:, 3:3 + IDENTITY_CHANNELS][:, 3:4]  # the identity condition's alpha (forward's layout)
         mask = 1.0 - torch.prod(1.0 - alpha, 1, keepdim=True)  # = sum_i alpha_i T_i
         copy = (background + (composite - background) / torch.maximum(mask, shown).clamp_min(1e-3)).clamp(-1.0, 1.0)
         change = copy - composite
