@@ -29,7 +29,7 @@ from model.data.portrait_cache import tracker_version
 if TYPE_CHECKING:
     from model.tracking.track import Track
 
-FORMAT = "im-portrait-driving-track-4"  # raise when tracking (model/tracking), body_motion or hair_motion changes what it makes
+FORMAT = "im-portrait-driving-track-5"  # raise when tracking (model/tracking), body_motion or hair_motion changes what it makes
 _CHUNK = 1 << 20
 TrackingProgress = Callable[[str, int, int], None]  # (stage, frames done, frames in all; 0: unknown) while a video is tracked
 
