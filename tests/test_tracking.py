@@ -121,6 +121,27 @@ def test_in_plane_rotation_scale_shift_are_recovered(astronaut, angle, scale, sh
     assert np.linalg.norm(_joint_px(moved) - expected) < 0.02 * moved.crop[2]
 
 
+def test_a_video_frames_second_look_is_in_the_frames_own_pixels(shared_data):
+    """FaceMeshRunner.video_frame looks at the face again in an upright crop around it and maps
+    the landmarks back: a real frame placed elsewhere on a larger canvas gives them moved by as much,
+    and they lie on the face the first look found (a few pixels from its landmarks)."""
+    from model.formats.video import iter_frames
+    from model.tracking.facemesh import FaceMeshRunner
+
+    frame = next(iter(iter_frames(shared_data / DRIVER, 1)))
+    h, w = frame.shape[:2]
+    canvas = np.full((h + 60, w + 90, 3), 128, np.uint8)
+    canvas[37:37 + h, 61:61 + w] = frame
+    with FaceMeshRunner(static=True) as runner:
+        first = runner(frame)
+        here, there = runner.video_frame(frame), runner.video_frame(canvas)
+    assert here is not None and there is not None
+    size = np.ptp(first[:, :2], 0).max()  # the face's extent, px
+    moved = there[:, :2] - here[:, :2] - [61, 37]
+    assert np.abs(moved.mean(0)).max() < 0.002 * size and np.linalg.norm(moved, axis=-1).mean() < 0.004 * size, moved.mean(0)
+    assert np.linalg.norm(here[:, :2] - first[:, :2], axis=-1).mean() < 0.01 * size
+
+
 # --- errors -----------------------------------------------------------------------------------------
 
 def test_image_without_face_is_a_clear_error(astronaut, tmp_path):

@@ -228,7 +228,7 @@ class WebcamDriving(DrivingSource):
         points, found, rgbs = [], [], []
         for t, bgr in taken:
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            pts = self.runner(rgb)
+            pts = self.runner.video_frame(rgb)
             found.append(pts is not None)
             points.append(np.zeros((LANDMARK_COUNT, 3)) if pts is None else pts)
             rgbs.append(rgb)

@@ -159,7 +159,8 @@ def track_image(path_or_array: str | Path | np.ndarray) -> Track:
 
 def track_video(path: str | Path, progress: bool = True, max_frames: int | None = None,
                 on_frame: Callable[[int, int], None] | None = None) -> Track:
-    """Track the face through a video (MediaPipe in video mode). Frames without a face are
+    """Track the face through a video (MediaPipe in video mode, each frame looked at twice:
+    FaceMeshRunner.video_frame). Frames without a face are
     interpolated from their neighbours and flagged in `found`; raises TrackingError when no frame
     has a face and model.formats.video.VideoError when the file cannot be decoded. on_frame(done,
     total) after each frame (total 0 when the file does not say): a caller's own progress display;
@@ -177,7 +178,7 @@ def track_video(path: str | Path, progress: bool = True, max_frames: int | None 
     with FaceMeshRunner(static=False) as runner:
         for rgb in tqdm(iter_frames(path, max_frames), total=total or None, desc=f"tracking {path.name}",
                         unit="frame", disable=not progress):
-            pts = runner(rgb)
+            pts = runner.video_frame(rgb)
             found.append(pts is not None)
             points.append(np.zeros((LANDMARK_COUNT, 3)) if pts is None else pts)
             if on_frame is not None:
