@@ -15,8 +15,9 @@ silhouette against the background.
 the source's edges as the portrait is: model.data.matting.continued_matte) that best matches the
 frame's matte beside and below the head, and makes the sequence of them smooth by dynamic
 programming (a torso moves little between frames; a matte flickers), then refines each frame's
-whole-pixel shift to a fraction of a pixel from its own matte (`subpixel_offsets`). Shifts are fractions of the
-crop's size, so a driver's carry over to any portrait: both crops span the same 0.4 m at the head.
+whole-pixel shift to a fraction of a pixel from its own matte (`subpixel_offsets`). Shifts are
+fractions of the crop's size, so a driver's carry over to any portrait: both crops span the same
+0.4 m at the head.
 A driving video is matted once (`video_body_motion`), for its torso and for whether its hair follows
 the head's steadier poses (model/data/hair_motion.py).
 """
