@@ -50,7 +50,7 @@ def test_a_frame_onto_its_own_mesh_gives_itself_back(source):
     # mesh up to the mesh's own sampling positions (interpolated with perspective-correct weights,
     # a few hundredths of a pixel from the pixel centres), which the head plane continues there
     assert torch.allclose(alpha[off], matte[off], atol=2e-3)
-    assert torch.allclose(rgb.masked_select(off.expand_as(rgb)), (image * matte).masked_select(off.expand_as(rgb)), atol=2e-3)
+    assert torch.allclose(rgb.masked_select(off.expand_as(rgb)), (image * matte).masked_select(off.expand_as(rgb)), atol=4e-3)
 
 
 def test_fill_in_continues_known_values_a_few_pixels_and_no_farther():
@@ -70,25 +70,30 @@ def test_fill_in_continues_known_values_a_few_pixels_and_no_farther():
 
 
 def test_near_the_mesh_the_head_plane_takes_over_the_meshs_sampling_positions(source):
-    # a later frame whose head moved: the mesh and the head plane map its border differently
-    k = len(source) - 1
-    T_p, T = source.T[0], source.T[k:k + 1]
-    verts = source.vertices[k:k + 1] @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
-    frags = rasterize(verts, source.topology.faces, source.K, (source.res,) * 2)
+    # later frames whose head moved: the mesh and the head plane map its border differently
+    T_p = source.T[0]
     pv = source.vertices[0] @ T_p[:3, :3].T + T_p[:3, 3]
     uv_p = (pv @ source.K.T)[:, :2] / pv[:, 2:]
-    mesh_uv, cov = frags.interpolate(uv_p, source.topology.faces), frags.coverage
-    plane_uv = head_proxy_positions(source.K, T_p, T, (source.res,) * 2)
-    border = (torch.nn.functional.max_pool2d(cov, 3, 1, 1) > 0) & (cov == 0)  # first pixels off the mesh
-    # a seam is a jump in the sampling offset (where a pixel samples the portrait, minus the pixel):
-    # each border pixel against the mean offset of its covered 3x3 neighbours
-    pixel = mpi._pixel_grid(source.res, source.res, cov)[..., :2].permute(2, 0, 1)[None]
+    pixel = mpi._pixel_grid(source.res, source.res, T_p)[..., :2].permute(2, 0, 1)[None]
     box = lambda x: torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)  # noqa: E731
-    neighbour = box((mesh_uv - pixel) * cov) / box(cov).clamp(min=1e-6)
-    jump_plane = (plane_uv - pixel - neighbour).norm(dim=1, keepdim=True)[border]
-    jump_seam = (plane_uv + seam_shift(mesh_uv, plane_uv, cov) - pixel - neighbour).norm(dim=1, keepdim=True)[border]
-    assert float(jump_plane.mean()) > 0.2, "the fixture's head must move enough for a seam"  # 0.38 px at 64^2
-    assert float(jump_seam.mean()) < 0.5 * float(jump_plane.mean())
+    jumps = []
+    for k in range(1, len(source)):
+        T = source.T[k:k + 1]
+        verts = source.vertices[k:k + 1] @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
+        frags = rasterize(verts, source.topology.faces, source.K, (source.res,) * 2)
+        mesh_uv, cov = frags.interpolate(uv_p, source.topology.faces), frags.coverage
+        plane_uv = head_proxy_positions(source.K, T_p, T, (source.res,) * 2)
+        border = (torch.nn.functional.max_pool2d(cov, 3, 1, 1) > 0) & (cov == 0)  # first pixels off the mesh
+        # a seam is a jump in the sampling offset (where a pixel samples the portrait, minus the
+        # pixel): each border pixel against the mean offset of its covered 3x3 neighbours
+        neighbour = box((mesh_uv - pixel) * cov) / box(cov).clamp(min=1e-6)
+        jump_plane = (plane_uv - pixel - neighbour).norm(dim=1, keepdim=True)[border]
+        jump_seam = (plane_uv + seam_shift(mesh_uv, plane_uv, cov) - pixel - neighbour).norm(dim=1, keepdim=True)[border]
+        jumps.append((float(jump_plane.mean()), float(jump_seam.mean())))
+    plane, seam = np.array(jumps).T
+    assert plane.max() > 0.2, "the fixture's head must move enough for a seam"  # 0.33 px at 64^2
+    moved = plane > 0.1
+    assert np.all(seam[moved] < 0.5 * plane[moved]), jumps
 
 
 def _head_at(yaw_deg: float = 0.0, pitch_deg: float = 0.0, z: float = 0.8) -> torch.Tensor:
@@ -278,7 +283,8 @@ def test_a_head_risen_off_the_still_body_leaves_no_gap_at_the_neck(source):
     cols = slice(int(chin[0]) - 3, int(chin[0]) + 4)
     below = slice(int(np.ceil(chin[1])) + 1, int(chin[1] + band))
     shown = matte[below, cols] > 0.99  # the portrait's own neck there
-    assert shown.sum() > 10 and float(alpha[below, cols][shown].min()) > 0.95  # 0.16 when the neck faded in
+    # the fixture's photo ends two rows under the chin: one row of its own neck there at least
+    assert shown.sum() >= 7 and float(alpha[below, cols][shown].min()) > 0.95  # 0.16 when the neck faded in
     above = slice(int(np.ceil(chin[1] - rise)) + 1, int(chin[1]))  # where the chin was
     assert float(alpha[above, cols].min()) > 0.8
     neck = image[:, int(np.ceil(chin[1])) + 1, cols].mean(-1)  # the neck's top row
