@@ -9,10 +9,11 @@ dreamtalk speakers). There the hair is better carried by the pose smoothed hard
 (model.tracking.smoothing.steady_poses); on speakers who really move their head in small quick
 motions (LivePortrait d12 and d20, the TPS driver) the steady pose lags and the hair must follow
 the tracked one; a speaker who talks still and turns now and then needs a pose between the two.
-Which a video needs is a property of the driver, seen in its own frames: `hair_steadiness` moves the first frame's matte with each candidate (the tracked poses, and
-them smoothed hard and harder: HAIR_STEADINESS) on the upright plane through the head joint (the
-head proxy of portrait_warp without its lean) and keeps the one that matches the later frames'
-mattes best above the chin, off the face. The choice is one per video; a live source (the webcam)
+Which a video needs is a property of the driver, seen in its own frames: `hair_steadiness` moves
+the first frame's matte with each candidate (the tracked poses, and them smoothed hard and harder:
+HAIR_STEADINESS) on the upright plane through the head joint (the head proxy of portrait_warp
+without its lean) and keeps the one that matches the later frames' mattes best above the chin, off
+the face. The choice is one per video; a live source (the webcam)
 keeps the tracked pose.
 """
 from __future__ import annotations

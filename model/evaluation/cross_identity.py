@@ -83,15 +83,23 @@ def _sample_sheet(path: Path, portrait: np.ndarray, driving: np.ndarray, generat
     cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
 
 
+def driver_body_motion(video: PreparedVideo, settings: CrossSettings) -> tuple[np.ndarray, int]:
+    """A prepared driving video's torso shifts over the frames a pair uses and its hair's steadiness
+    (model/data/body_motion.py, hair_motion.py): the same for every portrait it drives."""
+    return prepared_torso_shifts(video, min(settings.frames, len(video))), prepared_hair_steadiness(video)
+
+
 def evaluate_pair(portrait_path: Path, portrait, video: PreparedVideo, vid: str, cfg, generate: Generator, fi,
-                  reference, settings: CrossSettings, tag: str = "") -> PairMetrics:
+                  reference, settings: CrossSettings, body: tuple[np.ndarray, int], tag: str = "") -> PairMetrics:
     """One portrait (a prepared model.diffusion.pipeline.Portrait, its file and dlib embedding
-    `reference`) driven by a prepared video's track."""
+    `reference`) driven by a prepared video's track, its body moving as `body` says
+    (driver_body_motion)."""
     from model.evaluation.reenactment import to_uint8
 
     n = min(settings.frames, len(video))
-    drive = VideoDriving(video.track, portrait.track, max_frames=n, progress=False, torso_shift=prepared_torso_shifts(video, n),
-                         hair_steadiness=prepared_hair_steadiness(video)).all_frames
+    torso, hair = body
+    drive = VideoDriving(video.track, portrait.track, max_frames=n, progress=False, torso_shift=torso,
+                         hair_steadiness=hair).all_frames
     cond = pair_conditions(portrait, drive, cfg)
     mpis = generate(cond, None)
     # as imp generate's clips (Generator.mpi_frames)
@@ -126,6 +134,8 @@ def evaluate_cross(data: str, cfg, generate: Generator, portraits: list[str], vi
     if missing:
         raise DatasetError(f"--cross-videos: no video(s) {missing} with status ok in {ds.root}; known: {', '.join(known)}")
     fi = FaceIdentity().load()
+    drivers = {vid: PreparedVideo.open(ds.root / vid) for vid in videos}
+    bodies = {vid: driver_body_motion(video, settings) for vid, video in drivers.items()}  # once per video, not per pair
     results: list[PairMetrics] = []
     bar = tqdm(total=len(portraits) * len(videos), desc="cross-identity pairs", disable=not settings.progress)
     for p in portraits:
@@ -138,8 +148,8 @@ def evaluate_cross(data: str, cfg, generate: Generator, portraits: list[str], vi
         if ref is None:
             raise ValueError(f"{path}: dlib finds no face in this portrait, so identity cannot be measured against it")
         for vid in videos:
-            results.append(evaluate_pair(path, portrait, PreparedVideo.open(ds.root / vid), vid, cfg, generate, fi,
-                                         ref.embedding, settings, tag))
+            results.append(evaluate_pair(path, portrait, drivers[vid], vid, cfg, generate, fi, ref.embedding, settings,
+                                         bodies[vid], tag))
             bar.update(1)
     bar.close()
 
